@@ -1,0 +1,13 @@
+//! Fan-out: the hub, the shared message type, the bounded subscriber queues.
+//!
+//! Architecture invariant: this module knows neither awc nor actix-web.
+//! Upstreams publish into it and subscribers drain from it; they never know
+//! each other.
+
+mod hub;
+mod message;
+mod queue;
+
+pub use hub::{seq_snapshot, Filter, Hub, HubError, Pair, Publisher, Subscription};
+pub use message::{gap_event, state_event, DataKind, Delivery, Incoming};
+pub use queue::{Closed, Item, Next, Pushed, QueueStream, SubQueue};

@@ -1,0 +1,69 @@
+//! HTTP routes (SPEC §7). Handlers read state through snapshots (`StatusBoard`,
+//! `Metrics`) or messages; this module owns no connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::http::header::ContentType;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::status::StatusBoard;
+use crate::telemetry::{Metrics, CONTENT_TYPE};
+use crate::watchdog::{Probe, Watchdog};
+
+/// What every handler can read.
+#[derive(Clone)]
+pub struct AppState {
+    /// Live upstream states and the shutdown flag.
+    pub board: Arc<StatusBoard>,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// The actor that answers liveness probes from the actor system's arbiter.
+    pub watchdog: Addr<Watchdog>,
+}
+
+/// Registers the routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/status", web::get().to(status))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// 200 `ok` while the actor system answers a probe within 1 s.
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    match actix_rt::time::timeout(Duration::from_secs(1), state.watchdog.send(Probe)).await {
+        Ok(Ok(())) => HttpResponse::Ok().content_type(ContentType::plaintext()).body("ok"),
+        _ => {
+            HttpResponse::ServiceUnavailable().content_type(ContentType::plaintext()).body("actor system not answering")
+        }
+    }
+}
+
+/// 200 when every required upstream is connected; else 503 naming them.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.board.readiness() {
+        Ok(()) => HttpResponse::Ok().json(json!({"ready": true})),
+        Err(not_ready) => HttpResponse::ServiceUnavailable().json(json!({"ready": false, "not_ready": not_ready})),
+    }
+}
+
+/// Per-upstream status and subscriber counts.
+async fn status(state: web::Data<AppState>) -> HttpResponse {
+    let upstreams: Vec<_> = state.board.upstreams().iter().map(|u| u.view()).collect();
+    let subscribers: serde_json::Map<String, serde_json::Value> =
+        state.metrics.subscriber_counts().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    HttpResponse::Ok().json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "shutting_down": state.board.is_shutting_down(),
+        "upstreams": upstreams,
+        "subscribers": subscribers,
+    }))
+}
+
+/// Prometheus text format 0.0.4.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type(CONTENT_TYPE).body(state.metrics.encode())
+}

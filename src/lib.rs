@@ -1,0 +1,27 @@
+//! wsgate keeps WebSocket connections to upstream feeds alive whatever the
+//! network does, and fans every decoded message out to many subscribers.
+//!
+//! Crate map (dependencies run top to bottom, no cycles):
+//!
+//! - [`app`]: wiring: registry, hub, supervised upstreams, HTTP server, shutdown order.
+//! - [`http`]: routes only (`/healthz`, `/readyz`, `/status`, `/metrics`).
+//! - [`upstream`]: the `Upstream` actor: connect, auth, heartbeat, backoff, decode.
+//!   The only module that knows awc.
+//! - [`fanout`]: the hub, shared message type, bounded subscriber queues.
+//! - [`status`]: live upstream states read by HTTP; the bounded `Reason` set.
+//! - [`config`]: the `Settings` tree; load, validate, secrets.
+//! - [`telemetry`]: metrics (the only module that touches prometheus) and logging.
+//!
+//! See `ARCHITECTURE.md` for the actors and the messages between them.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod fanout;
+pub mod http;
+pub mod status;
+pub mod telemetry;
+pub mod upstream;
+pub mod watchdog;

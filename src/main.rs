@@ -1,0 +1,60 @@
+//! The `wsgate` command: CLI, config loading, logging, signals. Nothing else.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wsgate::config::{self, ConfigSource, DEFAULT_PATH};
+
+#[derive(Parser)]
+#[command(name = "wsgate", version, about = "Keeps WebSocket feeds alive and fans them out to many subscribers.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// The config file (.toml, .yaml, .yml or .json).
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the config and print it, secrets redacted.
+    Check {
+        /// The config file (.toml, .yaml, .yml or .json).
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit 2, --help and --version exit 0 (clap's convention).
+    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    match cli.command {
+        Command::Check { config } => match config::load(&ConfigSource::File(config)) {
+            Ok(settings) => {
+                print!("{}", settings.to_redacted_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => invalid(&e),
+        },
+        Command::Run { config } => match config::load(&ConfigSource::File(config)) {
+            Ok(settings) => {
+                wsgate::telemetry::init_logging(&settings.log);
+                let code =
+                    actix_rt::System::new().block_on(wsgate::app::run_until(settings, wsgate::app::terminate_signal()));
+                ExitCode::from(code as u8)
+            }
+            Err(e) => invalid(&e),
+        },
+    }
+}
+
+fn invalid(e: &config::ConfigError) -> ExitCode {
+    eprintln!("wsgate: invalid config: {e}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,197 @@
+//! One connection attempt: resolve the secret, build the request (headers,
+//! auth, subprotocols), dial through our [`Dialer`], upgrade with awc, and
+//! classify every failure into a [`LinkError`].
+
+use std::time::Duration;
+
+use actix_codec::Framed;
+use awc::error::{ConnectError, SendRequestError, WsClientError};
+use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST, SEC_WEBSOCKET_PROTOCOL};
+use awc::http::Uri;
+use awc::ws::Codec;
+use awc::BoxedSocket;
+use base64::Engine as _;
+
+use super::connector::Dialer;
+use super::error::LinkError;
+use super::tls;
+use crate::config::{AuthKind, Secret, UpstreamConfig};
+
+/// Everything needed for one attempt, resolved at attempt time (so a
+/// rotated `token_file` or CA file applies at every reconnect).
+pub struct Attempt {
+    url: String,
+    host_header: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    protocols: Vec<String>,
+    max_frame: usize,
+    timeout: Duration,
+    dialer: Dialer,
+    /// The token, kept to send the auth message and to scrub error text.
+    pub token: Option<Secret>,
+    /// Whether certificate checks are off (warned at every connect).
+    pub insecure: bool,
+}
+
+/// A successful upgrade.
+pub struct Upgraded {
+    /// The WebSocket framed transport.
+    pub framed: Framed<BoxedSocket, Codec>,
+    /// The subprotocol the server picked, if any.
+    pub protocol: Option<String>,
+}
+
+fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), LinkError> {
+    let n = HeaderName::try_from(name).map_err(|_| LinkError::Protocol(format!("invalid header name {name:?}")))?;
+    // The value may be a secret: never echo it.
+    let v =
+        HeaderValue::try_from(value).map_err(|_| LinkError::Protocol(format!("invalid value for header {name}")))?;
+    Ok((n, v))
+}
+
+/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
+fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Attempt {
+    /// Resolves the secret and TLS files and builds the request.
+    pub fn prepare(cfg: &UpstreamConfig) -> Result<Attempt, LinkError> {
+        let bad_url = || LinkError::Protocol(format!("invalid url {}", cfg.redacted_url()));
+        let uri: Uri = cfg.url.parse().map_err(|_| bad_url())?;
+        let secure = uri.scheme_str() == Some("wss");
+        let host = uri.host().ok_or_else(bad_url)?.to_string();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+
+        let token =
+            cfg.auth.token_source().resolve().map_err(|e| LinkError::Auth(format!("cannot read token: {e}")))?;
+        let need = |t: &Option<Secret>| t.clone().ok_or_else(|| LinkError::Auth("no token configured".into()));
+
+        let mut path_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        let mut headers = Vec::new();
+        for (k, v) in &cfg.headers {
+            headers.push(header(k, v)?);
+        }
+        match cfg.auth.kind {
+            AuthKind::None | AuthKind::Message => {
+                if let Some(userinfo) = userinfo {
+                    let basic = base64::engine::general_purpose::STANDARD.encode(userinfo);
+                    headers.push(header(AUTHORIZATION.as_str(), &format!("Basic {basic}"))?);
+                }
+            }
+            AuthKind::Bearer => {
+                headers.push(header(AUTHORIZATION.as_str(), &format!("Bearer {}", need(&token)?.expose()))?);
+            }
+            AuthKind::Basic => {
+                let user = cfg.auth.username.as_deref().unwrap_or_default();
+                let basic =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", need(&token)?.expose()));
+                headers.push(header(AUTHORIZATION.as_str(), &format!("Basic {basic}"))?);
+            }
+            AuthKind::Header => {
+                let name = cfg.auth.header_name.as_deref().unwrap_or("x-api-key");
+                headers.push(header(name, need(&token)?.expose())?);
+            }
+            AuthKind::Query => {
+                let param = cfg.auth.param.as_deref().unwrap_or("token");
+                let sep = if path_query.contains('?') { '&' } else { '?' };
+                path_query =
+                    format!("{path_query}{sep}{}={}", encode_query(param), encode_query(need(&token)?.expose()));
+            }
+        }
+
+        let tls = if secure { Some(tls::client_config(&cfg.tls)?) } else { None };
+        let user_timeout = cfg.heartbeat.interval.get() + cfg.heartbeat.timeout.get();
+        let dialer = Dialer::new(&host, port, tls, user_timeout)?;
+        Ok(Attempt {
+            url: format!("ws://{host}:{port}{path_query}"),
+            host_header: hostport.to_string(),
+            headers,
+            protocols: cfg.subprotocols.clone(),
+            max_frame: cfg.max_message_size.bytes(),
+            timeout: cfg.connect_timeout.get(),
+            dialer,
+            token,
+            insecure: secure && cfg.tls.insecure_skip_verify,
+        })
+    }
+
+    /// Dials and upgrades, within `connect_timeout` for the whole of it.
+    pub async fn run(self) -> Result<Upgraded, LinkError> {
+        let connector =
+            awc::Connector::new().connector(self.dialer.clone()).timeout(self.timeout).handshake_timeout(self.timeout);
+        let client = awc::Client::builder().connector(connector).timeout(self.timeout).finish();
+        let mut req = client.ws(self.url.as_str()).max_frame_size(self.max_frame);
+        if let Ok(v) = HeaderValue::try_from(self.host_header.as_str()) {
+            req = req.set_header(HOST, v);
+        }
+        for (k, v) in self.headers {
+            req = req.set_header(k, v);
+        }
+        if !self.protocols.is_empty() {
+            req = req.protocols(&self.protocols);
+        }
+        let state = self.dialer.state();
+        match actix_rt::time::timeout(self.timeout, req.connect()).await {
+            Err(_) => Err(LinkError::Timeout(self.timeout)),
+            Ok(Err(e)) => {
+                let mut st = state.borrow_mut();
+                if let Some(f) = st.failure.take() {
+                    return Err(f);
+                }
+                Err(classify(e, || st.retry_after(), self.timeout))
+            }
+            Ok(Ok((resp, framed))) => {
+                let protocol =
+                    resp.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).map(str::to_string);
+                Ok(Upgraded { framed, protocol })
+            }
+        }
+    }
+}
+
+/// Maps awc's error onto our reasons. The one place that reads awc errors.
+fn classify(e: WsClientError, retry_after: impl FnOnce() -> Option<Duration>, timeout: Duration) -> LinkError {
+    match e {
+        WsClientError::InvalidResponseStatus(status) => {
+            let code = status.as_u16();
+            let retry_after = matches!(code, 429 | 503).then(retry_after).flatten();
+            LinkError::Http { status: code, retry_after }
+        }
+        WsClientError::SendRequest(SendRequestError::Timeout)
+        | WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Timeout)) => LinkError::Timeout(timeout),
+        WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Io(e)))
+        | WsClientError::SendRequest(SendRequestError::Send(e)) => LinkError::Tcp(e.to_string()),
+        WsClientError::SendRequest(SendRequestError::Connect(e)) => LinkError::Tcp(e.to_string()),
+        WsClientError::SendRequest(SendRequestError::Response(e)) => {
+            LinkError::Protocol(format!("bad upgrade response: {e}"))
+        }
+        WsClientError::SendRequest(e) => LinkError::Tcp(e.to_string()),
+        other => LinkError::Protocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Query tokens are percent-encoded.
+    #[test]
+    fn query_encoding() {
+        assert_eq!(encode_query("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(encode_query("Az09-._~"), "Az09-._~");
+    }
+}

@@ -1,0 +1,268 @@
+//! Our own transport under awc: DNS, TCP (keepalive, user timeout), TLS.
+//!
+//! awc is told the URL is `ws://host:port` and gets an already-encrypted
+//! stream from here. That gives us three things awc alone does not: failures
+//! classified as `dns`, `tcp` or `tls`; socket options; and the response
+//! head of a refused upgrade, from which `Retry-After` is read (awc keeps
+//! only the status). It is also where an HTTP CONNECT or SOCKS proxy will
+//! go (SPEC §11).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use actix_rt::net::{ActixStream, TcpStream};
+use actix_service::Service;
+use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connection as TcpConnection};
+use awc::http::Uri;
+use futures_util::future::LocalBoxFuture;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::error::LinkError;
+
+/// How much of the response head is kept to find `Retry-After`.
+const HEAD_LIMIT: usize = 8 * 1024;
+
+/// Shared between the dialer and the attempt that owns it.
+#[derive(Debug, Default)]
+pub struct DialState {
+    /// Our classification of a transport failure (awc would flatten it).
+    pub failure: Option<LinkError>,
+    head: Vec<u8>,
+    head_done: bool,
+}
+
+impl DialState {
+    fn feed(&mut self, bytes: &[u8]) {
+        let room = HEAD_LIMIT.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if self.head.windows(4).any(|w| w == b"\r\n\r\n") || self.head.len() >= HEAD_LIMIT {
+            self.head_done = true;
+        }
+    }
+
+    /// The `Retry-After` of the response head, as a delay from now.
+    pub fn retry_after(&self) -> Option<Duration> {
+        parse_retry_after(&self.head, SystemTime::now())
+    }
+}
+
+/// Finds `Retry-After` (seconds or HTTP date) in a response head.
+pub fn parse_retry_after(head: &[u8], now: SystemTime) -> Option<Duration> {
+    let text = String::from_utf8_lossy(head);
+    let value = text.split("\r\n").skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("retry-after").then(|| value.trim().to_string())
+    })?;
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(24 * 3600)));
+    }
+    let at = httpdate::parse_http_date(&value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(Duration::from_secs(24 * 3600)))
+}
+
+/// The awc connector service of one attempt.
+#[derive(Clone)]
+pub struct Dialer {
+    host: String,
+    port: u16,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    user_timeout: Duration,
+    state: Rc<RefCell<DialState>>,
+}
+
+impl Dialer {
+    /// A dialer to `host:port`, with TLS when `tls` is set.
+    pub fn new(
+        host: &str,
+        port: u16,
+        tls: Option<Arc<ClientConfig>>,
+        user_timeout: Duration,
+    ) -> Result<Self, LinkError> {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let tls = match tls {
+            Some(cfg) => {
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|_| LinkError::Tls(format!("invalid server name {host:?}")))?;
+                Some((cfg, name))
+            }
+            None => None,
+        };
+        Ok(Dialer { host, port, tls, user_timeout, state: Rc::default() })
+    }
+
+    /// What this dialer saw.
+    pub fn state(&self) -> Rc<RefCell<DialState>> {
+        Rc::clone(&self.state)
+    }
+
+    async fn dial(&self) -> Result<UpstreamIo, LinkError> {
+        let dns = |detail: String| LinkError::Dns { host: self.host.clone(), detail };
+        let addrs: Vec<SocketAddr> =
+            tokio::net::lookup_host((self.host.as_str(), self.port)).await.map_err(|e| dns(e.to_string()))?.collect();
+        if addrs.is_empty() {
+            return Err(dns("no addresses".into()));
+        }
+        let mut last = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(format!("{addr}: {e}")),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| LinkError::Tcp(last.unwrap_or_default()))?;
+        tune_socket(&tcp, self.user_timeout);
+        let inner = match &self.tls {
+            None => Inner::Plain(tcp),
+            Some((cfg, name)) => {
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| LinkError::Tls(e.to_string()))?;
+                Inner::Tls(Box::new(tls))
+            }
+        };
+        Ok(UpstreamIo { inner, state: Rc::clone(&self.state) })
+    }
+}
+
+/// Keepalive and a user timeout, so the kernel also gives up on a dead peer.
+fn tune_socket(tcp: &TcpStream, user_timeout: Duration) {
+    let sock = socket2::SockRef::from(tcp);
+    let _ = sock.set_nodelay(true);
+    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30)).with_interval(Duration::from_secs(10));
+    let _ = sock.set_tcp_keepalive(&ka);
+    #[cfg(target_os = "linux")]
+    let _ = sock.set_tcp_user_timeout(Some(user_timeout));
+    #[cfg(not(target_os = "linux"))]
+    let _ = user_timeout;
+}
+
+impl Service<ConnectInfo<Uri>> for Dialer {
+    type Response = TcpConnection<Uri, UpstreamIo>;
+    type Error = TcpConnectError;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    actix_service::always_ready!();
+
+    fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
+        let this = self.clone();
+        let uri = req.request().clone();
+        Box::pin(async move {
+            match this.dial().await {
+                Ok(io) => Ok(TcpConnection::new(uri, io)),
+                Err(e) => {
+                    this.state.borrow_mut().failure = Some(e);
+                    Err(TcpConnectError::Unresolved)
+                }
+            }
+        })
+    }
+}
+
+enum Inner {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// The stream handed to awc: plain or TLS, recording the response head.
+pub struct UpstreamIo {
+    inner: Inner,
+    state: Rc<RefCell<DialState>>,
+}
+
+impl fmt::Debug for UpstreamIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.inner {
+            Inner::Plain(_) => "UpstreamIo(plain)",
+            Inner::Tls(_) => "UpstreamIo(tls)",
+        })
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let res = match &mut this.inner {
+            Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if res.is_ready() {
+            let mut st = this.state.borrow_mut();
+            if !st.head_done {
+                st.feed(&buf.filled()[before..]);
+            }
+        }
+        res
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.inner {
+            Inner::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Inner::Plain(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl ActixStream for UpstreamIo {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<tokio::io::Ready>> {
+        match &self.inner {
+            Inner::Plain(s) => ActixStream::poll_read_ready(s, cx),
+            Inner::Tls(s) => ActixStream::poll_read_ready(s.get_ref().0, cx),
+        }
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<tokio::io::Ready>> {
+        match &self.inner {
+            Inner::Plain(s) => ActixStream::poll_write_ready(s, cx),
+            Inner::Tls(s) => ActixStream::poll_write_ready(s.get_ref().0, cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Retry-After in seconds and as an HTTP date; absent otherwise.
+    #[test]
+    fn retry_after() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let head = b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\n\r\n";
+        assert_eq!(parse_retry_after(head, now), Some(Duration::from_secs(7)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        let head = format!("HTTP/1.1 503 x\r\nRetry-After: {date}\r\n\r\n");
+        assert_eq!(parse_retry_after(head.as_bytes(), now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after(b"HTTP/1.1 503 x\r\nX: 1\r\n\r\n", now), None);
+        assert_eq!(parse_retry_after(b"HTTP/1.1 503 x\r\nRetry-After: soon\r\n\r\n", now), None);
+    }
+}

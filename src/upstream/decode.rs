@@ -1,0 +1,179 @@
+//! From a complete upstream message to what the hub routes: the topic and
+//! how the data is embedded. Plain code, no actix: unit-tested and fuzzed.
+//!
+//! JSON is validated in full, but never re-serialized: the envelope embeds
+//! the upstream's bytes verbatim. The topic is found by walking the JSON
+//! pointer over borrowed raw values, so only the objects on the path are
+//! indexed.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+
+use super::frames::{Kind, Message};
+use crate::config::{DecodeConfig, DecodeFormat, InvalidPolicy};
+use crate::fanout::DataKind;
+
+/// The decode result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// Route it with this topic.
+    Ok {
+        /// The routing topic (`""` when absent).
+        topic: String,
+        /// How to embed the data.
+        kind: DataKind,
+    },
+    /// Invalid: count it; deliver as text with topic `""` when `pass`.
+    Invalid {
+        /// What was wrong (no payload content in it).
+        error: String,
+        /// Whether to pass it on as text anyway.
+        pass: bool,
+    },
+}
+
+/// Decodes messages of one upstream.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    format: DecodeFormat,
+    pointer: Vec<String>,
+    has_pointer: bool,
+    invalid: InvalidPolicy,
+}
+
+impl Decoder {
+    /// A decoder for `cfg`.
+    pub fn new(cfg: &DecodeConfig) -> Self {
+        let pointer = cfg.topic.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect();
+        Decoder { format: cfg.format, pointer, has_pointer: !cfg.topic.is_empty(), invalid: cfg.invalid }
+    }
+
+    /// Decodes one message.
+    pub fn decode(&self, msg: &Message) -> Decoded {
+        match self.format {
+            DecodeFormat::Binary => Decoded::Ok { topic: String::new(), kind: DataKind::Binary },
+            DecodeFormat::Text => match std::str::from_utf8(&msg.data) {
+                Ok(_) => Decoded::Ok { topic: String::new(), kind: DataKind::Text },
+                Err(_) => self.invalid("binary message is not UTF-8 text".into(), false),
+            },
+            DecodeFormat::Json => {
+                if msg.kind == Kind::Binary {
+                    return self.invalid("binary frame on a json upstream".into(), false);
+                }
+                let Ok(text) = std::str::from_utf8(&msg.data) else {
+                    return self.invalid("text message is not UTF-8".into(), false);
+                };
+                match self.topic_of(text) {
+                    Ok(topic) => Decoded::Ok { topic, kind: DataKind::Json },
+                    Err(e) => self.invalid(format!("invalid JSON at line {} column {}", e.line(), e.column()), true),
+                }
+            }
+        }
+    }
+
+    fn invalid(&self, error: String, passable: bool) -> Decoded {
+        Decoded::Invalid { error, pass: passable && self.invalid == InvalidPolicy::Pass }
+    }
+
+    /// Validates `text` and returns the topic at the pointer (`""` if absent).
+    fn topic_of(&self, text: &str) -> Result<String, serde_json::Error> {
+        let root: &RawValue = serde_json::from_str(text)?;
+        if !self.has_pointer {
+            return Ok(String::new());
+        }
+        let mut cur: &RawValue = root;
+        for token in &self.pointer {
+            let t = cur.get().trim_start();
+            if t.starts_with('{') {
+                let map: HashMap<Cow<'_, str>, &RawValue> = serde_json::from_str(cur.get())?;
+                match map.get(token.as_str()) {
+                    Some(v) => cur = v,
+                    None => return Ok(String::new()),
+                }
+            } else if t.starts_with('[') {
+                let list: Vec<&RawValue> = serde_json::from_str(cur.get())?;
+                match token.parse::<usize>().ok().and_then(|i| list.get(i)) {
+                    Some(v) => cur = v,
+                    None => return Ok(String::new()),
+                }
+            } else {
+                return Ok(String::new());
+            }
+        }
+        let t = cur.get().trim_start();
+        if t.starts_with('"') {
+            return serde_json::from_str::<String>(cur.get());
+        }
+        // Numbers, booleans, null, objects, arrays: their compact JSON text.
+        let v: serde_json::Value = serde_json::from_str(cur.get())?;
+        Ok(v.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn cfg(format: DecodeFormat, topic: &str, invalid: InvalidPolicy) -> Decoder {
+        Decoder::new(&DecodeConfig { format, topic: topic.into(), invalid })
+    }
+
+    fn text(s: &str) -> Message {
+        Message { kind: Kind::Text, data: Bytes::copy_from_slice(s.as_bytes()) }
+    }
+
+    fn ok(topic: &str, kind: DataKind) -> Decoded {
+        Decoded::Ok { topic: topic.into(), kind }
+    }
+
+    /// Topics by pointer, absent pointers, non-string values, invalid input.
+    #[test]
+    fn decode_table() {
+        use DataKind::*;
+        use DecodeFormat as F;
+        use InvalidPolicy::*;
+        let bin = Message { kind: Kind::Binary, data: Bytes::from_static(b"\xff\x00") };
+        let cases: Vec<(Decoder, Message, Decoded)> = vec![
+            (cfg(F::Json, "/type", Drop), text(r#"{"type":"trade","p":1}"#), ok("trade", Json)),
+            (cfg(F::Json, "/type", Drop), text(r#"{"p":1}"#), ok("", Json)),
+            (cfg(F::Json, "/type", Drop), text(r#"[1,2]"#), ok("", Json)),
+            (cfg(F::Json, "/a/b", Drop), text(r#"{"a":{"b":"x/y"}}"#), ok("x/y", Json)),
+            (cfg(F::Json, "/a/1", Drop), text(r#"{"a":["p","q"]}"#), ok("q", Json)),
+            (cfg(F::Json, "/a~1b", Drop), text(r#"{"a/b":"s"}"#), ok("s", Json)),
+            (cfg(F::Json, "/n", Drop), text(r#"{"n": 42}"#), ok("42", Json)),
+            (cfg(F::Json, "/n", Drop), text(r#"{"n": null}"#), ok("null", Json)),
+            (cfg(F::Json, "/n", Drop), text(r#"{"n": { "k" : [1, 2] }}"#), ok(r#"{"k":[1,2]}"#, Json)),
+            (cfg(F::Json, "/type", Drop), text(r#"{"type":"esc\"aped"}"#), ok("esc\"aped", Json)),
+            (cfg(F::Json, "", Drop), text(r#"{"type":"x"}"#), ok("", Json)),
+            (
+                cfg(F::Json, "/type", Drop),
+                text(r#"{"type":"x""#),
+                Decoded::Invalid { error: "invalid JSON at line 1 column 11".into(), pass: false },
+            ),
+            (
+                cfg(F::Json, "/type", Pass),
+                text("not json"),
+                Decoded::Invalid { error: "invalid JSON at line 1 column 2".into(), pass: true },
+            ),
+            (
+                cfg(F::Json, "/type", Pass),
+                bin.clone(),
+                Decoded::Invalid { error: "binary frame on a json upstream".into(), pass: false },
+            ),
+            (cfg(F::Text, "/type", Drop), text(r#"{"type":"x"}"#), ok("", Text)),
+            (
+                cfg(F::Text, "/type", Drop),
+                bin.clone(),
+                Decoded::Invalid { error: "binary message is not UTF-8 text".into(), pass: false },
+            ),
+            (cfg(F::Binary, "/type", Drop), bin, ok("", Binary)),
+        ];
+        for (d, m, want) in cases {
+            assert_eq!(d.decode(&m), want, "{:?}", m.data);
+        }
+    }
+}

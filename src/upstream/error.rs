@@ -1,0 +1,129 @@
+//! Why a link failed, as one enum with a bounded [`Reason`], and the one
+//! function that decides whether to try again.
+
+use std::time::Duration;
+
+use crate::status::Reason;
+
+/// A failure of one upstream link. The text never holds a secret: errors
+/// are built from our own words, and outside text is scrubbed before it is
+/// recorded (see `Upstream::fail`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// Name resolution failed.
+    #[error("cannot resolve {host}: {detail}")]
+    Dns {
+        /// The host name.
+        host: String,
+        /// The resolver's words.
+        detail: String,
+    },
+    /// TCP connect failed, or the stream was reset or hit EOF.
+    #[error("connection failed: {0}")]
+    Tcp(String),
+    /// TLS setup, handshake or certificate failure.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// `connect_timeout` passed during TCP, TLS or the upgrade.
+    #[error("no upgrade within {0:?}")]
+    Timeout(Duration),
+    /// The upgrade got a non-101 status.
+    #[error("upgrade answered HTTP {status}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// A `Retry-After` on 429/503, honoured as a lower bound on the delay.
+        retry_after: Option<Duration>,
+    },
+    /// Message auth failed or timed out; or the token could not be read.
+    #[error("auth: {0}")]
+    Auth(String),
+    /// The server sent a close frame.
+    #[error("server closed the link with code {code:?}{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
+    Closed {
+        /// The close code, if any.
+        code: Option<u16>,
+        /// The close reason text.
+        reason: String,
+    },
+    /// No frame of any kind within `heartbeat.timeout`.
+    #[error("dead link: no frame within {0:?}")]
+    DeadLink(Duration),
+    /// No data message within `heartbeat.idle_timeout`.
+    #[error("idle: no data message within {0:?}")]
+    Idle(Duration),
+    /// A message over `max_message_size` (closed with 1009).
+    #[error("{0}")]
+    Oversize(String),
+    /// Bad frames, invalid UTF-8, an unexpected upgrade answer or subprotocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// Handling this upstream's data panicked.
+    #[error("panic while handling upstream data")]
+    Panic,
+    /// Shutting down.
+    #[error("shutting down")]
+    Shutdown,
+    /// Removed or changed by a reload.
+    #[error("reloaded")]
+    Reload,
+}
+
+impl LinkError {
+    /// The bounded label of this error (SPEC §10a).
+    pub fn reason(&self) -> Reason {
+        match self {
+            LinkError::Dns { .. } => Reason::Dns,
+            LinkError::Tcp(_) => Reason::Tcp,
+            LinkError::Tls(_) => Reason::Tls,
+            LinkError::Timeout(_) => Reason::Timeout,
+            LinkError::Http { status: 401 | 403, .. } => Reason::Auth,
+            LinkError::Http { status: 400..=499, .. } => Reason::Http4xx,
+            LinkError::Http { status: 500..=599, .. } => Reason::Http5xx,
+            LinkError::Http { .. } => Reason::Protocol,
+            LinkError::Auth(_) => Reason::Auth,
+            LinkError::Closed { .. } => Reason::Closed,
+            LinkError::DeadLink(_) => Reason::DeadLink,
+            LinkError::Idle(_) => Reason::Idle,
+            LinkError::Oversize(_) => Reason::Oversize,
+            LinkError::Protocol(_) => Reason::Protocol,
+            LinkError::Panic => Reason::Panic,
+            LinkError::Shutdown => Reason::Shutdown,
+            LinkError::Reload => Reason::Reload,
+        }
+    }
+
+    /// Whether to schedule another attempt. Every network or server failure
+    /// is retried (401/403 too, with backoff); only our own stops are not.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, LinkError::Shutdown | LinkError::Reload)
+    }
+
+    /// The least delay the server asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LinkError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Status codes map onto the SPEC's reasons.
+    #[test]
+    fn http_reasons() {
+        let r = |status| LinkError::Http { status, retry_after: None }.reason();
+        assert_eq!(r(401), Reason::Auth);
+        assert_eq!(r(403), Reason::Auth);
+        assert_eq!(r(404), Reason::Http4xx);
+        assert_eq!(r(429), Reason::Http4xx);
+        assert_eq!(r(503), Reason::Http5xx);
+        assert_eq!(r(200), Reason::Protocol);
+        assert_eq!(r(302), Reason::Protocol);
+        assert!(!LinkError::Shutdown.is_retryable());
+        assert!(LinkError::Http { status: 401, retry_after: None }.is_retryable());
+    }
+}
