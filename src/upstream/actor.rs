@@ -39,6 +39,9 @@ type WsSink = SplitSink<Framed<BoxedSocket, Codec>, Message>;
 
 /// How often invalid upstream data is logged at most.
 const INVALID_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long an old link is still read after our close frame before it is
+/// closed and dropped (the peer's close reply or EOF usually comes first).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Ping payloads remembered for RTT matching.
 const PINGS_REMEMBERED: usize = 16;
 
@@ -299,17 +302,25 @@ impl Upstream {
     }
 
     /// Drops the link, after queueing a close frame with `code` if given.
+    ///
+    /// The old link is still read (and ignored: the generation moves on) for
+    /// [`CLOSE_GRACE`]: dropping a socket with unread data sends RST, and the
+    /// peer would lose our close frame. The sink is closed only then, because
+    /// actix-codec's `Framed::close` does not flush its own write buffer: a
+    /// frame queued just before `close()` would be discarded.
     fn teardown(&mut self, ctx: &mut Context<Self>, code: Option<u16>) {
         if let Some(mut link) = self.link.take() {
             if let Some(t) = link.tick.take() {
                 ctx.cancel_future(t);
             }
-            ctx.cancel_future(link.stream);
             if let Some(code) = code {
                 let _ = link.sink.write(Message::Close(Some(CloseReason { code: code.into(), description: None })));
             }
-            // Flushes what is queued (the close frame), then closes the socket.
-            link.sink.close();
+            let (mut sink, stream) = (link.sink, link.stream);
+            ctx.run_later(CLOSE_GRACE, move |_, ctx| {
+                sink.close();
+                ctx.cancel_future(stream);
+            });
         }
         self.gen += 1;
     }
