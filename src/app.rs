@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::fanout::{Closed, Hub};
 use crate::http::{self, AppState};
 use crate::status::StatusBoard;
+use crate::subscriber::sinks::Sinks;
 use crate::telemetry::Metrics;
 use crate::upstream::{self, Upstream};
 use crate::watchdog::Watchdog;
@@ -33,6 +34,7 @@ pub struct Gateway {
     pub hub: Hub,
     settings: Settings,
     upstreams: Vec<(String, Addr<Upstream>)>,
+    sinks: Sinks,
     server: ServerHandle,
     server_done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -69,6 +71,7 @@ impl Gateway {
             .map(|u| (u.name.clone(), upstream::spawn(Arc::new(u.clone()), &hub, &metrics, &board)))
             .collect();
 
+        let sinks = Sinks::start(&settings.sinks, &hub, &metrics)?;
         let state = AppState { board: Arc::clone(&board), metrics: Arc::clone(&metrics), watchdog };
         let workers = std::thread::available_parallelism().map(|n| n.get().clamp(1, 4)).unwrap_or(2);
         let timeout_secs = settings.server.shutdown_timeout.get().as_secs().max(1);
@@ -83,7 +86,7 @@ impl Gateway {
         let handle = server.handle();
         let server_done = actix_rt::spawn(server);
         info!(listen = %addr, upstreams = settings.upstreams.len(), "wsgate is serving.");
-        Ok(Gateway { addr, board, metrics, hub, settings, upstreams, server: handle, server_done })
+        Ok(Gateway { addr, board, metrics, hub, settings, upstreams, sinks, server: handle, server_done })
     }
 
     /// The SPEC §9 order: `/readyz` 503 at once; keep serving through
@@ -99,10 +102,12 @@ impl Gateway {
         info!("Shutting down: closing subscribers and upstreams.");
         let timeout = self.settings.server.shutdown_timeout.get();
         let hub = self.hub.clone();
+        let started = std::time::Instant::now();
         let work = async move {
             hub.close_all(Closed::Shutdown);
             let closes = self.upstreams.iter().map(|(_, addr)| addr.send(upstream::Shutdown));
             futures_util::future::join_all(closes).await;
+            self.sinks.flush_and_stop(timeout.saturating_sub(started.elapsed())).await;
             self.server.stop(true).await;
             let _ = self.server_done.await;
         };

@@ -7,6 +7,7 @@
 //! - [`http`]: routes only (`/healthz`, `/readyz`, `/status`, `/metrics`).
 //! - [`upstream`]: the `Upstream` actor: connect, auth, heartbeat, backoff, decode.
 //!   The only module that knows awc.
+//! - [`subscriber`]: WebSocket sessions and sinks, each draining a bounded hub queue.
 //! - [`fanout`]: the hub, shared message type, bounded subscriber queues.
 //! - [`status`]: live upstream states read by HTTP; the bounded `Reason` set.
 //! - [`config`]: the `Settings` tree; load, validate, secrets.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod fanout;
 pub mod http;
 pub mod status;
+pub mod subscriber;
 pub mod telemetry;
 pub mod upstream;
 pub mod watchdog;

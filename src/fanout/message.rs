@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
 
 use crate::status::LinkState;
 
@@ -47,18 +48,32 @@ pub struct Delivery {
     pub msg: Incoming,
     /// Per-upstream sequence number, consecutive from 1 at process start.
     pub seq: u64,
-    envelope: OnceLock<Bytes>,
+    envelope: OnceLock<ByteString>,
+    raw_text: OnceLock<Option<ByteString>>,
 }
 
 impl Delivery {
     /// Wraps a message with its number.
     pub fn new(msg: Incoming, seq: u64) -> Arc<Self> {
-        Arc::new(Delivery { msg, seq, envelope: OnceLock::new() })
+        Arc::new(Delivery { msg, seq, envelope: OnceLock::new(), raw_text: OnceLock::new() })
     }
 
     /// The envelope text frame, encoded on first call and shared after.
-    pub fn envelope(&self) -> &Bytes {
-        self.envelope.get_or_init(|| encode_envelope(self))
+    pub fn envelope(&self) -> &ByteString {
+        self.envelope.get_or_init(|| {
+            // Built from JSON text and UTF-8-checked upstream text only; a
+            // failure would be a bug, answered with a valid error object.
+            ByteString::try_from(encode_envelope(self))
+                .unwrap_or_else(|_| ByteString::from_static(r#"{"event":"error","message":"envelope encoding"}"#))
+        })
+    }
+
+    /// The raw frame as text, for raw subscribers of a text upstream frame
+    /// (validated once per message, shared by all subscribers).
+    pub fn raw_text(&self) -> Option<&ByteString> {
+        self.raw_text
+            .get_or_init(|| self.msg.raw_is_text.then(|| ByteString::try_from(self.msg.raw.clone()).ok()).flatten())
+            .as_ref()
     }
 }
 
@@ -138,7 +153,7 @@ mod tests {
             (DataKind::Binary, &[0u8, 255, 1][..], serde_json::json!("AP8B")),
         ] {
             let d = Delivery::new(incoming(kind, raw), 42);
-            let v: serde_json::Value = serde_json::from_slice(d.envelope()).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(d.envelope().as_bytes()).unwrap();
             assert_eq!(v["upstream"], "btc\"usd");
             assert_eq!(v["topic"], "trade");
             assert_eq!(v["seq"], 42);

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use actix::{Addr, Supervisor};
 
 pub use actor::{Shutdown, Upstream, UpstreamDeps};
-pub use connector::parse_retry_after;
+pub use connector::{parse_retry_after, Dialer};
+pub use tls::client_config;
 pub use error::LinkError;
 pub use policy::ReconnectPolicy;
 

@@ -1,0 +1,6 @@
+//! Subscribers: actors that drain a bounded hub queue ([`crate::fanout::SubQueue`]).
+//! One file per kind: WebSocket sessions, and the sinks (stdout, file,
+//! webhook). A broker sink (NATS, Redis Streams) is one more file that
+//! subscribes the same way.
+
+pub mod sinks;
