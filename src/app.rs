@@ -18,6 +18,7 @@ use crate::fanout::{Closed, Hub};
 use crate::http::{self, AppState};
 use crate::status::StatusBoard;
 use crate::subscriber::sinks::Sinks;
+use crate::subscriber::websocket::{tune_accepted_socket, SubscriberSettings, WsEndpoint};
 use crate::telemetry::Metrics;
 use crate::upstream::{self, Upstream};
 use crate::watchdog::Watchdog;
@@ -73,16 +74,29 @@ impl Gateway {
 
         let sinks = Sinks::start(&settings.sinks, &hub, &metrics)?;
         let state = AppState { board: Arc::clone(&board), metrics: Arc::clone(&metrics), watchdog };
+        let ws = WsEndpoint {
+            hub: hub.clone(),
+            settings: Arc::new(std::sync::RwLock::new(SubscriberSettings::resolve(&settings.subscribers)?)),
+            board: Arc::clone(&board),
+            metrics: Arc::clone(&metrics),
+            live: Arc::default(),
+        };
+        let stall = settings.subscribers.stall_timeout.get();
         let workers = std::thread::available_parallelism().map(|n| n.get().clamp(1, 4)).unwrap_or(2);
         let timeout_secs = settings.server.shutdown_timeout.get().as_secs().max(1);
-        let server =
-            HttpServer::new(move || App::new().app_data(web::Data::new(state.clone())).configure(http::routes))
-                .workers(workers)
-                .disable_signals()
-                .shutdown_timeout(timeout_secs)
-                .listen(listener)
-                .context("cannot start the HTTP server")?
-                .run();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .app_data(web::Data::new(ws.clone()))
+                .configure(http::routes)
+        })
+        .on_connect(move |conn, _| tune_accepted_socket(conn, stall))
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(timeout_secs)
+        .listen(listener)
+        .context("cannot start the HTTP server")?
+        .run();
         let handle = server.handle();
         let server_done = actix_rt::spawn(server);
         info!(listen = %addr, upstreams = settings.upstreams.len(), "wsgate is serving.");

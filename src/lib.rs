@@ -3,6 +3,7 @@
 //!
 //! Crate map (dependencies run top to bottom, no cycles):
 //!
+//! - [`demo`]: `wsgate demo`, a simulated feed wired to the gateway.
 //! - [`app`]: wiring: registry, hub, supervised upstreams, HTTP server, shutdown order.
 //! - [`http`]: routes only (`/healthz`, `/readyz`, `/status`, `/metrics`).
 //! - [`upstream`]: the `Upstream` actor: connect, auth, heartbeat, backoff, decode.
@@ -20,6 +21,7 @@
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod fanout;
 pub mod http;
 pub mod status;

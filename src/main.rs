@@ -23,6 +23,8 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Run a built-in simulated market feed and the gateway wired to it (no file, no network).
+    Demo,
     /// Validate the config and print it, secrets redacted.
     Check {
         /// The config file (.toml, .yaml, .yml or .json).
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
             }
             Err(e) => invalid(&e),
         },
+        Command::Demo => ExitCode::from(actix_rt::System::new().block_on(wsgate::demo::run()) as u8),
         Command::Run { config } => match config::load(&ConfigSource::File(config)) {
             Ok(settings) => {
                 wsgate::telemetry::init_logging(&settings.log);

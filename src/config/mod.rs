@@ -110,6 +110,10 @@ pub struct SubscribersConfig {
     /// Browser origins allowed to connect; empty = any. A missing Origin is allowed.
     #[serde(deserialize_with = "string_or_seq")]
     pub allowed_origins: Vec<String>,
+    /// A subscriber socket that accepts no data for this long is closed by
+    /// the kernel (TCP_USER_TIMEOUT), so a client that never reads cannot
+    /// hold memory. Applies to new connections.
+    pub stall_timeout: Dur,
 }
 
 impl Default for SubscribersConfig {
@@ -122,6 +126,7 @@ impl Default for SubscribersConfig {
             auth_token_env: None,
             auth_token_file: None,
             allowed_origins: Vec::new(),
+            stall_timeout: Dur::secs(30),
         }
     }
 }
@@ -603,7 +608,7 @@ pub enum ConfigSource {
     /// A file; its extension picks the format.
     File(PathBuf),
     /// Text held in the binary (the demo), in TOML.
-    BuiltIn(&'static str),
+    BuiltIn(String),
 }
 
 impl ConfigSource {
@@ -654,7 +659,7 @@ pub fn load_with_env(
             let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read: {e}")))?;
             config::File::from_str(&text, format)
         }
-        ConfigSource::BuiltIn(text) => config::File::from_str(text, config::FileFormat::Toml),
+        ConfigSource::BuiltIn(text) => config::File::from_str(text.as_str(), config::FileFormat::Toml),
     };
     let environment = config::Environment::with_prefix(ENV_PREFIX)
         .prefix_separator(ENV_SEPARATOR)
@@ -755,6 +760,9 @@ pub fn validate(s: &Settings) -> Result<(), Invalid> {
     }
     if sub.queue_capacity == 0 {
         return Err(bad("subscribers.queue_capacity", "must be at least 1"));
+    }
+    if sub.stall_timeout.is_zero() {
+        return Err(bad("subscribers.stall_timeout", "must be greater than 0s"));
     }
     if sub.token_source().count() > 1 {
         return Err(bad("subscribers.auth_token", "set only one of auth_token, auth_token_env, auth_token_file"));

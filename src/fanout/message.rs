@@ -115,13 +115,17 @@ fn put_json_str(out: &mut BytesMut, s: &str) {
 }
 
 /// An `upstream` state event (SPEC §5), fields in the SPEC's order.
-pub fn state_event(upstream: &str, state: LinkState) -> Bytes {
-    Bytes::from(format!(r#"{{"event":"upstream","upstream":{},"state":"{}"}}"#, json_str(upstream), state.as_str()))
+pub fn state_event(upstream: &str, state: LinkState) -> ByteString {
+    ByteString::from(format!(
+        r#"{{"event":"upstream","upstream":{},"state":"{}"}}"#,
+        json_str(upstream),
+        state.as_str()
+    ))
 }
 
 /// A `gap` event: `missed` messages of `upstream` were dropped for this subscriber.
-pub fn gap_event(upstream: &str, missed: u64) -> Bytes {
-    Bytes::from(format!(r#"{{"event":"gap","upstream":{},"missed":{missed}}}"#, json_str(upstream)))
+pub fn gap_event(upstream: &str, missed: u64) -> ByteString {
+    ByteString::from(format!(r#"{{"event":"gap","upstream":{},"missed":{missed}}}"#, json_str(upstream)))
 }
 
 fn json_str(s: &str) -> String {

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytestring::ByteString;
 use futures_core::Stream;
 use futures_util::task::AtomicWaker;
 
@@ -25,7 +25,7 @@ pub enum Item {
     /// A data message.
     Message(Arc<Delivery>),
     /// A control event (state, gap), already encoded.
-    Event(Bytes),
+    Event(ByteString),
 }
 
 /// Why a queue was closed by the producer side.
@@ -158,7 +158,7 @@ impl SubQueue {
 
     /// Queues an event (only for subscribers that want events). Events take
     /// room like messages; when full the oldest item makes way.
-    pub fn push_event(&self, event: Bytes) {
+    pub fn push_event(&self, event: ByteString) {
         if !self.events {
             return;
         }
@@ -286,7 +286,7 @@ mod tests {
             Incoming {
                 upstream: upstream.into(),
                 topic: "".into(),
-                raw: Bytes::from(seq.to_string()),
+                raw: bytes::Bytes::from(seq.to_string()),
                 raw_is_text: true,
                 kind: DataKind::Json,
                 received_at: SystemTime::now(),
@@ -301,7 +301,7 @@ mod tests {
             .iter()
             .map(|i| match i {
                 Item::Message(d) => d.seq.to_string(),
-                Item::Event(e) => String::from_utf8_lossy(e).into_owned(),
+                Item::Event(e) => e.to_string(),
             })
             .collect()
     }
@@ -338,7 +338,7 @@ mod tests {
         assert_eq!(q.push(&msg("a", 1)), Pushed::Queued);
         assert_eq!(q.push(&msg("a", 2)), Pushed::Queued);
         assert_eq!(q.push(&msg("a", 3)), Pushed::Dropped);
-        q.push_event(Bytes::from_static(b"ignored"));
+        q.push_event(ByteString::from_static("ignored"));
         let mut st = q.stream();
         assert_eq!(seqs(&next_items(&mut st).await), vec!["1", "2"]);
         q.push(&msg("a", 4));

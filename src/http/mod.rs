@@ -24,12 +24,22 @@ pub struct AppState {
     pub watchdog: Addr<Watchdog>,
 }
 
-/// Registers the routes.
+/// Registers the routes. `/ws` needs a `web::Data<WsEndpoint>` as well.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
+    cfg.route("/", web::get().to(page))
+        .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/status", web::get().to(status))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .route("/ws", web::get().to(crate::subscriber::websocket::endpoint));
+}
+
+/// The status page: self-contained HTML that polls `/status` every second.
+const PAGE: &str = include_str!("page.html");
+
+/// `GET /`: the status page.
+async fn page() -> HttpResponse {
+    HttpResponse::Ok().content_type(ContentType::html()).body(PAGE)
 }
 
 /// 200 `ok` while the actor system answers a probe within 1 s.

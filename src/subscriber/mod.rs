@@ -4,3 +4,4 @@
 //! subscribes the same way.
 
 pub mod sinks;
+pub mod websocket;

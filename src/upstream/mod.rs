@@ -18,9 +18,9 @@ use actix::{Addr, Supervisor};
 
 pub use actor::{Shutdown, Upstream, UpstreamDeps};
 pub use connector::{parse_retry_after, Dialer};
-pub use tls::client_config;
 pub use error::LinkError;
 pub use policy::ReconnectPolicy;
+pub use tls::client_config;
 
 use crate::config::UpstreamConfig;
 use crate::fanout::Hub;

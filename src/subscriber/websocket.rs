@@ -1,0 +1,411 @@
+//! The `/ws` subscriber endpoint (SPEC §5) and its `Session` actor.
+//!
+//! Architecture invariant: this is the only file that knows
+//! actix-web-actors (deprecated upstream in favour of actix-ws), so a swap
+//! stays local.
+//!
+//! A client that stops reading freezes its session: actix-web polls it only
+//! while the HTTP/1 write buffer has room. So the session never decides
+//! anything about overflow; the hub does, on the queue (`fanout::SubQueue`).
+//! The socket itself is bounded by a small send buffer and TCP_USER_TIMEOUT
+//! set when the connection is accepted ([`tune_accepted_socket`]).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use bytestring::ByteString;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tracing::debug;
+
+use crate::config::{Secret, SubscribersConfig};
+use crate::fanout::{Closed, Filter, Hub, HubError, Item, Next, Pair, SubQueue, Subscription};
+use crate::status::StatusBoard;
+use crate::telemetry::{Metrics, SubscriberMetrics};
+
+/// How often subscribers are pinged.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// A subscriber that sends nothing (not even a pong) this long is dropped.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
+/// Largest frame a subscriber may send (control messages are small).
+const MAX_CLIENT_FRAME: usize = 64 * 1024;
+
+/// What the endpoint needs; shared by all HTTP workers.
+#[derive(Clone)]
+pub struct WsEndpoint {
+    /// Where subscriptions go.
+    pub hub: Hub,
+    /// Subscriber settings and the resolved token; replaced on reload.
+    pub settings: Arc<RwLock<SubscriberSettings>>,
+    /// For the shutdown flag: no new subscribers once shutdown began.
+    pub board: Arc<StatusBoard>,
+    /// For the `websocket` subscriber counters.
+    pub metrics: Arc<Metrics>,
+    /// Live WebSocket subscribers, against `max_connections`.
+    pub live: Arc<AtomicUsize>,
+}
+
+/// `[subscribers]` plus the token read from its source.
+#[derive(Debug, Clone)]
+pub struct SubscriberSettings {
+    /// The config section.
+    pub cfg: SubscribersConfig,
+    /// The token subscribers must present; `None` = open.
+    pub token: Option<Secret>,
+}
+
+impl SubscriberSettings {
+    /// Resolves the token. An `auth_token_env` naming an unset variable
+    /// leaves the endpoint open (SPEC: "unset = open"), with a warning.
+    pub fn resolve(cfg: &SubscribersConfig) -> anyhow::Result<Self> {
+        let token = match cfg.token_source().resolve() {
+            Ok(t) => t,
+            Err(crate::config::SecretError::EnvMissing(var)) if cfg.auth_token_env.is_some() => {
+                tracing::warn!(variable = %var, "Subscriber auth is off: the token variable is not set, so /ws is open.");
+                None
+            }
+            Err(e) => anyhow::bail!("subscribers.auth_token: {e}"),
+        };
+        Ok(SubscriberSettings { cfg: cfg.clone(), token })
+    }
+}
+
+/// Small send buffer and a user timeout on every accepted socket, so a
+/// client that never reads is closed by the kernel and frees its memory.
+pub fn tune_accepted_socket(conn: &dyn std::any::Any, stall: Duration) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let sock = socket2::SockRef::from(tcp);
+        let _ = sock.set_nodelay(true);
+        let _ = sock.set_send_buffer_size(64 * 1024);
+        #[cfg(target_os = "linux")]
+        let _ = sock.set_tcp_user_timeout(Some(stall));
+    }
+}
+
+fn plain(status: actix_web::http::StatusCode, text: &str) -> HttpResponse {
+    HttpResponse::build(status).content_type("text/plain; charset=utf-8").body(format!("{text}\n"))
+}
+
+/// Decodes `a=1&b=x%20y` into pairs; repeated keys stay repeated.
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET /ws`: auth (401), origin (403), limits (503), filters (400), then the upgrade.
+pub async fn endpoint(
+    req: HttpRequest,
+    payload: web::Payload,
+    ep: web::Data<WsEndpoint>,
+) -> Result<HttpResponse, actix_web::Error> {
+    use actix_web::http::StatusCode;
+    if ep.board.is_shutting_down() {
+        return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+    }
+    let settings = ep.settings.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let query = parse_query(req.query_string());
+
+    if let Some(token) = &settings.token {
+        let from_header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let presented = from_header.or_else(|| query.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone()));
+        let ok = presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())));
+        if !ok {
+            return Ok(plain(StatusCode::UNAUTHORIZED, "missing or wrong token"));
+        }
+    }
+    if !settings.cfg.allowed_origins.is_empty() {
+        if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+            if !settings.cfg.allowed_origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+                return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed"));
+            }
+        }
+    }
+
+    let mut upstreams = Vec::new();
+    let mut topics = Vec::new();
+    let mut raw = false;
+    for (k, v) in &query {
+        match k.as_str() {
+            "upstream" => upstreams.push(v.clone()),
+            "topic" => topics.push(v.clone()),
+            "format" => match v.as_str() {
+                "envelope" => raw = false,
+                "raw" => raw = true,
+                _ => return Ok(plain(StatusCode::BAD_REQUEST, &format!("unknown format {v:?} (envelope or raw)"))),
+            },
+            _ => {}
+        }
+    }
+    if let Some(unknown) = upstreams.iter().find(|u| !ep.hub.has_upstream(u)) {
+        return Ok(plain(StatusCode::BAD_REQUEST, &format!("unknown upstream {unknown:?}")));
+    }
+
+    if ep.live.fetch_add(1, Ordering::SeqCst) >= settings.cfg.max_connections {
+        ep.live.fetch_sub(1, Ordering::SeqCst);
+        return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "too many subscribers"));
+    }
+    let live = Arc::clone(&ep.live);
+    let metrics = ep.metrics.subscriber("websocket");
+    let queue = SubQueue::new(settings.cfg.queue_capacity, settings.cfg.overflow, !raw, metrics.clone());
+    let sub = match ep.hub.subscribe(Arc::clone(&queue), Filter::from_lists(&upstreams, &topics)) {
+        Ok(s) => s,
+        Err(e) => {
+            live.fetch_sub(1, Ordering::SeqCst);
+            let status = match e {
+                HubError::UnknownUpstream(_) => StatusCode::BAD_REQUEST,
+                HubError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return Ok(plain(status, &e.to_string()));
+        }
+    };
+    let session = Session { sub: Some(sub), queue, raw, metrics, live, last_heard: Instant::now(), left: None };
+    // A failed handshake drops the session unstarted: its Drop releases the slot.
+    ws::WsResponseBuilder::new(session, &req, payload).frame_size(MAX_CLIENT_FRAME).start()
+}
+
+/// One WebSocket subscriber.
+pub struct Session {
+    /// The hub registration; dropped (unsubscribed) when the session stops.
+    sub: Option<Subscription>,
+    /// What the hub queued for us.
+    queue: Arc<SubQueue>,
+    /// `format=raw`: upstream frames only, no events.
+    raw: bool,
+    /// The `websocket` subscriber counters.
+    metrics: SubscriberMetrics,
+    /// Released when the session ends.
+    live: Arc<AtomicUsize>,
+    /// Last frame of any kind from the client.
+    last_heard: Instant,
+    /// Why the session ended, for `wsgate_subscriber_disconnects_total`.
+    left: Option<&'static str>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Runs whether or not the actor started; counts each session once.
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Session {
+    fn event(&self, ctx: &mut ws::WebsocketContext<Self>, value: serde_json::Value) {
+        ctx.text(ByteString::from(value.to_string()));
+    }
+
+    fn end(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: &'static str, close: Option<ws::CloseReason>) {
+        if self.left.is_none() {
+            self.left = Some(reason);
+        }
+        ctx.close(close);
+        ctx.stop();
+    }
+
+    /// `{"op":"subscribe"|"unsubscribe","upstream":..,"topic":..}`; anything
+    /// else is answered with an error event, never a disconnect.
+    fn control(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Op {
+            op: String,
+            upstream: Option<String>,
+            topic: Option<String>,
+        }
+        let op: Op = match serde_json::from_str(text) {
+            Ok(op) => op,
+            Err(e) => {
+                let message =
+                    format!("expected {{\"op\":\"subscribe\"|\"unsubscribe\",\"upstream\":..,\"topic\":..}}: {e}");
+                return self.event(ctx, json!({"event": "error", "message": message}));
+            }
+        };
+        let Some(sub) = self.sub.as_ref() else { return };
+        let pair = Pair { upstream: op.upstream.as_deref().map(Arc::from), topic: op.topic.as_deref().map(Arc::from) };
+        let result = match op.op.as_str() {
+            "subscribe" => sub.add(pair),
+            "unsubscribe" => sub.remove(&pair),
+            other => {
+                let message = format!("unknown op {other:?} (subscribe or unsubscribe)");
+                return self.event(ctx, json!({"event": "error", "message": message}));
+            }
+        };
+        match result {
+            Ok(()) => {
+                let mut ack = serde_json::Map::new();
+                ack.insert("event".into(), json!("ack"));
+                ack.insert("op".into(), json!(op.op));
+                if let Some(u) = op.upstream {
+                    ack.insert("upstream".into(), json!(u));
+                }
+                if let Some(t) = op.topic {
+                    ack.insert("topic".into(), json!(t));
+                }
+                self.event(ctx, serde_json::Value::Object(ack));
+            }
+            Err(e) => self.event(ctx, json!({"event": "error", "message": e.to_string()})),
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.add_stream(self.queue.stream());
+        ctx.run_interval(PING_EVERY, |act, ctx| {
+            if act.last_heard.elapsed() > CLIENT_TIMEOUT {
+                debug!("Subscriber silent too long; closing.");
+                act.end(
+                    ctx,
+                    "error",
+                    Some(ws::CloseReason { code: ws::CloseCode::Away, description: Some("timeout".into()) }),
+                );
+            } else {
+                ctx.ping(b"");
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.sub = None;
+        self.metrics.left(self.left.unwrap_or("client"));
+    }
+}
+
+impl StreamHandler<Next> for Session {
+    fn handle(&mut self, next: Next, ctx: &mut Self::Context) {
+        match next {
+            Next::Items(items) => {
+                let mut written = 0;
+                let mut last = None;
+                for item in items {
+                    match item {
+                        Item::Message(d) => {
+                            if self.raw {
+                                match d.raw_text() {
+                                    Some(t) => ctx.text(t.clone()),
+                                    None => ctx.binary(d.msg.raw.clone()),
+                                }
+                            } else {
+                                ctx.text(d.envelope().clone());
+                            }
+                            written += 1;
+                            last = Some(d.msg.received);
+                        }
+                        Item::Event(e) => ctx.text(e),
+                    }
+                }
+                self.metrics.written(written, last.map(|t| t.elapsed()));
+            }
+            Next::Closed(Closed::Slow) => self.end(
+                ctx,
+                "slow",
+                Some(ws::CloseReason { code: ws::CloseCode::Policy, description: Some("slow consumer".into()) }),
+            ),
+            Next::Closed(Closed::Shutdown) => self.end(ctx, "shutdown", Some(ws::CloseCode::Away.into())),
+        }
+    }
+
+    /// The queue stream ends only after `Closed`, handled above.
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(t)) => self.control(ctx, &t),
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
+                self.event(ctx, json!({"event": "error", "message": "send control messages as JSON text frames"}));
+            }
+            Ok(ws::Message::Close(reason)) => self.end(ctx, "client", reason),
+            Err(e) => {
+                debug!(error = %e, "Subscriber sent an invalid frame; closing.");
+                self.end(ctx, "error", Some(ws::CloseCode::Protocol.into()));
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.left.is_none() {
+            self.left = Some("client");
+        }
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Repeated keys, percent escapes and `+` decode; broken escapes stay literal.
+    #[test]
+    fn query_parsing() {
+        let q = parse_query("upstream=a&upstream=b%2Dc&topic=x+y&format=raw&bad=%zz&end=%4");
+        assert_eq!(
+            q,
+            vec![
+                ("upstream".into(), "a".into()),
+                ("upstream".into(), "b-c".into()),
+                ("topic".into(), "x y".into()),
+                ("format".into(), "raw".into()),
+                ("bad".into(), "%zz".into()),
+                ("end".into(), "%4".into()),
+            ]
+        );
+    }
+}
