@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs the tools that scripts/validate-deploy.sh and tests/deploy.rs need:
+#   promtool + prometheus (Debian package "prometheus"), systemd-analyze
+#   (Debian package "systemd"), kubernetes-validate + PyYAML (PyPI).
+# Idempotent and non-interactive: anything already present is skipped, so it is
+# cheap to run at the start of every CI run. Needs root for apt-get (CI is root).
+set -euo pipefail
+
+log() { printf 'install-test-tools: %s\n' "$*" >&2; }
+
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO="sudo -n"
+    fi
+fi
+
+apt_packages=()
+# promtool and prometheus both come from Debian's "prometheus" package.
+if [ ! -x /usr/bin/promtool ] || [ ! -x /usr/bin/prometheus ]; then
+    apt_packages+=(prometheus)
+fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    apt_packages+=(systemd)
+fi
+
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "apt-get not found; install these by hand: ${apt_packages[*]}"
+        exit 1
+    fi
+    # Update the package lists once per run, and only when something is missing.
+    log "apt-get update"
+    $SUDO apt-get update -qq
+    log "apt-get install ${apt_packages[*]}"
+    # --no-install-recommends: the prometheus package recommends exporters we do not need.
+    $SUDO apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+    # Debian's prometheus package starts a system service where an init runs; the
+    # tests start their own instance on a free loopback port, so nothing here needs it.
+else
+    log "prometheus, promtool and systemd-analyze already installed"
+fi
+
+PYTHON="${PYTHON:-python3}"
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    log "python3 not found"
+    exit 1
+fi
+if "$PYTHON" -c 'import yaml, kubernetes_validate' >/dev/null 2>&1; then
+    log "kubernetes-validate and PyYAML already installed"
+else
+    log "pip install kubernetes-validate PyYAML"
+    pip_flags=(--quiet --disable-pip-version-check --no-input)
+    # Debian's own python3 refuses system-wide installs (PEP 668) unless told.
+    if "$PYTHON" -m pip install --help 2>/dev/null | grep -q -- '--break-system-packages'; then
+        if [ -n "$(compgen -G '/usr/lib/python3*/EXTERNALLY-MANAGED')" ] && \
+           [ "$(command -v "$PYTHON")" = "/usr/bin/python3" ]; then
+            pip_flags+=(--break-system-packages)
+        fi
+    fi
+    "$PYTHON" -m pip install "${pip_flags[@]}" kubernetes-validate PyYAML
+fi
+
+# Report what is there, so a CI log shows the versions used.
+/usr/bin/promtool --version 2>&1 | head -n1 | sed 's/^/install-test-tools: /' >&2
+systemd-analyze --version | head -n1 | sed 's/^/install-test-tools: /' >&2
+"$PYTHON" -c 'import kubernetes_validate, yaml; print("install-test-tools: kubernetes-validate OK, PyYAML", yaml.__version__)' >&2
