@@ -510,3 +510,19 @@ async fn fifty_upstreams_reach_ready() {
     assert_eq!(feed.log.accepted(), 50);
     gw.shutdown().await;
 }
+
+/// Regression: a quiet but healthy feed with interval == timeout (the
+/// defaults' shape) is never cut; the dead-link clock starts at the ping.
+#[actix_rt::test]
+async fn quiet_healthy_feed_stays_connected() {
+    let feed = Feed::start(|mut c| async move { c.drain().await });
+    let mut u = upstream("f", feed.url("/"));
+    u.heartbeat.interval = Dur::ms(150);
+    u.heartbeat.timeout = Dur::ms(150);
+    let gw = start(vec![u]).await;
+    connected(&gw, "f").await;
+    eventually(LONG, "5 pongs", || count(&gw, r#"wsgate_upstream_ping_rtt_seconds_count{upstream="f"}"#) >= 5.0).await;
+    assert_eq!(feed.log.accepted(), 1, "the quiet link was cut");
+    assert_eq!(state(&gw, "f"), LinkState::Connected);
+    gw.shutdown().await;
+}

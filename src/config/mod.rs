@@ -360,7 +360,7 @@ impl TlsConfig {
 pub struct HeartbeatConfig {
     /// A WebSocket ping every interval.
     pub interval: Dur,
-    /// No frame of any kind within this -> dead link, reconnect.
+    /// No frame of any kind within this after a ping -> dead link, reconnect.
     pub timeout: Dur,
     /// Above zero: no data message within this -> reconnect (reason `idle`).
     pub idle_timeout: Dur,

@@ -40,8 +40,12 @@ pub enum Closed {
 #[derive(Debug)]
 struct Inner {
     items: VecDeque<Item>,
-    /// Messages dropped per upstream since the last delivered message.
+    /// Messages dropped from the head (drop_oldest): older than everything
+    /// queued, so their gap event goes before the first queued message.
     missed: Vec<(Arc<str>, u64)>,
+    /// Messages dropped on arrival (drop_newest): newer than everything
+    /// queued, so their gap event goes before the next message pushed.
+    missed_tail: Vec<(Arc<str>, u64)>,
     closed: Option<Closed>,
     /// The consumer has seen `closed` and the stream ended.
     finished: bool,
@@ -87,6 +91,7 @@ impl SubQueue {
             inner: Mutex::new(Inner {
                 items: VecDeque::with_capacity(capacity.min(64)),
                 missed: Vec::new(),
+                missed_tail: Vec::new(),
                 closed: None,
                 finished: false,
             }),
@@ -123,6 +128,15 @@ impl SubQueue {
             }
             let was_empty = g.items.is_empty();
             if g.items.len() < self.capacity {
+                if !g.missed_tail.is_empty() {
+                    // Gap events take no message room: at most one per upstream.
+                    let tail = std::mem::take(&mut g.missed_tail);
+                    if self.events {
+                        for (upstream, n) in tail {
+                            g.items.push_back(Item::Event(gap_event(&upstream, n)));
+                        }
+                    }
+                }
                 g.items.push_back(Item::Message(Arc::clone(d)));
                 (Pushed::Queued, was_empty)
             } else {
@@ -136,7 +150,7 @@ impl SubQueue {
                         (Pushed::Queued, false)
                     }
                     Overflow::DropNewest => {
-                        note_missed(&mut g.missed, &d.msg.upstream);
+                        note_missed(&mut g.missed_tail, &d.msg.upstream);
                         self.metrics.0.dropped_overflow(1);
                         (Pushed::Dropped, false)
                     }

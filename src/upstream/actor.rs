@@ -76,11 +76,15 @@ struct Link {
     stream: SpawnHandle,
     tick: Option<SpawnHandle>,
     reasm: Reassembler,
-    /// Any frame at all proves the link alive.
+    /// Any frame at all proves the link alive (kept for diagnostics).
     last_frame: Instant,
     /// Data messages only, for `idle_timeout`.
     last_data: Instant,
     last_ping: Instant,
+    /// The first ping sent after the last frame: the dead-link clock runs
+    /// from here, so a quiet but healthy feed is never cut before it could
+    /// answer (detection within interval + timeout).
+    probe_since: Option<Instant>,
     ping_seq: u64,
     pings: VecDeque<(u64, Instant)>,
 }
@@ -200,6 +204,7 @@ impl Upstream {
             last_frame: now,
             last_data: now,
             last_ping: now,
+            probe_since: None,
             ping_seq: 0,
             pings: VecDeque::new(),
         });
@@ -347,6 +352,7 @@ impl Upstream {
     fn on_frame(&mut self, ctx: &mut Context<Self>, frame: Frame) {
         let Some(link) = self.link.as_mut() else { return };
         link.last_frame = Instant::now();
+        link.probe_since = None;
         let frag = match frame {
             Frame::Ping(p) => {
                 self.deps.metrics.bytes(p.len());
@@ -497,7 +503,7 @@ impl Upstream {
         let hb = &self.cfg.heartbeat;
         let connected = self.state == LinkState::Connected;
         let Some(link) = self.link.as_mut() else { return };
-        if now.duration_since(link.last_frame) >= hb.timeout.get() {
+        if link.probe_since.is_some_and(|p| now.duration_since(p) >= hb.timeout.get()) {
             let t = hb.timeout.get();
             return self.fail(ctx, LinkError::DeadLink(t));
         }
@@ -507,6 +513,7 @@ impl Upstream {
         }
         if now.duration_since(link.last_ping) >= hb.interval.get() {
             link.ping_seq += 1;
+            link.probe_since.get_or_insert(now);
             link.pings.push_back((link.ping_seq, now));
             if link.pings.len() > PINGS_REMEMBERED {
                 link.pings.pop_front();

@@ -332,3 +332,47 @@ pub fn free_port() -> u16 {
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
 }
+
+/// A WebSocket client stream as tokio-tungstenite gives it.
+pub type Client = WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Connects a subscriber with extra headers; `Err(status)` when the upgrade is refused.
+pub async fn ws_connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("connect {url}: {e}"),
+    }
+}
+
+/// The next text frame as JSON, skipping pings; panics after `deadline`.
+pub async fn next_json(ws: &mut Client, deadline: Duration) -> serde_json::Value {
+    loop {
+        let msg = tokio::time::timeout(deadline, ws.next()).await.expect("a frame within the deadline");
+        match msg {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("JSON text frame"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Resident set size of a process in bytes (Linux).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
