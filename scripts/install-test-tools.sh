@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools that scripts/validate-deploy.sh and tests/deploy.rs need:
 #   promtool + prometheus (Debian package "prometheus"), systemd-analyze
-#   (Debian package "systemd"), kubernetes-validate + PyYAML (PyPI).
+#   (Debian package "systemd"), chromium (Debian package, for the status page
+#   test), kubernetes-validate + PyYAML (PyPI).
 # Idempotent and non-interactive: anything already present is skipped, so it is
 # cheap to run at the start of every CI run. Needs root for apt-get (CI is root).
 set -euo pipefail
@@ -24,6 +25,10 @@ if [ ! -x /usr/bin/promtool ] || [ ! -x /usr/bin/prometheus ]; then
 fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     apt_packages+=(systemd)
+fi
+# Headless Chromium renders the status page in tests/page.rs.
+if [ ! -x /usr/bin/chromium ]; then
+    apt_packages+=(chromium)
 fi
 
 if [ "${#apt_packages[@]}" -gt 0 ]; then
