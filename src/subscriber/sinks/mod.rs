@@ -1,0 +1,423 @@
+//! Sinks (SPEC §6): subscribers that are not WebSocket sessions.
+//!
+//! Each configured sink is one actor draining its own bounded hub queue
+//! (`events = false`: data messages only, never state or gap events), with
+//! the sink's `upstreams`/`topics` filter and the shared §5 envelope.
+//!
+//! - `stdout` and `file` write JSON lines with blocking I/O, so each runs on
+//!   an arbiter (a thread) of its own: a stalled pipe or a slow disk stalls
+//!   only that sink, while its queue (10 000, drop oldest, counted) keeps
+//!   the upstreams and the other subscribers going. They share one actor,
+//!   `LineSink`; `stdout.rs` and `file.rs` only say how a batch is written.
+//! - `webhook` is async HTTP (awc) on the current arbiter (`webhook.rs`).
+//!
+//! Shutdown: [`Sinks::flush_and_stop`] sends each actor `Flush`, which
+//! closes its queue (the hub has usually done so already) and resolves once
+//! the actor has taken everything left, written it (files synced) or sent it
+//! (the webhook's last batch), and stopped. A sink still busy at the
+//! deadline is told to `Abandon`: it stops at once and counts what it held
+//! as dropped (`error`). A broker sink (NATS, Redis Streams) is one more
+//! actor that answers `Flush` and `Abandon`.
+
+mod file;
+mod stdout;
+mod webhook;
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::config::{Overflow, SinkConfig};
+use crate::fanout::{Closed, Delivery, Filter, Hub, Item, Next, SubQueue, Subscription};
+use crate::telemetry::Metrics;
+
+use self::file::FileLines;
+use self::stdout::StdoutLines;
+use self::webhook::{Endpoint, Webhook};
+
+/// Queue bound of the `stdout` and `file` sinks (messages; oldest dropped when full).
+const LINE_QUEUE_CAPACITY: usize = 10_000;
+
+/// Shortest interval between two warnings of the same sink about the same
+/// kind of trouble; every failure is still counted in the metrics.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Shutdown: close the queue, write or send what is left, then stop.
+/// Resolves when the sink is done (or already was).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+/// After a missed flush deadline, or when [`Sinks`] is dropped unflushed:
+/// stop now; what the sink still holds is counted as dropped (`error`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Abandon;
+
+/// SIGHUP: a file sink reopens its path (logrotate moved the file away).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Reopen;
+
+/// One started sink, as the owner of [`Sinks`] sees it.
+struct Running {
+    /// The metric `kind` label, for log lines.
+    kind: &'static str,
+    /// Shutdown entry point.
+    flush: Recipient<Flush>,
+    /// Last resort: stop now, count the rest as dropped.
+    abandon: Recipient<Abandon>,
+}
+
+/// The running sinks.
+pub struct Sinks {
+    /// Every sink, in config order.
+    running: Vec<Running>,
+    /// The file sinks, told to reopen their path on SIGHUP.
+    reopen: Vec<Recipient<Reopen>>,
+}
+
+impl Sinks {
+    /// Starts one actor per configured sink: line sinks each on an arbiter
+    /// of its own (stopped with the sink), webhooks on the current one.
+    /// Fails when a file cannot be opened or a webhook URL or header cannot
+    /// be used, so a bad sink stops the start; sinks started before it stop.
+    pub fn start(cfgs: &[SinkConfig], hub: &Hub, metrics: &Arc<Metrics>) -> anyhow::Result<Sinks> {
+        let mut sinks = Sinks { running: Vec::new(), reopen: Vec::new() };
+        for (i, cfg) in cfgs.iter().enumerate() {
+            let kind = cfg.kind();
+            let (upstreams, topics) = cfg.filters();
+            let filter = Filter::from_lists(upstreams, topics);
+            let capacity = match cfg {
+                SinkConfig::Webhook(w) => w.queue_capacity,
+                SinkConfig::Stdout { .. } | SinkConfig::File { .. } => LINE_QUEUE_CAPACITY,
+            };
+            let queue = SubQueue::new(capacity, Overflow::DropOldest, false, metrics.subscriber(kind));
+            let context = || format!("sinks[{i}] ({kind})");
+            // Everything that can fail is checked before subscribing, so a
+            // refused sink never shows in the subscriber gauge.
+            let running = match cfg {
+                SinkConfig::Stdout { .. } => {
+                    let sub = subscribe(hub, &queue, filter, &context)?;
+                    Running::new(kind, start_lines(LineSink::new(StdoutLines::new(), queue, sub)))
+                }
+                SinkConfig::File { path, .. } => {
+                    let out = FileLines::open(path).map_err(|e| {
+                        anyhow::anyhow!("{}: cannot open {} for appending: {e}", context(), path.display())
+                    })?;
+                    let sub = subscribe(hub, &queue, filter, &context)?;
+                    let addr = start_lines(LineSink::new(out, queue, sub));
+                    sinks.reopen.push(addr.clone().recipient());
+                    Running::new(kind, addr)
+                }
+                SinkConfig::Webhook(w) => {
+                    let endpoint = Endpoint::new(w).map_err(|e| anyhow::anyhow!("{}: {e}", context()))?;
+                    let sub = subscribe(hub, &queue, filter, &context)?;
+                    Running::new(kind, Webhook::new(w.clone(), endpoint, queue, sub).start())
+                }
+            };
+            sinks.running.push(running);
+            info!(sink = kind, "Sink started.");
+        }
+        Ok(sinks)
+    }
+
+    /// Flushes what is queued (files synced, the webhook's last batch sent)
+    /// and stops, within `deadline`. Each sink closes its own queue first,
+    /// so nothing new is taken even if the hub did not close it. A sink
+    /// still busy at the deadline is stopped, its messages counted as dropped.
+    pub async fn flush_and_stop(self, deadline: Duration) {
+        let started = Instant::now();
+        let flushes = self.running.iter().map(|r| {
+            let flush = r.flush.send(Flush);
+            async move {
+                // An error means the actor has already stopped: nothing left to do.
+                actix_rt::time::timeout(deadline, flush).await.is_ok()
+            }
+        });
+        let done = join_all(flushes).await;
+        let late: Vec<&str> = self.running.iter().zip(&done).filter(|(_, ok)| !**ok).map(|(r, _)| r.kind).collect();
+        if late.is_empty() {
+            if !done.is_empty() {
+                info!(sinks = done.len(), took = ?started.elapsed(), "Sinks flushed.");
+            }
+        } else {
+            warn!(deadline = ?deadline, sinks = ?late, "Sinks did not finish flushing in time; they stop now.");
+        }
+        // Dropping `self` abandons whatever did not finish.
+    }
+
+    /// Reopens file sinks (SIGHUP, for logrotate).
+    pub fn reopen_files(&self) {
+        for r in &self.reopen {
+            r.do_send(Reopen);
+        }
+    }
+}
+
+impl Drop for Sinks {
+    /// No sink outlives its owner: one that has not finished stops now.
+    fn drop(&mut self) {
+        for r in &self.running {
+            r.abandon.do_send(Abandon);
+        }
+    }
+}
+
+impl Running {
+    fn new<A>(kind: &'static str, addr: Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<Flush> + Handler<Abandon>,
+    {
+        Running { kind, flush: addr.clone().recipient(), abandon: addr.recipient() }
+    }
+}
+
+/// Starts a line sink on an arbiter of its own; the sink stops the arbiter
+/// when it stops.
+fn start_lines<O: Lines>(sink: LineSink<O>) -> Addr<LineSink<O>> {
+    LineSink::start_in_arbiter(&Arbiter::new().handle(), move |_| sink)
+}
+
+fn subscribe(
+    hub: &Hub,
+    queue: &Arc<SubQueue>,
+    filter: Filter,
+    context: &dyn Fn() -> String,
+) -> anyhow::Result<Subscription> {
+    hub.subscribe(Arc::clone(queue), filter).map_err(|e| anyhow::anyhow!("{}: {e}", context()))
+}
+
+// === impl Throttle ===
+
+/// Bounds the warnings one sink logs about one kind of trouble: at most one
+/// per [`WARN_EVERY`], saying how many were left out in between.
+#[derive(Debug, Default)]
+struct Throttle {
+    /// When the last warning went out.
+    last: Option<Instant>,
+    /// Occurrences since then that were not logged.
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(suppressed)` when a warning may go out now.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+// === impl LineSink ===
+
+/// Where a line sink writes: one envelope and `\n` per message.
+trait Lines: Send + Unpin + 'static {
+    /// The metric `kind` label and the `sink` log field.
+    const KIND: &'static str;
+
+    /// Appends one batch of lines and pushes it out of user-space buffers.
+    fn write_batch(&mut self, batch: &[Arc<Delivery>]) -> io::Result<()>;
+
+    /// Last call at shutdown: flush, and fsync where that means something.
+    fn finish(&mut self) -> io::Result<()>;
+
+    /// SIGHUP: files reopen their path; stdout has nothing to do.
+    fn reopen(&mut self) {}
+
+    /// True when the output is gone for good (stdout's reader went away):
+    /// the sink stops with reason `error` instead of counting every batch.
+    fn is_fatal(&self, _e: &io::Error) -> bool {
+        false
+    }
+}
+
+/// The actor of a `stdout` or `file` sink, on an arbiter of its own.
+struct LineSink<O: Lines> {
+    /// Where the lines go.
+    out: O,
+    /// What the hub queued for us; closed by `Flush` so the stream ends.
+    queue: Arc<SubQueue>,
+    /// The hub registration; dropped (unsubscribed) when the sink stops.
+    sub: Option<Subscription>,
+    /// Shutdown callers waiting for the final write; dropping them signals done.
+    waiters: Vec<oneshot::Sender<()>>,
+    /// Why the sink stopped, for `wsgate_subscriber_disconnects_total`.
+    left: Option<&'static str>,
+    /// Bounds the write-error warnings.
+    errors: Throttle,
+    /// True while writes fail, to log once when they work again.
+    failing: bool,
+}
+
+impl<O: Lines> LineSink<O> {
+    /// A sink writing to `out` what `queue` receives through `sub`.
+    fn new(out: O, queue: Arc<SubQueue>, sub: Subscription) -> Self {
+        LineSink {
+            out,
+            queue,
+            sub: Some(sub),
+            waiters: Vec::new(),
+            left: None,
+            errors: Throttle::default(),
+            failing: false,
+        }
+    }
+
+    fn write(&mut self, batch: &[Arc<Delivery>], ctx: &mut Context<Self>) {
+        let n = batch.len() as u64;
+        match self.out.write_batch(batch) {
+            Ok(()) => {
+                self.queue.metrics().written(n, batch.last().map(|d| d.msg.received.elapsed()));
+                if std::mem::take(&mut self.failing) {
+                    info!(sink = O::KIND, "Sink writes again.");
+                }
+            }
+            Err(e) => {
+                self.queue.metrics().dropped_error(n);
+                self.failing = true;
+                if self.out.is_fatal(&e) {
+                    warn!(sink = O::KIND, error = %e, "Sink output is gone; the sink stops.");
+                    self.stop(ctx, "error");
+                } else if let Some(suppressed) = self.errors.allow() {
+                    warn!(sink = O::KIND, error = %e, dropped = n, suppressed, "Sink cannot write; messages dropped.");
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
+        if self.left.is_none() {
+            self.left = Some(reason);
+        }
+        self.sub = None;
+        // Every Flush waiting on us resolves when its sender is dropped.
+        self.waiters.clear();
+        ctx.stop();
+    }
+}
+
+impl<O: Lines> Actor for LineSink<O> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.add_stream(self.queue.stream());
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.sub = None;
+        self.queue.metrics().left(self.left.unwrap_or("error"));
+        // The arbiter was made for this sink alone.
+        Arbiter::current().stop();
+    }
+}
+
+impl<O: Lines> StreamHandler<Next> for LineSink<O> {
+    fn handle(&mut self, next: Next, ctx: &mut Self::Context) {
+        match next {
+            Next::Items(items) => {
+                let batch: Vec<Arc<Delivery>> = items
+                    .into_iter()
+                    .filter_map(|i| match i {
+                        Item::Message(d) => Some(d),
+                        Item::Event(_) => None,
+                    })
+                    .collect();
+                if !batch.is_empty() && self.left.is_none() {
+                    self.write(&batch, ctx);
+                }
+            }
+            Next::Closed(why) => {
+                if let Err(e) = self.out.finish() {
+                    warn!(sink = O::KIND, error = %e, "Sink cannot flush its output at shutdown.");
+                }
+                self.stop(
+                    ctx,
+                    match why {
+                        Closed::Shutdown => "shutdown",
+                        Closed::Slow => "slow",
+                    },
+                );
+            }
+        }
+    }
+
+    /// The queue stream ends only after `Closed`, handled above.
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+impl<O: Lines> Handler<Flush> for LineSink<O> {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Flush, _ctx: &mut Self::Context) -> Self::Result {
+        // What is queued is still delivered, then `Closed`, which finishes.
+        self.queue.close(Closed::Shutdown);
+        if self.left.is_some() {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl<O: Lines> Handler<Abandon> for LineSink<O> {
+    type Result = ();
+
+    fn handle(&mut self, _: Abandon, ctx: &mut Self::Context) {
+        if self.left.is_some() {
+            return;
+        }
+        self.queue.close(Closed::Shutdown);
+        let lost = self.queue.len();
+        if lost > 0 {
+            self.queue.metrics().dropped_error(lost as u64);
+            warn!(sink = O::KIND, dropped = lost, "Sink stopped before writing everything; messages dropped.");
+        }
+        if let Err(e) = self.out.finish() {
+            warn!(sink = O::KIND, error = %e, "Sink cannot flush its output.");
+        }
+        self.stop(ctx, "shutdown");
+    }
+}
+
+impl<O: Lines> Handler<Reopen> for LineSink<O> {
+    type Result = ();
+
+    fn handle(&mut self, _: Reopen, _ctx: &mut Self::Context) {
+        self.out.reopen();
+    }
+}
+
+/// Drops what a `BufWriter` holds without writing it (after a failed write,
+/// so a retry does not repeat a half-written batch).
+fn discard<W: io::Write>(w: io::BufWriter<W>) -> W {
+    w.into_parts().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The throttle lets the first warning through and counts the rest.
+    #[test]
+    fn throttle_bounds_warnings() {
+        let mut t = Throttle::default();
+        assert_eq!(t.allow(), Some(0));
+        assert_eq!(t.allow(), None);
+        assert_eq!(t.allow(), None);
+        t.last = Instant::now().checked_sub(WARN_EVERY);
+        assert_eq!(t.allow(), Some(2));
+    }
+}
