@@ -2,7 +2,6 @@
 //! shutdown order. [`Gateway::start`] returns once the listener is bound, so
 //! tests run the real thing on port 0 and stop it when they like.
 
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use tracing::{error, info, warn};
 
-use crate::config::Settings;
+use crate::config::{self, ConfigSource, Settings, UpstreamConfig};
 use crate::fanout::{Closed, Hub};
 use crate::http::{self, AppState};
 use crate::status::StatusBoard;
@@ -34,7 +33,10 @@ pub struct Gateway {
     /// The hub.
     pub hub: Hub,
     settings: Settings,
-    upstreams: Vec<(String, Addr<Upstream>)>,
+    /// In config order: each upstream's config (to diff on reload) and actor.
+    upstreams: Vec<(Arc<UpstreamConfig>, Addr<Upstream>)>,
+    /// Read by `/ws` for every new connection; replaced on reload.
+    subscriber_settings: Arc<std::sync::RwLock<SubscriberSettings>>,
     sinks: Sinks,
     server: ServerHandle,
     server_done: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -69,21 +71,27 @@ impl Gateway {
         let upstreams = settings
             .upstreams
             .iter()
-            .map(|u| (u.name.clone(), upstream::spawn(Arc::new(u.clone()), &hub, &metrics, &board)))
+            .map(|u| {
+                let cfg = Arc::new(u.clone());
+                (Arc::clone(&cfg), upstream::spawn(cfg, &hub, &metrics, &board))
+            })
             .collect();
 
         let sinks = Sinks::start(&settings.sinks, &hub, &metrics)?;
         let state = AppState { board: Arc::clone(&board), metrics: Arc::clone(&metrics), watchdog };
+        let subscriber_settings = Arc::new(std::sync::RwLock::new(SubscriberSettings::resolve(&settings.subscribers)?));
         let ws = WsEndpoint {
             hub: hub.clone(),
-            settings: Arc::new(std::sync::RwLock::new(SubscriberSettings::resolve(&settings.subscribers)?)),
+            settings: Arc::clone(&subscriber_settings),
             board: Arc::clone(&board),
             metrics: Arc::clone(&metrics),
             live: Arc::default(),
         };
         let stall = settings.subscribers.stall_timeout.get();
         let workers = std::thread::available_parallelism().map(|n| n.get().clamp(1, 4)).unwrap_or(2);
-        let timeout_secs = settings.server.shutdown_timeout.get().as_secs().max(1);
+        // actix's own graceful-stop limit sits past ours, so that our
+        // deadline decides between exit 0 and exit 1.
+        let timeout_secs = settings.server.shutdown_timeout.get().as_secs() + 5;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
@@ -100,7 +108,18 @@ impl Gateway {
         let handle = server.handle();
         let server_done = actix_rt::spawn(server);
         info!(listen = %addr, upstreams = settings.upstreams.len(), "wsgate is serving.");
-        Ok(Gateway { addr, board, metrics, hub, settings, upstreams, sinks, server: handle, server_done })
+        Ok(Gateway {
+            addr,
+            board,
+            metrics,
+            hub,
+            settings,
+            upstreams,
+            subscriber_settings,
+            sinks,
+            server: handle,
+            server_done,
+        })
     }
 
     /// The SPEC §9 order: `/readyz` 503 at once; keep serving through
@@ -138,39 +157,176 @@ impl Gateway {
     }
 }
 
-/// Runs until `signal` resolves, then shuts down. Returns the exit code.
-pub async fn run_until(settings: Settings, signal: impl Future<Output = ()>) -> i32 {
-    let gateway = match Gateway::start(settings).await {
+/// What a reload did, for the log and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Upstreams started.
+    pub added: Vec<String>,
+    /// Upstreams stopped and forgotten.
+    pub removed: Vec<String>,
+    /// Upstreams restarted with a new config (or restarted from `stopped`).
+    pub restarted: Vec<String>,
+    /// Upstreams left alone, links and all.
+    pub unchanged: Vec<String>,
+}
+
+impl Gateway {
+    /// Applies a new, already validated config by difference (SPEC §9):
+    /// added upstreams start, removed ones stop (followers get a `stopped`
+    /// event; their status and metric series go), changed ones restart,
+    /// unchanged ones keep their link and their subscribers see nothing.
+    /// Upstreams in state `stopped` restart. Subscriber settings apply to new
+    /// connections; sinks restart if their config changed, else file sinks
+    /// reopen (logrotate). `server.listen` and `[log]` need a restart.
+    pub async fn reload(&mut self, new: Settings) -> anyhow::Result<ReloadReport> {
+        if new.server.listen != self.settings.server.listen {
+            warn!(old = %self.settings.server.listen, new = %new.server.listen, "server.listen changes need a restart; keeping the old listener.");
+        }
+        if new.log != self.settings.log {
+            warn!("[log] changes need a restart.");
+        }
+        let subscribers = SubscriberSettings::resolve(&new.subscribers)?;
+        *self.subscriber_settings.write().unwrap_or_else(|p| p.into_inner()) = subscribers;
+
+        let mut report = ReloadReport::default();
+        let mut old: Vec<(Arc<UpstreamConfig>, Addr<Upstream>)> = std::mem::take(&mut self.upstreams);
+        let mut next = Vec::with_capacity(new.upstreams.len());
+        for cfg in &new.upstreams {
+            let found = old.iter().position(|(c, _)| c.name == cfg.name);
+            match found.map(|i| old.remove(i)) {
+                Some((c, addr))
+                    if *c == *cfg
+                        && self
+                            .board
+                            .upstreams()
+                            .iter()
+                            .any(|s| s.name == cfg.name && s.state() != crate::status::LinkState::Stopped) =>
+                {
+                    report.unchanged.push(cfg.name.clone());
+                    next.push((c, addr));
+                }
+                Some((_, addr)) => {
+                    let _ = addr.send(upstream::Retire).await;
+                    let cfg = Arc::new(cfg.clone());
+                    next.push((Arc::clone(&cfg), upstream::spawn(cfg, &self.hub, &self.metrics, &self.board)));
+                    report.restarted.push(new_name(&next));
+                }
+                None => {
+                    let cfg = Arc::new(cfg.clone());
+                    next.push((Arc::clone(&cfg), upstream::spawn(cfg, &self.hub, &self.metrics, &self.board)));
+                    report.added.push(new_name(&next));
+                }
+            }
+        }
+        for (cfg, addr) in old {
+            let _ = addr.send(upstream::Retire).await;
+            self.hub.remove_upstream(&cfg.name);
+            self.board.remove(&cfg.name);
+            self.metrics.remove_upstream(&cfg.name);
+            report.removed.push(cfg.name.clone());
+        }
+        self.upstreams = next;
+
+        if new.sinks != self.settings.sinks {
+            let fresh = Sinks::start(&new.sinks, &self.hub, &self.metrics)?;
+            let stale = std::mem::replace(&mut self.sinks, fresh);
+            stale.flush_and_stop(self.settings.server.shutdown_timeout.get()).await;
+        } else {
+            self.sinks.reopen_files();
+        }
+        let listen = std::mem::replace(&mut self.settings, new).server.listen;
+        self.settings.server.listen = listen;
+        info!(added = ?report.added, removed = ?report.removed, restarted = ?report.restarted, unchanged = report.unchanged.len(), "Config reloaded.");
+        Ok(report)
+    }
+}
+
+fn new_name(list: &[(Arc<UpstreamConfig>, Addr<Upstream>)]) -> String {
+    list.last().map(|(c, _)| c.name.clone()).unwrap_or_default()
+}
+
+/// Serves until SIGTERM/SIGINT, reloading from `reload_from` on SIGHUP
+/// (an invalid new config is logged and the running one stays). Returns the
+/// exit code.
+pub async fn serve(settings: Settings, reload_from: Option<ConfigSource>) -> i32 {
+    let mut gateway = match Gateway::start(settings).await {
         Ok(g) => g,
         Err(e) => {
             error!(error = %format!("{e:#}"), "wsgate cannot start.");
             return 1;
         }
     };
-    signal.await;
+    let mut signals = Signals::new();
+    loop {
+        match signals.next().await {
+            Signal::Terminate => break,
+            Signal::Reload => match &reload_from {
+                None => info!("SIGHUP: nothing to reload (built-in config)."),
+                Some(source) => match config::load(source) {
+                    Ok(new) => {
+                        if let Err(e) = gateway.reload(new).await {
+                            error!(error = %format!("{e:#}"), "Reload failed; the running config stays.");
+                        }
+                    }
+                    Err(e) => error!(error = %e, "Reload rejected: invalid config; the running config stays."),
+                },
+            },
+        }
+    }
     match gateway.shutdown().await {
         ShutdownOutcome::Clean => 0,
         ShutdownOutcome::TimedOut => 1,
     }
 }
 
-/// Resolves at the first SIGTERM or SIGINT.
-pub async fn terminate_signal() {
+enum Signal {
+    Terminate,
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP as one stream.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            warn!("Cannot install signal handlers; stop with SIGKILL.");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM received."),
-            _ = int.recv() => info!("SIGINT received."),
+    inner: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let inner = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(t), Ok(i), Ok(h)) => Some((t, i, h)),
+                _ => {
+                    warn!("Cannot install signal handlers; stop with SIGKILL.");
+                    None
+                }
+            };
+            Signals { inner }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            let Some((term, int, hup)) = self.inner.as_mut() else { return std::future::pending().await };
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM received."); Signal::Terminate }
+                _ = int.recv() => { info!("SIGINT received."); Signal::Terminate }
+                _ = hup.recv() => { info!("SIGHUP received: reloading the config."); Signal::Reload }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Terminate
+        }
     }
 }
 

@@ -183,5 +183,5 @@ pub async fn run() -> i32 {
          \n  metrics       curl http://{host}/metrics\
          \n\nThe feed drops its link every minute, so you will see reconnects. Ctrl-C stops.\n"
     );
-    crate::app::run_until(settings, crate::app::terminate_signal()).await
+    crate::app::serve(settings, None).await
 }

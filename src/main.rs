@@ -45,11 +45,11 @@ fn main() -> ExitCode {
             Err(e) => invalid(&e),
         },
         Command::Demo => ExitCode::from(actix_rt::System::new().block_on(wsgate::demo::run()) as u8),
-        Command::Run { config } => match config::load(&ConfigSource::File(config)) {
+        Command::Run { config } => match config::load(&ConfigSource::File(config.clone())) {
             Ok(settings) => {
                 wsgate::telemetry::init_logging(&settings.log);
-                let code =
-                    actix_rt::System::new().block_on(wsgate::app::run_until(settings, wsgate::app::terminate_signal()));
+                let source = Some(ConfigSource::File(config));
+                let code = actix_rt::System::new().block_on(wsgate::app::serve(settings, source));
                 ExitCode::from(code as u8)
             }
             Err(e) => invalid(&e),

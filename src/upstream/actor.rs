@@ -51,6 +51,12 @@ const PINGS_REMEMBERED: usize = 16;
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// Close with 1000 and stay `stopped` because a reload removed or changed
+/// this upstream (reason `reload`). Answers like [`Shutdown`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
 /// One item of a link's frame stream, tagged with the link's generation.
 /// `None` is the end of the stream (EOF).
 #[derive(Message)]
@@ -109,6 +115,9 @@ pub struct Upstream {
     /// Set by shutdown: never connect again.
     stopped_for_good: bool,
     close_waiters: Vec<oneshot::Sender<()>>,
+    /// Links we sent a close frame on, still read until the server's close
+    /// reply or EOF (or [`CLOSE_GRACE`]), by generation.
+    closing: Vec<(u64, SinkWrite<Message, WsSink>, SpawnHandle)>,
     invalid_seen: u64,
     invalid_logged_at: Option<Instant>,
 }
@@ -130,6 +139,7 @@ impl Upstream {
             restart_after_panic: false,
             stopped_for_good: false,
             close_waiters: Vec::new(),
+            closing: Vec::new(),
             invalid_seen: 0,
             invalid_logged_at: None,
         }
@@ -321,13 +331,20 @@ impl Upstream {
             if let Some(code) = code {
                 let _ = link.sink.write(Message::Close(Some(CloseReason { code: code.into(), description: None })));
             }
-            let (mut sink, stream) = (link.sink, link.stream);
-            ctx.run_later(CLOSE_GRACE, move |_, ctx| {
-                sink.close();
-                ctx.cancel_future(stream);
-            });
+            let gen = self.gen;
+            self.closing.push((gen, link.sink, link.stream));
+            ctx.run_later(CLOSE_GRACE, move |act, ctx| act.finish_closing(ctx, gen));
         }
         self.gen += 1;
+    }
+
+    /// Closes the sink of an old link and stops reading it.
+    fn finish_closing(&mut self, ctx: &mut Context<Self>, gen: u64) {
+        if let Some(i) = self.closing.iter().position(|(g, _, _)| *g == gen) {
+            let (_, mut sink, stream) = self.closing.swap_remove(i);
+            sink.close();
+            ctx.cancel_future(stream);
+        }
     }
 
     /// Error text from outside may echo the token: never let it through.
@@ -564,8 +581,9 @@ impl Actor for Upstream {
 impl Supervised for Upstream {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         // The old context's futures, streams and timers are gone; make sure
-        // the old connection goes with them.
+        // the old connections go with them.
         self.link = None;
+        self.closing.clear();
         self.gen += 1;
         info!(upstream = %self.name, "Upstream actor restarting.");
     }
@@ -574,6 +592,11 @@ impl Supervised for Upstream {
 impl StreamHandler<LinkEvent> for Upstream {
     fn handle(&mut self, ev: LinkEvent, ctx: &mut Self::Context) {
         if ev.gen != self.gen || self.link.is_none() {
+            // An old link: once the server answered our close (or hung up),
+            // it can go now instead of at the end of the grace period.
+            if matches!(ev.item, None | Some(Err(_)) | Some(Ok(Frame::Close(_)))) {
+                self.finish_closing(ctx, ev.gen);
+            }
             return;
         }
         match ev.item {
@@ -612,19 +635,36 @@ impl WriteHandler<WsProtocolError> for Upstream {
     }
 }
 
-impl Handler<Shutdown> for Upstream {
-    type Result = ResponseFuture<()>;
-
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+impl Upstream {
+    /// Stops for good with `why`; the future resolves once the close frame is
+    /// flushed (or after a second).
+    fn stop_and_wait(&mut self, ctx: &mut Context<Self>, why: LinkError) -> ResponseFuture<()> {
         let had_link = self.link.is_some();
-        self.stop_for_good(ctx, LinkError::Shutdown);
+        self.stop_for_good(ctx, why);
         if !had_link {
             return Box::pin(async {});
         }
         let (tx, rx) = oneshot::channel();
         self.close_waiters.push(tx);
         Box::pin(async move {
-            let _ = actix_rt::time::timeout(Duration::from_secs(1), rx).await;
+            let _ = actix_rt::time::timeout(Duration::from_secs(1) + CLOSE_GRACE, rx).await;
         })
+    }
+}
+
+impl Handler<Shutdown> for Upstream {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        self.stop_and_wait(ctx, LinkError::Shutdown)
+    }
+}
+
+impl Handler<Retire> for Upstream {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) -> Self::Result {
+        info!(upstream = %self.name, "Upstream retired by a reload.");
+        self.stop_and_wait(ctx, LinkError::Reload)
     }
 }

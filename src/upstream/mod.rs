@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use actix::{Addr, Supervisor};
 
-pub use actor::{Shutdown, Upstream, UpstreamDeps};
+pub use actor::{Retire, Shutdown, Upstream, UpstreamDeps};
 pub use connector::{parse_retry_after, Dialer};
 pub use error::LinkError;
 pub use policy::ReconnectPolicy;

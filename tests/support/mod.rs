@@ -88,9 +88,7 @@ impl Conn {
     /// Reads the next text message from the client, recording it; `None` at close/EOF.
     pub async fn recv_text(&mut self) -> Option<String> {
         loop {
-            let m = self.ws.next().await?;
-            eprintln!("DBG feed got {:?}", m.as_ref().map(|m| format!("{m:?}").chars().take(80).collect::<String>()));
-            match m {
+            match self.ws.next().await? {
                 Ok(Message::Text(t)) => {
                     let t = t.to_string();
                     self.log.received.lock().unwrap().push((self.index, t.clone()));
