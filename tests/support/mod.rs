@@ -184,6 +184,8 @@ impl Drop for Feed {
     }
 }
 
+// The handshake callback's signature is tungstenite's (a large `Err` type).
+#[allow(clippy::result_large_err)]
 async fn serve(io: Box<dyn Io>, gate: Gate, script: Script, log: Arc<FeedLog>, attempts: Arc<AtomicUsize>) {
     let n = attempts.fetch_add(1, Ordering::SeqCst);
     let log_cb = Arc::clone(&log);
