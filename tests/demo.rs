@@ -3,23 +3,16 @@
 
 mod support;
 
+use support::Daemon;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{eventually_blocking, free_port, http_get, next_json, ws_connect};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_demo() -> (Daemon, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use support::{eventually, metric, next_json, ws_connect, Client, Feed};
+use support::{eventually, metric, next_json, settings, ticking_feed, ws_connect, Client, Feed};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::app::Gateway;
@@ -45,28 +45,6 @@ fn burst_feed(go: Arc<AtomicBool>, count: usize, pad: usize) -> Feed {
             }
         }
     })
-}
-
-/// A feed that sends one message every `every`, topics alternating, forever.
-fn ticking_feed(every: Duration) -> Feed {
-    Feed::start(move |mut c| async move {
-        let mut i = 0u64;
-        loop {
-            i += 1;
-            let topic = if i % 2 == 0 { "book" } else { "trade" };
-            if !c.send_text(format!(r#"{{"type":"{topic}","i":{i}}}"#)).await {
-                return;
-            }
-            tokio::time::sleep(every).await;
-        }
-    })
-}
-
-fn settings(upstreams: Vec<UpstreamConfig>) -> Settings {
-    let mut s = Settings::default();
-    s.server.listen = "127.0.0.1:0".into();
-    s.upstreams = upstreams;
-    s
 }
 
 async fn start(s: Settings) -> Gateway {

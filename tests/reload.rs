@@ -7,32 +7,14 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{eventually, eventually_blocking, free_port, http_get, metric, next_json, ws_connect, Feed};
+use support::{
+    eventually, eventually_blocking, free_port, http_get, metric, next_json, settings, ticking_feed, ws_connect, Daemon,
+};
 use wsgate::app::Gateway;
-use wsgate::config::{Dur, ReconnectConfig, Settings, UpstreamConfig};
+use wsgate::config::{Dur, ReconnectConfig, UpstreamConfig};
 use wsgate::status::LinkState;
 
 const LONG: Duration = Duration::from_secs(20);
-
-fn ticking(every: Duration) -> Feed {
-    Feed::start(move |mut c| async move {
-        let mut i = 0u64;
-        loop {
-            i += 1;
-            if !c.send_text(format!(r#"{{"type":"t","i":{i}}}"#)).await {
-                return;
-            }
-            tokio::time::sleep(every).await;
-        }
-    })
-}
-
-fn settings(upstreams: Vec<UpstreamConfig>) -> Settings {
-    let mut s = Settings::default();
-    s.server.listen = "127.0.0.1:0".into();
-    s.upstreams = upstreams;
-    s
-}
 
 fn state(gw: &Gateway, name: &str) -> Option<LinkState> {
     gw.board.upstreams().iter().find(|u| u.name == name).map(|u| u.state())
@@ -45,10 +27,10 @@ fn state(gw: &Gateway, name: &str) -> Option<LinkState> {
 async fn reload_applies_the_difference() {
     support::logs();
     let (fa, fb, fc, fd) = (
-        ticking(Duration::from_millis(20)),
-        ticking(Duration::from_millis(20)),
-        ticking(Duration::from_millis(20)),
-        ticking(Duration::from_millis(20)),
+        ticking_feed(Duration::from_millis(20)),
+        ticking_feed(Duration::from_millis(20)),
+        ticking_feed(Duration::from_millis(20)),
+        ticking_feed(Duration::from_millis(20)),
     );
     let (a, b, c) = (
         UpstreamConfig::new("a", fa.url("/")),
@@ -139,15 +121,6 @@ async fn reload_restarts_stopped_upstreams() {
     gw.shutdown().await;
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn signal(child: &Child, sig: &str) {
     assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
 }
@@ -156,8 +129,8 @@ fn signal(child: &Child, sig: &str) {
 /// config stays (no reconnect); a valid one adds an upstream.
 #[test]
 fn sighup_reloads_or_keeps_the_running_config() {
-    let feed = ticking(Duration::from_millis(50));
-    let other = ticking(Duration::from_millis(50));
+    let feed = ticking_feed(Duration::from_millis(50));
+    let other = ticking_feed(Duration::from_millis(50));
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wsgate.toml");

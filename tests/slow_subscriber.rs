@@ -4,9 +4,11 @@
 
 mod support;
 
+use support::Daemon;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,15 +20,6 @@ use tokio_tungstenite::tungstenite::Message;
 const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
 const COUNT: u64 = 30_000;
 const HEALTHY: usize = 3;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn metrics(addr: SocketAddr) -> String {
     http_get(addr, "/metrics").map(|(_, b)| b).unwrap_or_default()

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use support::{eventually, metric, FaultProxy, Feed};
+use support::{eventually, metric, settings, FaultProxy, Feed};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::app::Gateway;
-use wsgate::config::{AuthKind, Dur, Matcher, Overflow, Secret, Settings, Size, UpstreamConfig};
+use wsgate::config::{AuthKind, Dur, Matcher, Overflow, Secret, Size, UpstreamConfig};
 use wsgate::fanout::{Delivery, Filter, Item, Next, QueueStream, SubQueue, Subscription};
 use wsgate::status::LinkState;
 use wsgate::upstream::ReconnectPolicy;
@@ -29,13 +29,6 @@ fn upstream(name: &str, url: String) -> UpstreamConfig {
     u.reconnect.jitter = 0.0;
     u.connect_timeout = Dur::secs(5);
     u
-}
-
-fn settings(upstreams: Vec<UpstreamConfig>) -> Settings {
-    let mut s = Settings::default();
-    s.server.listen = "127.0.0.1:0".into();
-    s.upstreams = upstreams;
-    s
 }
 
 async fn start(upstreams: Vec<UpstreamConfig>) -> Gateway {

@@ -376,3 +376,37 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .map(|kb| kb * 1024)
         .unwrap_or(0)
 }
+
+/// A feed that sends `{"type":"trade"|"book","i":N}` every `every`, topics
+/// alternating, until the client goes away.
+pub fn ticking_feed(every: Duration) -> Feed {
+    Feed::start(move |mut c| async move {
+        let mut i = 0u64;
+        loop {
+            i += 1;
+            let topic = if i % 2 == 0 { "book" } else { "trade" };
+            if !c.send_text(format!(r#"{{"type":"{topic}","i":{i}}}"#)).await {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+/// Gateway settings listening on 127.0.0.1:0 with these upstreams.
+pub fn settings(upstreams: Vec<wsgate::config::UpstreamConfig>) -> wsgate::config::Settings {
+    let mut s = wsgate::config::Settings::default();
+    s.server.listen = "127.0.0.1:0".into();
+    s.upstreams = upstreams;
+    s
+}
+
+/// The real binary as a child process, killed if a test ends early.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
