@@ -241,6 +241,27 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Re-creates every upstream whose actor is gone. The data path catches
+    /// panics itself (reason `panic`, supervisor restart); this is the net
+    /// for a panic anywhere else, which kills an actor beyond its
+    /// supervisor's reach. Returns the names revived.
+    pub fn revive_dead_upstreams(&mut self) -> Vec<String> {
+        let mut revived = Vec::new();
+        for (cfg, addr) in &mut self.upstreams {
+            if !addr.connected() {
+                error!(upstream = %cfg.name, "Upstream actor died; starting it again.");
+                *addr = upstream::spawn(Arc::clone(cfg), &self.hub, &self.metrics, &self.board);
+                revived.push(cfg.name.clone());
+            }
+        }
+        revived
+    }
+}
+
+/// How often `serve` looks for dead upstream actors.
+const REVIVE_EVERY: Duration = Duration::from_secs(2);
+
 fn new_name(list: &[(Arc<UpstreamConfig>, Addr<Upstream>)]) -> String {
     list.last().map(|(c, _)| c.name.clone()).unwrap_or_default()
 }
@@ -257,8 +278,16 @@ pub async fn serve(settings: Settings, reload_from: Option<ConfigSource>) -> i32
         }
     };
     let mut signals = Signals::new();
+    let mut revive = actix_rt::time::interval(REVIVE_EVERY);
     loop {
-        match signals.next().await {
+        let signal = tokio::select! {
+            s = signals.next() => s,
+            _ = revive.tick() => {
+                gateway.revive_dead_upstreams();
+                continue;
+            }
+        };
+        match signal {
             Signal::Terminate => break,
             Signal::Reload => match &reload_from {
                 None => info!("SIGHUP: nothing to reload (built-in config)."),

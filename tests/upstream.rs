@@ -519,3 +519,28 @@ async fn quiet_healthy_feed_stays_connected() {
     assert_eq!(state(&gw, "f"), LinkState::Connected);
     gw.shutdown().await;
 }
+
+/// A panic outside the guarded data path kills the actor beyond its
+/// supervisor; the gateway notices and starts the upstream again.
+#[actix_rt::test]
+async fn dead_upstream_actor_is_revived() {
+    let feed = Feed::start(|mut c| async move {
+        if c.index == 0 {
+            c.send_text("__wsgate_test_panic_uncaught__").await;
+        }
+        c.drain().await
+    });
+    let mut gw = start(vec![upstream("f", feed.url("/"))]).await;
+    eventually(LONG, "the actor died", || {
+        feed.log.accepted() == 1 && gw.board.upstreams()[0].state() == LinkState::Connected
+    })
+    .await;
+    let end = Instant::now() + LONG;
+    while gw.revive_dead_upstreams().is_empty() {
+        assert!(Instant::now() < end, "the dead actor was never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually(LONG, "reconnected by the new actor", || feed.log.accepted() == 2).await;
+    connected(&gw, "f").await;
+    gw.shutdown().await;
+}

@@ -386,6 +386,10 @@ impl Upstream {
                     link.sink.write(Message::Close(reason.map(|r| CloseReason { code: r.code, description: None })));
                 return self.fail_closing(ctx, LinkError::Closed { code, reason: text }, None);
             }
+            #[cfg(feature = "test-hooks")]
+            Frame::Text(b) if b.as_ref() == b"__wsgate_test_panic_uncaught__" => {
+                panic!("test-only uncaught panic trigger")
+            }
             Frame::Text(b) => Fragment::Whole(Kind::Text, b),
             Frame::Binary(b) => Fragment::Whole(Kind::Binary, b),
             Frame::Continuation(Item::FirstText(b)) => Fragment::First(Kind::Text, b),
