@@ -3,9 +3,6 @@
 //! a real HTTP server on 127.0.0.1:0 as the webhook; the stdout sink in the
 //! real binary. Every wait has a deadline.
 
-// support's handshake callback returns tungstenite's large error type, which
-// clippy 1.95 flags there (result_large_err); not this file's to change.
-#[allow(clippy::result_large_err)]
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
-use support::{eventually, eventually_blocking, free_port, metric, Feed};
+use support::{eventually, eventually_blocking, free_port, metric, Daemon, Feed};
 use wsgate::app::{Gateway, ShutdownOutcome};
 use wsgate::config::{Dur, Settings, SinkConfig, UpstreamConfig, WebhookConfig};
 use wsgate::fanout::{Closed, DataKind, Hub, Incoming, Publisher};
@@ -29,10 +26,8 @@ const LONG: Duration = Duration::from_secs(10);
 // === helpers ===
 
 fn settings(upstreams: Vec<UpstreamConfig>, sinks: Vec<SinkConfig>) -> Settings {
-    let mut s = Settings::default();
-    s.server.listen = "127.0.0.1:0".into();
+    let mut s = support::settings(upstreams);
     s.server.shutdown_timeout = Dur::secs(8);
-    s.upstreams = upstreams;
     s.sinks = sinks;
     s
 }
@@ -591,17 +586,4 @@ fn stdout_sink_in_the_real_binary() {
         assert_eq!(v["data"]["n"].as_u64(), Some(i as u64 + 1));
     }
     assert!(stderr().contains("Sink started"), "logs go to stderr:\n{}", stderr());
-}
-
-/// Kills the child if a test fails before it exits.
-struct Daemon(
-    /// The running `wsgate run`.
-    std::process::Child,
-);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
