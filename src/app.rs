@@ -228,9 +228,11 @@ impl Gateway {
         self.upstreams = next;
 
         if new.sinks != self.settings.sinks {
-            let fresh = Sinks::start(&new.sinks, &self.hub, &self.metrics)?;
-            let stale = std::mem::replace(&mut self.sinks, fresh);
+            // Old sinks flush before new ones start: no message written
+            // twice, no two writers on one file.
+            let stale = std::mem::replace(&mut self.sinks, Sinks::start(&[], &self.hub, &self.metrics)?);
             stale.flush_and_stop(self.settings.server.shutdown_timeout.get()).await;
+            self.sinks = Sinks::start(&new.sinks, &self.hub, &self.metrics)?;
         } else {
             self.sinks.reopen_files();
         }

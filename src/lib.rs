@@ -7,7 +7,7 @@
 //! - [`app`]: wiring: registry, hub, supervised upstreams, HTTP server, shutdown order.
 //! - [`http`]: routes only (`/healthz`, `/readyz`, `/status`, `/metrics`).
 //! - [`upstream`]: the `Upstream` actor: connect, auth, heartbeat, backoff, decode.
-//!   The only module that knows awc.
+//!   With the webhook sink's HTTP client, the only code that knows awc.
 //! - [`subscriber`]: WebSocket sessions and sinks, each draining a bounded hub queue.
 //! - [`fanout`]: the hub, shared message type, bounded subscriber queues.
 //! - [`status`]: live upstream states read by HTTP; the bounded `Reason` set.
