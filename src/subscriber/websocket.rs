@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_web::error::PayloadError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytestring::ByteString;
@@ -212,7 +213,96 @@ pub async fn endpoint(
     };
     let session = Session { sub: Some(sub), queue, raw, metrics, live, last_heard: Instant::now(), left: None };
     // A failed handshake drops the session unstarted: its Drop releases the slot.
+    let payload = FrameGuard { inner: payload, scan: FrameScan::default(), tripped: false };
     ws::WsResponseBuilder::new(session, &req, payload).frame_size(MAX_CLIENT_FRAME).start()
+}
+
+/// Fails a subscriber's byte stream at the first frame header declaring
+/// more than [`MAX_CLIENT_FRAME`]. actix's codec checks `frame_size` only
+/// once the whole frame is buffered, so without this a client could declare
+/// a huge frame and stream it into memory (SPEC §10).
+struct FrameGuard<S> {
+    inner: S,
+    scan: FrameScan,
+    /// The error was returned: the stream is over.
+    tripped: bool,
+}
+
+impl<S> futures_core::Stream for FrameGuard<S>
+where
+    S: futures_core::Stream<Item = Result<bytes::Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<bytes::Bytes, PayloadError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.tripped {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if self.scan.feed(&chunk, MAX_CLIENT_FRAME as u64).is_err() {
+                    self.tripped = true;
+                    return Poll::Ready(Some(Err(PayloadError::Overflow)));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Follows frame boundaries in a client's byte stream (RFC 6455 §5.2)
+/// without buffering payloads: only a header (at most 14 bytes) is kept.
+#[derive(Debug, Default)]
+struct FrameScan {
+    /// The current frame header, as far as it has arrived.
+    head: Vec<u8>,
+    /// Payload bytes of the current frame still to come.
+    payload_left: u64,
+}
+
+impl FrameScan {
+    /// Feeds bytes; `Err(declared length)` at the first frame over `limit`.
+    fn feed(&mut self, mut data: &[u8], limit: u64) -> Result<(), u64> {
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(data.len() as u64);
+                self.payload_left -= n;
+                data = &data[n as usize..];
+                continue;
+            }
+            self.head.push(data[0]);
+            data = &data[1..];
+            let h = &self.head;
+            if h.len() < 2 {
+                continue;
+            }
+            let ext = match h[1] & 0x7f {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
+            if h.len() < 2 + ext + mask {
+                continue;
+            }
+            let len = match ext {
+                2 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+                8 => h[2..10].iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b)),
+                _ => u64::from(h[1] & 0x7f),
+            };
+            self.head.clear();
+            if len > limit {
+                return Err(len);
+            }
+            self.payload_left = len;
+        }
+        Ok(())
+    }
 }
 
 /// One WebSocket subscriber.
@@ -375,7 +465,15 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             Ok(ws::Message::Close(reason)) => self.end(ctx, "client", reason),
             Err(e) => {
                 debug!(error = %e, "Subscriber sent an invalid frame; closing.");
-                self.end(ctx, "error", Some(ws::CloseCode::Protocol.into()));
+                // Oversize frames get 1009 (SPEC §10), from actix's own check
+                // or from the FrameGuard (which reaches us as an I/O error).
+                let oversize = match &e {
+                    ws::ProtocolError::Overflow => true,
+                    ws::ProtocolError::Io(io) => io.to_string() == PayloadError::Overflow.to_string(),
+                    _ => false,
+                };
+                let code = if oversize { ws::CloseCode::Size } else { ws::CloseCode::Protocol };
+                self.end(ctx, "error", Some(code.into()));
             }
         }
     }
@@ -391,6 +489,55 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Frame headers are followed across chunks; a declared length over the
+    /// cap fails at the header, before any payload is buffered.
+    #[test]
+    fn frame_scan_stops_oversize_frames_at_the_header() {
+        fn header(len: u64, masked: bool) -> Vec<u8> {
+            let m = if masked { 0x80 } else { 0 };
+            let mut h = vec![0x82];
+            match len {
+                0..=125 => h.push(m | len as u8),
+                126..=0xffff => {
+                    h.push(m | 126);
+                    h.extend_from_slice(&(len as u16).to_be_bytes());
+                }
+                _ => {
+                    h.push(m | 127);
+                    h.extend_from_slice(&len.to_be_bytes());
+                }
+            }
+            if masked {
+                h.extend_from_slice(&[1, 2, 3, 4]);
+            }
+            h
+        }
+        let limit = 64 * 1024;
+        // Several frames in one chunk, at and under the cap.
+        let mut ok = Vec::new();
+        for len in [0, 5, 125, 126, 300, limit] {
+            ok.extend(header(len, true));
+            ok.extend(std::iter::repeat_n(0u8, len as usize));
+        }
+        let mut scan = FrameScan::default();
+        assert_eq!(scan.feed(&ok, limit), Ok(()));
+        // The same bytes one at a time: boundaries across chunks.
+        let mut scan = FrameScan::default();
+        for b in &ok {
+            assert_eq!(scan.feed(std::slice::from_ref(b), limit), Ok(()));
+        }
+        // Over the cap: refused at the header, whatever the length encoding.
+        for len in [limit + 1, 70 * 1024, 1 << 30, u64::MAX] {
+            let mut scan = FrameScan::default();
+            assert_eq!(scan.feed(&header(len, true), limit), Err(len), "{len}");
+            let mut scan = FrameScan::default();
+            assert_eq!(scan.feed(&ok, limit), Ok(()));
+            let h = header(len, false);
+            assert_eq!(scan.feed(&h[..3], limit), Ok(()));
+            assert_eq!(scan.feed(&h[3..], limit), Err(len), "{len} split");
+        }
+    }
 
     /// Repeated keys, percent escapes and `+` decode; broken escapes stay literal.
     #[test]
