@@ -11,6 +11,7 @@
 //! - [`subscriber`]: WebSocket sessions and sinks, each draining a bounded hub queue.
 //! - [`fanout`]: the hub, shared message type, bounded subscriber queues.
 //! - [`status`]: live upstream states read by HTTP; the bounded `Reason` set.
+//! - [`wsframe`]: frame-header scanning that caps frame sizes before buffering.
 //! - [`config`]: the `Settings` tree; load, validate, secrets.
 //! - [`telemetry`]: metrics (the only module that touches prometheus) and logging.
 //!
@@ -29,3 +30,4 @@ pub mod subscriber;
 pub mod telemetry;
 pub mod upstream;
 pub mod watchdog;
+pub mod wsframe;

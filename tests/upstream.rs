@@ -544,3 +544,35 @@ async fn dead_upstream_actor_is_revived() {
     connected(&gw, "f").await;
     gw.shutdown().await;
 }
+
+/// A frame whose header declares 1 GiB is refused at the header (reason
+/// oversize), not buffered: the codec alone would wait for the whole frame.
+#[actix_rt::test]
+async fn huge_declared_frame_is_refused_at_the_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let feed = Feed::start(|mut c| async move {
+        if c.index > 0 {
+            return c.drain().await;
+        }
+        let io = c.ws.get_mut();
+        // FIN + text, 64-bit length 2^30, unmasked (server to client).
+        let _ = io.write_all(&[0x81, 127, 0, 0, 0, 0, 0x40, 0, 0, 0]).await;
+        for _ in 0..32 {
+            if io.write_all(&[b'a'; 64 * 1024]).await.is_err() {
+                return;
+            }
+        }
+        let mut buf = [0u8; 1024];
+        while matches!(io.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    let mut u = upstream("f", feed.url("/"));
+    u.max_message_size = Size(1024 * 1024);
+    let gw = start(vec![u]).await;
+    eventually(LONG, "oversize at the header", || {
+        count(&gw, r#"wsgate_upstream_disconnects_total{reason="oversize",upstream="f"}"#) == 1.0
+    })
+    .await;
+    assert!(view(&gw, "f").last_error.unwrap().contains("1073741824-byte frame"));
+    connected(&gw, "f").await;
+    gw.shutdown().await;
+}

@@ -28,6 +28,7 @@ use crate::config::{Secret, SubscribersConfig};
 use crate::fanout::{Closed, Filter, Hub, HubError, Item, Next, Pair, SubQueue, Subscription};
 use crate::status::StatusBoard;
 use crate::telemetry::{Metrics, SubscriberMetrics};
+use crate::wsframe::FrameScan;
 
 /// How often subscribers are pinged.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -252,56 +253,6 @@ where
             }
             other => other,
         }
-    }
-}
-
-/// Follows frame boundaries in a client's byte stream (RFC 6455 §5.2)
-/// without buffering payloads: only a header (at most 14 bytes) is kept.
-#[derive(Debug, Default)]
-struct FrameScan {
-    /// The current frame header, as far as it has arrived.
-    head: Vec<u8>,
-    /// Payload bytes of the current frame still to come.
-    payload_left: u64,
-}
-
-impl FrameScan {
-    /// Feeds bytes; `Err(declared length)` at the first frame over `limit`.
-    fn feed(&mut self, mut data: &[u8], limit: u64) -> Result<(), u64> {
-        while !data.is_empty() {
-            if self.payload_left > 0 {
-                let n = self.payload_left.min(data.len() as u64);
-                self.payload_left -= n;
-                data = &data[n as usize..];
-                continue;
-            }
-            self.head.push(data[0]);
-            data = &data[1..];
-            let h = &self.head;
-            if h.len() < 2 {
-                continue;
-            }
-            let ext = match h[1] & 0x7f {
-                126 => 2,
-                127 => 8,
-                _ => 0,
-            };
-            let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
-            if h.len() < 2 + ext + mask {
-                continue;
-            }
-            let len = match ext {
-                2 => u64::from(u16::from_be_bytes([h[2], h[3]])),
-                8 => h[2..10].iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b)),
-                _ => u64::from(h[1] & 0x7f),
-            };
-            self.head.clear();
-            if len > limit {
-                return Err(len);
-            }
-            self.payload_left = len;
-        }
-        Ok(())
     }
 }
 

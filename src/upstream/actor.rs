@@ -42,6 +42,8 @@ const INVALID_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long an old link is still read after our close frame before it is
 /// closed and dropped (the peer's close reply or EOF usually comes first).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// After the server's close reply, how long the sink gets to flush ours.
+const CLOSE_FLUSH: Duration = Duration::from_millis(20);
 /// Ping payloads remembered for RTT matching.
 const PINGS_REMEMBERED: usize = 16;
 
@@ -116,8 +118,9 @@ pub struct Upstream {
     stopped_for_good: bool,
     close_waiters: Vec<oneshot::Sender<()>>,
     /// Links we sent a close frame on, still read until the server's close
-    /// reply or EOF (or [`CLOSE_GRACE`]), by generation.
-    closing: Vec<(u64, SinkWrite<Message, WsSink>, SpawnHandle)>,
+    /// reply or EOF (or [`CLOSE_GRACE`]), by generation; the flag says a
+    /// close is already scheduled.
+    closing: Vec<(u64, SinkWrite<Message, WsSink>, SpawnHandle, bool)>,
     invalid_seen: u64,
     invalid_logged_at: Option<Instant>,
 }
@@ -332,7 +335,7 @@ impl Upstream {
                 let _ = link.sink.write(Message::Close(Some(CloseReason { code: code.into(), description: None })));
             }
             let gen = self.gen;
-            self.closing.push((gen, link.sink, link.stream));
+            self.closing.push((gen, link.sink, link.stream, false));
             ctx.run_later(CLOSE_GRACE, move |act, ctx| act.finish_closing(ctx, gen));
         }
         self.gen += 1;
@@ -340,10 +343,22 @@ impl Upstream {
 
     /// Closes the sink of an old link and stops reading it.
     fn finish_closing(&mut self, ctx: &mut Context<Self>, gen: u64) {
-        if let Some(i) = self.closing.iter().position(|(g, _, _)| *g == gen) {
-            let (_, mut sink, stream) = self.closing.swap_remove(i);
+        if let Some(i) = self.closing.iter().position(|(g, ..)| *g == gen) {
+            let (_, mut sink, stream, _) = self.closing.swap_remove(i);
             sink.close();
             ctx.cancel_future(stream);
+        }
+    }
+
+    /// The server answered or hung up: finish the old link soon, after the
+    /// sink had a turn to flush our close frame (closing right away would
+    /// drop it: `Framed::close` skips the write buffer).
+    fn finish_closing_soon(&mut self, ctx: &mut Context<Self>, gen: u64) {
+        if let Some(entry) = self.closing.iter_mut().find(|(g, ..)| *g == gen) {
+            if !entry.3 {
+                entry.3 = true;
+                ctx.run_later(CLOSE_FLUSH, move |act, ctx| act.finish_closing(ctx, gen));
+            }
         }
     }
 
@@ -599,7 +614,7 @@ impl StreamHandler<LinkEvent> for Upstream {
             // An old link: once the server answered our close (or hung up),
             // it can go now instead of at the end of the grace period.
             if matches!(ev.item, None | Some(Err(_)) | Some(Ok(Frame::Close(_)))) {
-                self.finish_closing(ctx, ev.gen);
+                self.finish_closing_soon(ctx, ev.gen);
             }
             return;
         }
@@ -613,7 +628,15 @@ impl StreamHandler<LinkEvent> for Upstream {
                     Some(1009),
                 );
             }
-            Some(Err(WsProtocolError::Io(e))) => self.fail(ctx, LinkError::Tcp(e.to_string())),
+            Some(Err(WsProtocolError::Io(e))) => {
+                match e.get_ref().and_then(|inner| inner.downcast_ref::<super::connector::FrameTooLarge>()) {
+                    Some(big) => {
+                        let err = LinkError::Oversize(big.to_string());
+                        self.fail_closing(ctx, err, Some(1009));
+                    }
+                    None => self.fail(ctx, LinkError::Tcp(e.to_string())),
+                }
+            }
             Some(Err(e)) => self.fail(ctx, LinkError::Protocol(e.to_string())),
             Some(Ok(frame)) => self.on_frame(ctx, frame),
         }

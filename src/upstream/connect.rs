@@ -115,7 +115,7 @@ impl Attempt {
 
         let tls = if secure { Some(tls::client_config(&cfg.tls)?) } else { None };
         let user_timeout = cfg.heartbeat.interval.get() + cfg.heartbeat.timeout.get();
-        let dialer = Dialer::new(&host, port, tls, user_timeout)?;
+        let dialer = Dialer::new(&host, port, tls, user_timeout)?.with_frame_limit(cfg.max_message_size.0);
         Ok(Attempt {
             url: format!("ws://{host}:{port}{path_query}"),
             host_header: hostport.to_string(),

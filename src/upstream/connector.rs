@@ -27,6 +27,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::LinkError;
+use crate::wsframe::FrameScan;
 
 /// How much of the response head is kept to find `Retry-After`.
 const HEAD_LIMIT: usize = 8 * 1024;
@@ -41,12 +42,23 @@ pub struct DialState {
 }
 
 impl DialState {
-    fn feed(&mut self, bytes: &[u8]) {
-        let room = HEAD_LIMIT.saturating_sub(self.head.len());
+    /// Records response-head bytes; returns how many of `bytes` belonged to
+    /// the head (the rest are the first WebSocket frames).
+    fn feed(&mut self, bytes: &[u8]) -> usize {
+        let before = self.head.len();
+        let room = HEAD_LIMIT.saturating_sub(before);
         self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        if self.head.windows(4).any(|w| w == b"\r\n\r\n") || self.head.len() >= HEAD_LIMIT {
+        let from = before.saturating_sub(3);
+        if let Some(p) = self.head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            let end = from + p + 4;
+            self.head.truncate(end);
+            self.head_done = true;
+            return end - before;
+        }
+        if self.head.len() >= HEAD_LIMIT {
             self.head_done = true;
         }
+        bytes.len()
     }
 
     /// The `Retry-After` of the response head, as a delay from now.
@@ -76,7 +88,20 @@ pub struct Dialer {
     port: u16,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     user_timeout: Duration,
+    /// Largest WebSocket frame accepted from the peer, checked at the frame
+    /// header (see `crate::wsframe`); `None` for plain HTTP use.
+    frame_limit: Option<u64>,
     state: Rc<RefCell<DialState>>,
+}
+
+/// The error a read returns when the peer declares a frame over the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("peer declared a {declared}-byte frame, over the limit of {limit}")]
+pub struct FrameTooLarge {
+    /// The length in the frame header.
+    pub declared: u64,
+    /// The configured limit.
+    pub limit: u64,
 }
 
 impl Dialer {
@@ -96,7 +121,13 @@ impl Dialer {
             }
             None => None,
         };
-        Ok(Dialer { host, port, tls, user_timeout, state: Rc::default() })
+        Ok(Dialer { host, port, tls, user_timeout, frame_limit: None, state: Rc::default() })
+    }
+
+    /// Fails the stream at the first frame header over `limit` bytes.
+    pub fn with_frame_limit(mut self, limit: u64) -> Self {
+        self.frame_limit = Some(limit);
+        self
     }
 
     /// What this dialer saw.
@@ -134,7 +165,13 @@ impl Dialer {
                 Inner::Tls(Box::new(tls))
             }
         };
-        Ok(UpstreamIo { inner, state: Rc::clone(&self.state) })
+        Ok(UpstreamIo {
+            inner,
+            state: Rc::clone(&self.state),
+            scan: FrameScan::default(),
+            frame_limit: self.frame_limit,
+            violation: None,
+        })
     }
 }
 
@@ -181,6 +218,13 @@ enum Inner {
 pub struct UpstreamIo {
     inner: Inner,
     state: Rc<RefCell<DialState>>,
+    /// Frame boundaries after the response head, when `frame_limit` is set.
+    scan: FrameScan,
+    frame_limit: Option<u64>,
+    /// A frame over the limit was announced: the next read fails with it.
+    /// (Failing the read that carried it could fail the upgrade itself,
+    /// when the header arrives with the 101 response.)
+    violation: Option<FrameTooLarge>,
 }
 
 impl fmt::Debug for UpstreamIo {
@@ -196,14 +240,21 @@ impl AsyncRead for UpstreamIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
+        if let Some(err) = this.violation.take() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, err)));
+        }
         let res = match &mut this.inner {
             Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         };
-        if res.is_ready() {
+        if let Poll::Ready(Ok(())) = res {
+            let fresh = &buf.filled()[before..];
             let mut st = this.state.borrow_mut();
-            if !st.head_done {
-                st.feed(&buf.filled()[before..]);
+            let frames = if st.head_done { fresh } else { &fresh[st.feed(fresh).min(fresh.len())..] };
+            if let (true, Some(limit)) = (st.head_done, this.frame_limit) {
+                if let Err(declared) = this.scan.feed(frames, limit) {
+                    this.violation = Some(FrameTooLarge { declared, limit });
+                }
             }
         }
         res
