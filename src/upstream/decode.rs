@@ -94,7 +94,7 @@ impl Decoder {
                 }
             } else if t.starts_with('[') {
                 let list: Vec<&RawValue> = serde_json::from_str(cur.get())?;
-                match token.parse::<usize>().ok().and_then(|i| list.get(i)) {
+                match array_index(token).and_then(|i| list.get(i)) {
                     Some(v) => cur = v,
                     None => return Ok(String::new()),
                 }
@@ -107,9 +107,23 @@ impl Decoder {
             return serde_json::from_str::<String>(cur.get());
         }
         // Numbers, booleans, null, objects, arrays: their compact JSON text.
-        let v: serde_json::Value = serde_json::from_str(cur.get())?;
-        Ok(v.to_string())
+        // The text is valid JSON (checked above); serde_json's Value refuses
+        // only numbers it cannot hold (`1e400`): those keep the text as sent,
+        // rather than turning a valid message invalid because of its topic.
+        match serde_json::from_str::<serde_json::Value>(cur.get()) {
+            Ok(v) => Ok(v.to_string()),
+            Err(_) => Ok(cur.get().trim().to_string()),
+        }
     }
+}
+
+/// An array index token (RFC 6901): `0` or digits without a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    let leading_zero = token.len() > 1 && token.starts_with('0');
+    if leading_zero || !token.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 #[cfg(test)]
@@ -148,6 +162,14 @@ mod tests {
             (cfg(F::Json, "/n", Drop), text(r#"{"n": null}"#), ok("null", Json)),
             (cfg(F::Json, "/n", Drop), text(r#"{"n": { "k" : [1, 2] }}"#), ok(r#"{"k":[1,2]}"#, Json)),
             (cfg(F::Json, "/type", Drop), text(r#"{"type":"esc\"aped"}"#), ok("esc\"aped", Json)),
+            // Found by fuzz/frames_decode: RFC 6901 indexes have no leading
+            // zero or sign, and a number serde_json cannot hold keeps a valid
+            // message valid (its text is the topic).
+            (cfg(F::Json, "/a/01", Drop), text(r#"{"a":["p","q"]}"#), ok("", Json)),
+            (cfg(F::Json, "/a/+1", Drop), text(r#"{"a":["p","q"]}"#), ok("", Json)),
+            (cfg(F::Json, "/a/0", Drop), text(r#"{"a":["p","q"]}"#), ok("p", Json)),
+            (cfg(F::Json, "/type", Drop), text(r#"{"type": 1e400 }"#), ok("1e400", Json)),
+            (cfg(F::Json, "", Drop), text(r#"{"type":1e400}"#), ok("", Json)),
             (cfg(F::Json, "", Drop), text(r#"{"type":"x"}"#), ok("", Json)),
             (
                 cfg(F::Json, "/type", Drop),
