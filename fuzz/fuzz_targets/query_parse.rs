@@ -1,0 +1,41 @@
+//! `/ws` query strings (SPEC §5): `parse_query` on any text, and the filter
+//! the endpoint builds from it.
+//!
+//! Checked, beyond "no panic": one pair per non-empty `&`-separated part;
+//! text without `%` or `+` comes back unchanged; `%XX` of every byte
+//! decodes back to the original text; the filter built from the pairs
+//! matches exactly what the lists say.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wsgate::fanout::Filter;
+use wsgate::subscriber::websocket::parse_query;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(q) = std::str::from_utf8(data) else { return };
+    let pairs = parse_query(q);
+    assert_eq!(pairs.len(), q.split('&').filter(|p| !p.is_empty()).count());
+    if !q.contains(['%', '+']) {
+        for ((k, v), part) in pairs.iter().zip(q.split('&').filter(|p| !p.is_empty())) {
+            let (pk, pv) = part.split_once('=').unwrap_or((part, ""));
+            assert_eq!((k.as_str(), v.as_str()), (pk, pv));
+        }
+    }
+    // Every byte percent-encoded decodes back to the text itself.
+    let encoded: String = q.bytes().map(|b| format!("%{b:02X}")).collect();
+    let back = parse_query(&format!("k={encoded}"));
+    if !q.is_empty() {
+        assert_eq!(back, vec![("k".to_string(), q.to_string())]);
+    }
+
+    let upstreams: Vec<String> = pairs.iter().filter(|(k, _)| k == "upstream").map(|(_, v)| v.clone()).collect();
+    let topics: Vec<String> = pairs.iter().filter(|(k, _)| k == "topic").map(|(_, v)| v.clone()).collect();
+    let filter = Filter::from_lists(&upstreams, &topics);
+    for (u, t) in pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())) {
+        let want = (upstreams.is_empty() || upstreams.iter().any(|x| x == u))
+            && (topics.is_empty() || topics.iter().any(|x| x == t));
+        assert_eq!(filter.matches(u, t), want, "matches({u:?}, {t:?})");
+        assert_eq!(filter.follows(u), upstreams.is_empty() || upstreams.iter().any(|x| x == u));
+    }
+});
