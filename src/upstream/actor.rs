@@ -123,6 +123,29 @@ pub struct Upstream {
     closing: Vec<(u64, SinkWrite<Message, WsSink>, SpawnHandle, bool)>,
     invalid_seen: u64,
     invalid_logged_at: Option<Instant>,
+    /// Topics seen, shared by every message that has them.
+    topics: Topics,
+}
+
+/// A bounded set of interned topics: feeds reuse a handful, and a repeated
+/// topic then costs no allocation per message. Past the bound, topics are
+/// allocated per message (a feed with unbounded topics cannot grow it).
+#[derive(Debug, Default)]
+struct Topics(std::collections::HashSet<Arc<str>>);
+
+impl Topics {
+    const MAX: usize = 1024;
+
+    fn intern(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(topic) {
+            return Arc::clone(t);
+        }
+        let t: Arc<str> = Arc::from(topic);
+        if self.0.len() < Self::MAX {
+            self.0.insert(Arc::clone(&t));
+        }
+        t
+    }
 }
 
 impl Upstream {
@@ -145,6 +168,7 @@ impl Upstream {
             closing: Vec::new(),
             invalid_seen: 0,
             invalid_logged_at: None,
+            topics: Topics::default(),
         }
     }
 
@@ -207,7 +231,8 @@ impl Upstream {
         if !hb.idle_timeout.is_zero() {
             period = period.min(hb.idle_timeout.get());
         }
-        let period = (period / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        // Fine enough that detection stays within interval + timeout.
+        let period = (period / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let tick = ctx.run_interval(period, |act, ctx| act.tick(ctx));
         self.link = Some(Link {
             sink,
@@ -446,13 +471,13 @@ impl Upstream {
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             test_hook(&msg);
             let (topic, kind) = match self.decoder.decode(&msg) {
-                Decoded::Ok { topic, kind } => (topic, kind),
+                Decoded::Ok { topic, kind } => (self.topics.intern(&topic), kind),
                 Decoded::Invalid { error, pass } => {
                     self.invalid(&error);
                     if !pass {
                         return false;
                     }
-                    (String::new(), DataKind::Text)
+                    (self.topics.intern(""), DataKind::Text)
                 }
             };
             if let Some(since) = self.down_since.take() {
@@ -460,7 +485,7 @@ impl Upstream {
             }
             self.deps.publisher.publish(Incoming {
                 upstream: Arc::clone(&self.name),
-                topic: Arc::from(topic),
+                topic,
                 raw: msg.data,
                 raw_is_text: msg.kind == Kind::Text,
                 kind,
