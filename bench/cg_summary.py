@@ -33,7 +33,7 @@ CATEGORIES = [
     ("memcpy (payload copies: into the ws frame buffer, then into the h1 write buffer)",
      r"memmove|memcpy"),
     ("HTTP/1 dispatcher per wake (poll, body chunk encode, flush, timer trace, polling the silent client side)",
-     r"actix_http::h1|actix_http::body|WsStream|actix_http::h1::payload|Decoder>::decode|Parser::parse|trace_timer_states|actix_web::server|actix_server|actix_http::"),
+     r"actix_http::h1|actix_http::body|WsStream|FrameGuard|actix_http::h1::payload|Decoder>::decode|Parser::parse|trace_timer_states|actix_web::server|actix_server|actix_http::"),
     ("malloc / free / realloc (incl. RawVec growth)",
      r"malloc\.c|RawVec|finish_grow|do_reserve|_int_free|_int_malloc|realloc|cfree|tcache"),
     ("tokio scheduler + I/O driver + syscall wrappers",
@@ -48,13 +48,14 @@ KEY_FUNCTIONS = [
     ("envelope encoding (OnceLock init, once per message)", r"std::sync::once_lock::OnceLock<T>::initialize"),
     ("h1 Dispatcher::poll (everything per subscriber wake)", r"<actix_http::h1::dispatcher::Dispatcher<T,S,B,X,U> as core::future::future::Future>::poll"),
     ("WebsocketContextFut::poll_next", r"<actix_web_actors::ws::WebsocketContextFut<A> as futures_core::stream::Stream>::poll_next"),
-    ("ContextFut::poll (actix actor context)", r"<actix::context_impl::ContextFut<A,C> as core::future::future::Future>::poll"),
+    ("ContextFut::poll (all actix contexts: sessions and the upstream actor)", r"<actix::context_impl::ContextFut<A,C> as core::future::future::Future>::poll"),
     ("QueueStream::poll_next", r"<wsgate::fanout::queue::QueueStream as futures_core::stream::Stream>::poll_next"),
     ("Session::handle(Next)", r"<wsgate::subscriber::websocket::Session as actix::stream::StreamHandler<wsgate::fanout::queue::Next>>::handle"),
     ("ws Codec::encode (frame header + payload copy)", r"<actix_http::ws::codec::Codec as tokio_util::codec::encoder::Encoder<actix_http::ws::codec::Message>>::encode"),
     ("h1 Codec::encode (body chunk copied into the write buffer)", r"<actix_http::h1::codec::Codec as tokio_util::codec::encoder::Encoder"),
     ("InnerDispatcher::poll_flush (socket write)", r"actix_http::h1::dispatcher::InnerDispatcher<T,S,B,X,U>::poll_flush"),
     ("WsStream::poll_next (polling the silent client side)", r"<actix_web_actors::ws::WsStream<S> as futures_core::stream::Stream>::poll_next"),
+    ("FrameGuard::poll_next (client input: oversize guard, polled every wake)", r"websocket::FrameGuard<S> as futures_core::stream::Stream>::poll_next"),
     ("Sleep::poll (timers polled on every wake)", r"<tokio::time::sleep::Sleep as core::future::future::Future>::poll"),
     ("AddressReceiver::next_message (empty mailbox check)", r"actix::address::channel::AddressReceiver<A>::next_message"),
     ("trace_timer_states (h1 dispatcher)", r"actix_http::h1::dispatcher::trace_timer_states"),
@@ -89,6 +90,32 @@ def annotate(path, inclusive):
     return total, rows
 
 
+CALLER = re.compile(r"^\s*[\d,]+\s+\(\s*[\d.]+%\)\s+<\s+.*\(([\d,]+)x\)")
+CALLEE = re.compile(r"^\s*[\d,]+\s+\(\s*[\d.]+%\)\s+\*\s+(.*)$")
+
+
+def call_counts(path):
+    """{function: calls} from the caller tree (sum over its callers)."""
+    out = subprocess.run(
+        ["callgrind_annotate", "--tree=caller", "--inclusive=yes", "--threshold=100", path],
+        capture_output=True, text=True, check=True).stdout
+    counts, pending = {}, 0
+    for line in out.splitlines():
+        m = CALLER.match(line)
+        if m:
+            pending += int(m.group(1).replace(",", ""))
+            continue
+        m = CALLEE.match(line)
+        if m:
+            counts[m.group(1)] = counts.get(m.group(1), 0) + pending
+        pending = 0
+    return counts
+
+
+def calls(counts, pattern):
+    return sum(n for name, n in counts.items() if re.search(pattern, name))
+
+
 def main(dump, load_json):
     with open(load_json) as f:
         load = json.load(f)
@@ -101,13 +128,27 @@ def main(dump, load_json):
         fixed = t.name
     total, self_rows = annotate(fixed, False)
     _, incl_rows = annotate(fixed, True)
+    counts = call_counts(fixed)
+    sends = calls(counts, r"/send\.c:send \[")
 
     print(f"- load: {load['clients']} x {load['format']} subscribers, feed "
           f"{'as fast as possible' if load['rate'] == 0 else str(load['rate']) + ' msg/s'}; "
           f"window: {upstream:.0f} upstream messages, {deliveries:.0f} deliveries "
           f"({deliveries / max(upstream, 1):.1f} per upstream message)")
     print(f"- instructions in the window: {total:,} = **{total / deliveries:,.0f} per delivery**, "
-          f"{total / max(upstream, 1):,.0f} per upstream message\n")
+          f"{total / max(upstream, 1):,.0f} per upstream message")
+    if sends:
+        print(f"- socket writes (libc `send`): {sends:,} = {deliveries / sends:.2f} frames per write; "
+              f"{total / sends:,.0f} instructions per write. Batching depends on scheduling (valgrind runs "
+              f"one thread at a time), so compare per write as well as per delivery; the kernel's cost of "
+              f"each write is not in these counts.\n")
+    else:
+        print()
+
+    if load.get("target") == "reference":
+        # The categories and key functions below are wsgate's; list the top self costs only.
+        top_self(self_rows, total)
+        return
 
     cats = {name: 0 for name, _ in CATEGORIES}
     other = 0
@@ -139,6 +180,10 @@ def main(dump, load_json):
         n = max(h[0] for h in hits)
         print(f"| {label} | {n / total * 100:.1f} % | {n / deliveries:,.0f} | {n / max(upstream, 1):,.0f} |")
 
+    top_self(self_rows, total)
+
+
+def top_self(self_rows, total):
     print("\nTop self costs:\n")
     print("| function (self) | % |")
     print("|---|---:|")

@@ -84,7 +84,6 @@ if [[ $MODE == profile ]]; then
     rm -f "$OUT"/profile/*
     run_profile wsgate-raw-paced wsgate raw 50 400 8
     run_profile wsgate-envelope-paced wsgate envelope 50 400 8
-    run_profile wsgate-raw-saturated wsgate raw 50 0 8
     run_profile wsgate-raw-1sub wsgate raw 1 2000 8
     run_profile reference-raw-paced reference raw 50 400 8
     run_profile reference-envelope-paced reference envelope 50 400 8

@@ -25,6 +25,11 @@ enum Cmd {
     Swarm(swarm::SwarmArgs),
     /// Runs the whole matrix against wsgate and the reference; writes results.
     Matrix(matrix::MatrixArgs),
+    /// Rewrites results.md from results.json (no measurement).
+    Report {
+        #[arg(long, default_value = "docs/bench")]
+        out: std::path::PathBuf,
+    },
     /// Drives a fan-out load against an already running gateway (for profiling).
     Load(matrix::LoadArgs),
 }
@@ -43,6 +48,11 @@ fn main() -> anyhow::Result<()> {
                 .block_on(swarm::run(a))
         }
         Cmd::Matrix(a) => current_thread()?.block_on(matrix::run(a)),
+        Cmd::Report { out } => {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
+            std::fs::write(out.join("results.md"), matrix::report::markdown(&v))?;
+            Ok(())
+        }
         Cmd::Load(a) => current_thread()?.block_on(matrix::load(a)),
     }
 }

@@ -38,6 +38,9 @@ pub struct MatrixArgs {
     /// Rounds of the throughput matrix (alternating target order); the median is reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Seconds of each latency window (5 000 msg/s x 100 subscribers).
+    #[arg(long, default_value_t = 6.0)]
+    pub latency_measure: f64,
     /// Comma list of phases: throughput,latency,slow,rss,recovery,halfopen (or all).
     #[arg(long, default_value = "all")]
     pub only: String,
@@ -342,6 +345,8 @@ async fn wait_conns(feed: &mut Proc, n: u64) -> anyhow::Result<()> {
 
 #[derive(Debug, Clone, Default, Serialize)]
 struct FanoutRun {
+    /// Round of the matrix (runs of the same round ran back to back: paired ratios).
+    round: usize,
     target: String,
     format: String,
     subscribers: usize,
@@ -388,6 +393,7 @@ async fn fanout_run(
     let swarm_res: SwarmResult = serde_json::from_value(res)?;
     let metrics = target.metrics().await;
     let run = FanoutRun {
+        round: 0,
         target: kind.name().into(),
         format: format.into(),
         subscribers: subs,
@@ -709,7 +715,7 @@ pub async fn run(a: MatrixArgs) -> anyhow::Result<()> {
                     let order = if round % 2 == 0 { kinds } else { [kinds[1], kinds[0]] };
                     for kind in order {
                         match fanout_run(&mut ctx, kind, format, subs, 0, 0, a.warmup, a.measure).await {
-                            Ok(run) => r.throughput.push(run),
+                            Ok(run) => r.throughput.push(FanoutRun { round, ..run }),
                             Err(e) => r.notes.push(format!("throughput {} {format} {subs}: {e:#}", kind.name())),
                         }
                     }
@@ -718,12 +724,15 @@ pub async fn run(a: MatrixArgs) -> anyhow::Result<()> {
         }
     }
     if want("latency") {
-        eprintln!("== latency at 5000 msg/s x 100 subscribers");
-        for format in ["raw", "envelope"] {
-            for kind in kinds {
-                match fanout_run(&mut ctx, kind, format, 100, 0, 5000, 2.0, 8.0).await {
-                    Ok(run) => r.latency.push(run),
-                    Err(e) => r.notes.push(format!("latency {} {format}: {e:#}", kind.name())),
+        eprintln!("== latency at 5000 msg/s x 100 subscribers ({} rounds)", a.rounds);
+        for round in 0..a.rounds {
+            for format in ["raw", "envelope"] {
+                let order = if round % 2 == 0 { kinds } else { [kinds[1], kinds[0]] };
+                for kind in order {
+                    match fanout_run(&mut ctx, kind, format, 100, 0, 5000, 2.0, a.latency_measure).await {
+                        Ok(run) => r.latency.push(FanoutRun { round, ..run }),
+                        Err(e) => r.notes.push(format!("latency {} {format}: {e:#}", kind.name())),
+                    }
                 }
             }
         }

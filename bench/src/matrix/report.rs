@@ -117,6 +117,43 @@ fn pick<'a>(
         .collect()
 }
 
+/// "1 234 567 (1.1–1.4 M)": the median and the range over the rounds.
+fn with_range(m: f64, rs: &[&Value]) -> String {
+    let xs: Vec<f64> = rs.iter().map(|r| f(&r["swarm"]["deliveries_per_s"])).collect();
+    if xs.len() < 2 {
+        return thousands(m);
+    }
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = max(&xs);
+    format!("{} ({:.0}k–{:.0}k)", thousands(m), lo / 1000.0, hi / 1000.0)
+}
+
+/// "25.3 ms (10.1–30.2)": the median and the range over the rounds.
+fn lat_range(m: f64, rs: &[&Value], key: &str) -> String {
+    let xs: Vec<f64> = rs.iter().map(|r| f(&r["swarm"][key])).collect();
+    if xs.len() < 2 {
+        return us(m);
+    }
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    format!("{} ({}–{})", us(m), us(lo), us(max(&xs)))
+}
+
+/// Median over rounds of wsgate/reference within the same round (runs of a
+/// round are back to back, so machine drift cancels); ratio of medians when
+/// the rounds cannot be paired.
+fn paired_ratio(w: &[&Value], r: &[&Value], get: impl Fn(&Value) -> f64) -> f64 {
+    let mut qs = Vec::new();
+    for a in w {
+        if let Some(b) = r.iter().find(|b| a.get("round").is_some() && b.get("round") == a.get("round")) {
+            qs.push(ratio(get(a), get(b)));
+        }
+    }
+    if qs.is_empty() {
+        return ratio(median(w.iter().map(|x| get(x)).collect()), median(r.iter().map(|x| get(x)).collect()));
+    }
+    median(qs)
+}
+
 fn dps(rs: &[&Value]) -> f64 {
     median(rs.iter().map(|r| f(&r["swarm"]["deliveries_per_s"])).collect())
 }
@@ -137,26 +174,28 @@ pub fn markdown(v: &Value) -> String {
     );
     let _ = writeln!(
         o,
-        "Load average (1/5/15 min) at start {} and end {}; benchmark processes at nice {}. Other work on          this shared 2-core machine moves every number; ratios (same run, alternating order, median of the          rounds) are the robust part.\n",
+        "Load average (1/5/15 min) at start {} and end {}; benchmark processes at nice {}. Other work on this shared 2-core machine moves every number (the range over the rounds is given); \
+         ratios (same run, alternating order, median of the rounds) are the robust part.\n",
         v["load_start"].as_str().unwrap_or("?"),
         v["load_end"].as_str().unwrap_or("?"),
         v["nice"]
     );
-    let _ = writeln!(o, "| metric | wsgate | reference | ratio | target | met? |");
+    let _ = writeln!(o, "| metric | wsgate (median; range) | reference (median; range) | ratio (median of paired rounds) | target | met? |");
     let _ = writeln!(o, "|---|---:|---:|---:|---|---|");
 
     // Throughput.
     for (format, goal) in [("raw", 0.8), ("envelope", 0.6)] {
         for subs in [1u64, 10, 100] {
-            let w = dps(&pick(v, "throughput", "wsgate", format, subs, 0, None));
-            let r = dps(&pick(v, "throughput", "reference", format, subs, 0, None));
-            let q = ratio(w, r);
+            let wr = pick(v, "throughput", "wsgate", format, subs, 0, None);
+            let rr = pick(v, "throughput", "reference", format, subs, 0, None);
+            let (w, r) = (dps(&wr), dps(&rr));
+            let q = paired_ratio(&wr, &rr, |x| f(&x["swarm"]["deliveries_per_s"]));
             let _ = writeln!(
                 o,
                 "| fan-out deliveries/s, {format}, {subs} subscriber{} | {} | {} | {} | ≥ {goal}x reference | {} |",
                 if subs == 1 { "" } else { "s" },
-                thousands(w),
-                thousands(r),
+                with_range(w, &wr),
+                with_range(r, &rr),
                 rx(q),
                 met_min(q, goal)
             );
@@ -167,10 +206,14 @@ pub fn markdown(v: &Value) -> String {
     for format in ["raw", "envelope"] {
         let w = pick(v, "latency", "wsgate", format, 100, 0, Some(5000));
         let r = pick(v, "latency", "reference", format, 100, 0, Some(5000));
-        let (Some(w), Some(r)) = (w.first(), r.first()) else { continue };
+        if w.is_empty() || r.is_empty() {
+            continue;
+        }
+        let med = |rs: &[&Value], key: &str| median(rs.iter().map(|x| f(&x["swarm"][key])).collect());
+        let rounds = w.len().min(r.len());
         for (label, key) in [("p50", "lat_us_p50"), ("p99", "lat_us_p99"), ("p99.9", "lat_us_p999")] {
-            let (a, b) = (f(&w["swarm"][key]), f(&r["swarm"][key]));
-            let q = ratio(a, b);
+            let (a, b) = (med(&w, key), med(&r, key));
+            let q = paired_ratio(&w, &r, |x| f(&x["swarm"][key]));
             let (goal, met) = if label == "p99" {
                 ("≤ 1.5x reference".to_string(), met_max(q, 1.5))
             } else {
@@ -178,13 +221,13 @@ pub fn markdown(v: &Value) -> String {
             };
             let _ = writeln!(
                 o,
-                "| latency {label}, {format}, 5 000 msg/s x 100 subscribers (feed→subscriber) | {} | {} | {} | {goal} | {met} |",
-                us(a),
-                us(b),
+                "| latency {label}, {format}, 5 000 msg/s x 100 subscribers (feed→subscriber, median of {rounds}) | {} | {} | {} | {goal} | {met} |",
+                lat_range(a, &w, key),
+                lat_range(b, &r, key),
                 rx(q)
             );
         }
-        let (a, b) = (f(&w["swarm"]["deliveries_per_s"]), f(&r["swarm"]["deliveries_per_s"]));
+        let (a, b) = (dps(&w), dps(&r));
         let _ = writeln!(
             o,
             "| … deliveries/s in that run (offered 500 000) | {} | {} | {} | — | (info) |",
@@ -312,7 +355,13 @@ pub fn markdown(v: &Value) -> String {
     }
 
     // Details.
-    let _ = writeln!(o, "\n![throughput](throughput.png)\n");
+    let _ = writeln!(
+        o,
+        "\nWhere the time goes and what to change: [profile.md](profile.md) (callgrind). How each number is \
+         measured: [bench/README.md](../../bench/README.md). Re-run: `scripts/bench.sh` (about 10 minutes with \
+         the builds).\n"
+    );
+    let _ = writeln!(o, "![throughput](throughput.png)\n");
     let _ = writeln!(o, "## Every run\n");
     let _ = writeln!(
         o,
