@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 CATEGORIES = [
-    ("upstream JSON decode (serde_json RawValue + HashMap<Cow<str>,&RawValue> per message)",
+    ("upstream JSON decode (serde_json; Decoder::decode)",
      r"serde_json|serde_core|hashbrown|core::hash|BuildHasher|wsgate::upstream::decode|SipHasher|sip::"),
     ("hub publish + queue push (RwLock read, per-subscriber Mutex + VecDeque + wake)",
      r"wsgate::fanout::hub|SubQueue::push|wake_by_val|wake_by_ref|AtomicWaker>::wake|AtomicWaker::wake|task::local::Shared::schedule|task::raw::schedule|futex|lll_lock|RwLock|Mutex"),
