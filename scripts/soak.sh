@@ -27,7 +27,9 @@ HEALTHY=49
 STALLED=1
 RESTART_EVERY=30                    # seconds between feed kills
 FEED_DOWN=1                         # seconds the feed stays down
-WARMUP=$(( MINUTES * 60 / 10 ))     # RSS "start" is sampled after this
+WARMUP=$(( MINUTES * 60 / 10 ))     # A healthy subscriber's count is a little below the feed's total: the
+feed starts sending when wsgate connects, before the subscribers are up.
+RSS "start" is sampled after this
 [ "$WARMUP" -gt 60 ] && WARMUP=60
 [ "$WARMUP" -lt 10 ] && WARMUP=10
 DOC=${SOAK_DOC:-$ROOT/docs/soak.md}
@@ -37,7 +39,9 @@ log() { printf 'soak: %s\n' "$*" >&2; }
 case "$MINUTES" in ''|*[!0-9]*) echo "usage: scripts/soak.sh [minutes]" >&2; exit 2;; esac
 [ "$MINUTES" -ge 1 ] || { echo "minutes must be at least 1" >&2; exit 2; }
 
-log "building wsgate (release)"
+BUILT_FROM=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then BUILT_FROM="$BUILT_FROM (with uncommitted changes in src/)"; fi
+log "building wsgate (release) from $BUILT_FROM"
 cargo build --release --bin wsgate --quiet
 log "building soak helpers (release, own target dir)"
 CARGO_TARGET_DIR="$ROOT/soak/target" cargo build --release --quiet --manifest-path soak/Cargo.toml
@@ -231,9 +235,10 @@ the helpers in \`soak/\`, then runs everything on 127.0.0.1:
   reconnect backoff 200 ms .. 2 s, queue 1024, \`drop_oldest\`;
 - 50 subscribers on \`/ws\`: 49 healthy ones that record every \`data.n\` and
   check that \`seq\` is consecutive, and one that connects and never reads
-  (it never answers pings either, so wsgate drops it after its 45 s client
-  timeout; the helper then connects a new never-reading one, so one is
-  always there).
+  (wsgate drops it: the kernel closes its socket after \`stall_timeout\`
+  (30 s) of unacknowledged data, or the session's 45 s client timeout
+  fires because it answers no ping; the helper then connects a new
+  never-reading one, so one is always there).
 
 Loss = numbers in the feed's log (after a subscriber's first message) that a
 healthy subscriber did not get. "At link end" are the last few (≤ 20)
@@ -243,7 +248,8 @@ RSS "start" is sampled ${WARMUP} s after the subscribers connected.
 
 ## Last result
 
-Run $(date -u +%Y-%m-%dT%H:%M:%SZ), ${MINUTES} min, on this repo's build machine (2 cores).
+Run $(date -u +%Y-%m-%dT%H:%M:%SZ), ${MINUTES} min, on this repo's build machine (2 cores),
+wsgate built from commit $BUILT_FROM.
 
 | what | result |
 |---|---|

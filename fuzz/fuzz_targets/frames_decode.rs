@@ -106,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
 fn check_decode(decoder: &Decoder, cfg: &DecodeConfig, kind: Kind, data: Bytes) {
     let msg = wsgate::upstream::frames::Message { kind, data: data.clone() };
     let (topic, data_kind) = match decoder.decode(&msg) {
-        Decoded::Ok { topic, kind } => (topic, kind),
+        Decoded::Ok { topic, kind } => (topic.into_owned(), kind),
         Decoded::Invalid { error, pass } => {
             assert!(!error.is_empty());
             if cfg.format == DecodeFormat::Json && kind == Kind::Text {
