@@ -6,6 +6,7 @@
 #   scripts/bench.sh                      # the whole matrix (~7 min on 2 cores)
 #   scripts/bench.sh --only throughput    # some phases: throughput,latency,slow,rss,recovery,halfopen
 #   scripts/bench.sh profile              # callgrind profiles of the fan-out path -> docs/bench/profile/
+#   scripts/bench.sh heap                 # massif heap profile, 2 000 idle subscribers -> docs/bench/profile/heap-idle-subscribers.txt
 #
 # Environment:
 #   WSGATE_BIN=path   use this wsgate binary instead of building target/release/wsgate
@@ -19,8 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 MODE=matrix
-if [[ "${1:-}" == "profile" ]]; then
-    MODE=profile
+if [[ "${1:-}" == "profile" || "${1:-}" == "heap" ]]; then
+    MODE=$1
     shift
 fi
 OUT=$ROOT/docs/bench
@@ -88,6 +89,54 @@ if [[ $MODE == profile ]]; then
     run_profile reference-raw-paced reference raw 50 400 8
     run_profile reference-envelope-paced reference envelope 50 400 8
     echo "== wrote $OUT/profile/ (see docs/bench/profile.md)" >&2
+    exit 0
+fi
+
+if [[ $MODE == heap ]]; then
+    # wsgate under massif with an idle feed and 2 000 idle envelope subscribers;
+    # SIGTERM (by PID) makes it exit cleanly and massif write its profile.
+    command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
+    work=/tmp/wsbench/heap
+    rm -rf "$work"
+    mkdir -p "$work" "$OUT/profile"
+    "$WSBENCH" feed --idle --port 0 --duration 300 >"$work/feed.out" 2>/dev/null </dev/zero &
+    feed_pid=$!
+    sleep 0.5
+    fport=$(grep -o '"port":[0-9]*' "$work/feed.out" | cut -d: -f2)
+    gport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    printf '[server]\nlisten = "127.0.0.1:%s"\n[log]\nlevel = "warn"\n[subscribers]\nmax_connections = 20000\n[[upstreams]]\nname = "feed"\nurl = "ws://127.0.0.1:%s/"\n' \
+        "$gport" "$fport" >"$work/wsgate.toml"
+    valgrind --tool=massif --massif-out-file="$work/massif.out" "$WSGATE_BIN" run --config "$work/wsgate.toml" 2>"$work/wsgate.log" &
+    gw_pid=$!
+    for _ in $(seq 1 120); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$gport/readyz") == 200 ]] && break
+        sleep 0.5
+    done
+    timeout 120 "$WSBENCH" swarm --url "ws://127.0.0.1:$gport/ws" --clients 2000 --idle --warmup 0 --measure 30 >"$work/swarm.out" 2>/dev/null &
+    swarm_pid=$!
+    for _ in $(seq 1 120); do grep -q connected "$work/swarm.out" && break; sleep 0.5; done
+    sleep 8
+    echo "== $(cat "$work/swarm.out"); wsgate (under valgrind) $(grep VmRSS /proc/$gw_pid/status)" >&2
+    kill -TERM "$gw_pid"
+    wait "$gw_pid" || true
+    kill "$swarm_pid" "$feed_pid" 2>/dev/null || true
+    wait "$swarm_pid" "$feed_pid" 2>/dev/null || true
+    # The graph, and the peak snapshot's allocation sites two levels deep.
+    ms_print --threshold=1 "$work/massif.out" | python3 -c '
+import re, sys
+lines = sys.stdin.read().splitlines()
+peak = re.search(r"(\d+) \(peak\)", "\n".join(lines)).group(1)
+out, i = lines[:35], 0
+while i < len(lines) and not re.match(r"^\s*%s\s" % peak, lines[i]):
+    i += 1
+out += ["", "Peak snapshot (allocation sites, two levels):"] + lines[i - 2:i + 2]
+for l in lines[i + 2:]:
+    if re.match(r"^\s*-+$", l) or re.match(r"^\s*\d+\s+[\d,]+\s+[\d,]+", l):
+        break
+    if re.match(r"^(->|\| ->)", l):
+        out.append(l[:200])
+print("\n".join(out))' >"$OUT/profile/heap-idle-subscribers.txt"
+    echo "== wrote $OUT/profile/heap-idle-subscribers.txt" >&2
     exit 0
 fi
 
