@@ -89,7 +89,8 @@ impl SubQueue {
     pub fn new(capacity: usize, policy: Overflow, events: bool, metrics: SubscriberMetrics) -> Arc<Self> {
         Arc::new(SubQueue {
             inner: Mutex::new(Inner {
-                items: VecDeque::with_capacity(capacity.min(64)),
+                // Empty until used: idle subscribers are the common case (2 KB each saved).
+                items: VecDeque::new(),
                 missed: Vec::new(),
                 missed_tail: Vec::new(),
                 closed: None,
