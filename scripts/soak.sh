@@ -27,9 +27,7 @@ HEALTHY=49
 STALLED=1
 RESTART_EVERY=30                    # seconds between feed kills
 FEED_DOWN=1                         # seconds the feed stays down
-WARMUP=$(( MINUTES * 60 / 10 ))     # A healthy subscriber's count is a little below the feed's total: the
-feed starts sending when wsgate connects, before the subscribers are up.
-RSS "start" is sampled after this
+WARMUP=$(( MINUTES * 60 / 10 ))     # RSS "start" is sampled after this
 [ "$WARMUP" -gt 60 ] && WARMUP=60
 [ "$WARMUP" -lt 10 ] && WARMUP=10
 DOC=${SOAK_DOC:-$ROOT/docs/soak.md}
@@ -244,6 +242,8 @@ Loss = numbers in the feed's log (after a subscriber's first message) that a
 healthy subscriber did not get. "At link end" are the last few (≤ 20)
 messages of a feed connection that never arrived, i.e. died with the
 upstream; anything else is "mid-link" loss. Both count as loss below.
+A healthy subscriber's count is a little below the feed's total: the
+feed starts sending when wsgate connects, before the subscribers are up.
 RSS "start" is sampled ${WARMUP} s after the subscribers connected.
 
 ## Last result
