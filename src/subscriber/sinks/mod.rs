@@ -47,6 +47,30 @@ const LINE_QUEUE_CAPACITY: usize = 10_000;
 /// kind of trouble; every failure is still counted in the metrics.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// Shutdown callers waiting for a sink to finish. Dropping the senders
+/// (when the sink stops) resolves every waiting `Flush`.
+#[derive(Debug, Default)]
+struct Waiters(Vec<oneshot::Sender<()>>);
+
+impl Waiters {
+    /// A future that resolves once the sink is done (at once if it already is).
+    fn wait(&mut self, done: bool) -> ResponseFuture<()> {
+        if done {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        self.0.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+
+    /// Resolves every waiter.
+    fn release(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Shutdown: close the queue, write or send what is left, then stop.
 /// Resolves when the sink is done (or already was).
 #[derive(Debug, Message)]
@@ -249,8 +273,8 @@ struct LineSink<O: Lines> {
     queue: Arc<SubQueue>,
     /// The hub registration; dropped (unsubscribed) when the sink stops.
     sub: Option<Subscription>,
-    /// Shutdown callers waiting for the final write; dropping them signals done.
-    waiters: Vec<oneshot::Sender<()>>,
+    /// Shutdown callers waiting for the final write.
+    waiters: Waiters,
     /// Why the sink stopped, for `wsgate_subscriber_disconnects_total`.
     left: Option<&'static str>,
     /// Bounds the write-error warnings.
@@ -266,7 +290,7 @@ impl<O: Lines> LineSink<O> {
             out,
             queue,
             sub: Some(sub),
-            waiters: Vec::new(),
+            waiters: Waiters::default(),
             left: None,
             errors: Throttle::default(),
             failing: false,
@@ -300,8 +324,7 @@ impl<O: Lines> LineSink<O> {
             self.left = Some(reason);
         }
         self.sub = None;
-        // Every Flush waiting on us resolves when its sender is dropped.
-        self.waiters.clear();
+        self.waiters.release();
         ctx.stop();
     }
 }
@@ -361,14 +384,7 @@ impl<O: Lines> Handler<Flush> for LineSink<O> {
     fn handle(&mut self, _: Flush, _ctx: &mut Self::Context) -> Self::Result {
         // What is queued is still delivered, then `Closed`, which finishes.
         self.queue.close(Closed::Shutdown);
-        if self.left.is_some() {
-            return Box::pin(async {});
-        }
-        let (tx, rx) = oneshot::channel();
-        self.waiters.push(tx);
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        self.waiters.wait(self.left.is_some())
     }
 }
 

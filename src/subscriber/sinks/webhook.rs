@@ -24,10 +24,9 @@ use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HO
 use awc::http::Uri;
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::{Abandon, Flush, Throttle};
+use super::{Abandon, Flush, Throttle, Waiters};
 use crate::config::{redact_url, ReconnectConfig, TlsConfig, WebhookConfig};
 use crate::fanout::{Closed, Delivery, Item, Next, SubQueue, Subscription};
 use crate::upstream::{client_config, Dialer, ReconnectPolicy};
@@ -239,8 +238,8 @@ pub(super) struct Webhook {
     drained: bool,
     /// The disconnect reason the queue was closed with.
     closed_as: &'static str,
-    /// Shutdown callers waiting for the last batch; dropping them signals done.
-    waiters: Vec<oneshot::Sender<()>>,
+    /// Shutdown callers waiting for the last batch.
+    waiters: Waiters,
     /// Why the sink stopped, for `wsgate_subscriber_disconnects_total`.
     left: Option<&'static str>,
     /// True while batches fail, to log once when they go through again.
@@ -275,7 +274,7 @@ impl Webhook {
             hurry: false,
             drained: false,
             closed_as: "shutdown",
-            waiters: Vec::new(),
+            waiters: Waiters::default(),
             left: None,
             failing: false,
             retry_warnings: Throttle::default(),
@@ -460,8 +459,7 @@ impl Webhook {
             self.left = Some(self.closed_as);
         }
         self.sub = None;
-        // Every Flush waiting on us resolves when its sender is dropped.
-        self.waiters.clear();
+        self.waiters.release();
         ctx.stop();
     }
 }
@@ -524,14 +522,7 @@ impl Handler<Flush> for Webhook {
             Some(_) => {}
             None => self.pump(ctx),
         }
-        if self.left.is_some() {
-            return Box::pin(async {});
-        }
-        let (tx, rx) = oneshot::channel();
-        self.waiters.push(tx);
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        self.waiters.wait(self.left.is_some())
     }
 }
 
