@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Addr;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
@@ -14,13 +14,14 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, ConfigSource, Settings, UpstreamConfig};
 use crate::fanout::{Closed, Hub};
+use crate::health::ProbeTargets;
 use crate::http::{self, AppState};
 use crate::status::StatusBoard;
+use crate::subscriber::auth::{refuse_open, watch_token_file};
 use crate::subscriber::sinks::Sinks;
 use crate::subscriber::websocket::{tune_accepted_socket, SubscriberSettings, WsEndpoint};
 use crate::telemetry::Metrics;
 use crate::upstream::{self, Upstream};
-use crate::watchdog::Watchdog;
 
 /// A running gateway.
 pub struct Gateway {
@@ -37,6 +38,10 @@ pub struct Gateway {
     upstreams: Vec<(Arc<UpstreamConfig>, Addr<Upstream>)>,
     /// Read by `/ws` for every new connection; replaced on reload.
     subscriber_settings: Arc<std::sync::RwLock<SubscriberSettings>>,
+    /// The upstream actors `/healthz` probes; follows `upstreams`.
+    probes: ProbeTargets,
+    /// Keeps the subscriber token of `auth_token_file` current.
+    token_watch: tokio::task::JoinHandle<()>,
     sinks: Sinks,
     server: ServerHandle,
     server_done: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -63,10 +68,13 @@ impl Gateway {
     /// As [`Gateway::start`], on a listener the caller bound.
     pub async fn start_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Gateway> {
         let addr = listener.local_addr()?;
+        let resolved = SubscriberSettings::resolve(&settings.subscribers)?;
+        if let Some(refusal) = refuse_open(&settings, &resolved) {
+            anyhow::bail!("{refusal}");
+        }
         let metrics = Metrics::new();
         let board = StatusBoard::new();
         let hub = Hub::new();
-        let watchdog = Watchdog.start();
 
         let upstreams = settings
             .upstreams
@@ -78,8 +86,15 @@ impl Gateway {
             .collect();
 
         let sinks = Sinks::start(&settings.sinks, &hub, &metrics)?;
-        let state = AppState { board: Arc::clone(&board), metrics: Arc::clone(&metrics), watchdog };
-        let subscriber_settings = Arc::new(std::sync::RwLock::new(SubscriberSettings::resolve(&settings.subscribers)?));
+        let probes = ProbeTargets::default();
+        let state = AppState {
+            board: Arc::clone(&board),
+            metrics: Arc::clone(&metrics),
+            hub: hub.clone(),
+            probes: Arc::clone(&probes),
+        };
+        let subscriber_settings = Arc::new(std::sync::RwLock::new(resolved));
+        let token_watch = actix_rt::spawn(watch_token_file(Arc::clone(&subscriber_settings)));
         let ws = WsEndpoint {
             hub: hub.clone(),
             settings: Arc::clone(&subscriber_settings),
@@ -108,7 +123,7 @@ impl Gateway {
         let handle = server.handle();
         let server_done = actix_rt::spawn(server);
         info!(listen = %addr, upstreams = settings.upstreams.len(), "wsgate is serving.");
-        Ok(Gateway {
+        let gateway = Gateway {
             addr,
             board,
             metrics,
@@ -116,10 +131,20 @@ impl Gateway {
             settings,
             upstreams,
             subscriber_settings,
+            probes,
+            token_watch,
             sinks,
             server: handle,
             server_done,
-        })
+        };
+        gateway.update_probes();
+        Ok(gateway)
+    }
+
+    /// Points `/healthz` at the current upstream actors.
+    fn update_probes(&self) {
+        let targets = self.upstreams.iter().map(|(c, a)| (c.name.clone(), a.clone().recipient())).collect();
+        *self.probes.write().unwrap_or_else(|p| p.into_inner()) = targets;
     }
 
     /// The SPEC §9 order: `/readyz` 503 at once; keep serving through
@@ -136,11 +161,12 @@ impl Gateway {
         let timeout = self.settings.server.shutdown_timeout.get();
         let hub = self.hub.clone();
         let started = std::time::Instant::now();
+        self.token_watch.abort();
         let work = async move {
             hub.close_all(Closed::Shutdown);
             let closes = self.upstreams.iter().map(|(_, addr)| addr.send(upstream::Shutdown));
             futures_util::future::join_all(closes).await;
-            self.sinks.flush_and_stop(timeout.saturating_sub(started.elapsed())).await;
+            self.sinks.flush_and_stop(timeout.saturating_sub(started.elapsed()), Closed::Shutdown).await;
             self.server.stop(true).await;
             let _ = self.server_done.await;
         };
@@ -171,7 +197,11 @@ pub struct ReloadReport {
 }
 
 impl Gateway {
-    /// Applies a new, already validated config by difference (SPEC §9):
+    /// Applies a new, already validated config by difference (SPEC §9),
+    /// atomically (SPEC §11): the subscriber token is resolved and new sinks
+    /// are prepared (files opened, endpoints built) before anything
+    /// changes; if any of that fails, nothing changes and the error says why.
+    /// Then:
     /// added upstreams start, removed ones stop (followers get a `stopped`
     /// event; their status and metric series go), changed ones restart,
     /// unchanged ones keep their link and their subscribers see nothing.
@@ -185,7 +215,16 @@ impl Gateway {
         if new.log != self.settings.log {
             warn!("[log] changes need a restart.");
         }
+        // === prepare: everything that can fail ===
         let subscribers = SubscriberSettings::resolve(&new.subscribers)?;
+        let mut effective = new.clone();
+        effective.server.listen = self.settings.server.listen.clone();
+        if let Some(refusal) = refuse_open(&effective, &subscribers) {
+            anyhow::bail!("{refusal}");
+        }
+        let new_sinks = if new.sinks != self.settings.sinks { Some(Sinks::prepare(&new.sinks)?) } else { None };
+
+        // === apply: nothing below fails ===
         *self.subscriber_settings.write().unwrap_or_else(|p| p.into_inner()) = subscribers;
 
         let mut report = ReloadReport::default();
@@ -227,14 +266,17 @@ impl Gateway {
         }
         self.upstreams = next;
 
-        if new.sinks != self.settings.sinks {
-            // Old sinks flush before new ones start: no message written
-            // twice, no two writers on one file.
-            let stale = std::mem::replace(&mut self.sinks, Sinks::start(&[], &self.hub, &self.metrics)?);
-            stale.flush_and_stop(self.settings.server.shutdown_timeout.get()).await;
-            self.sinks = Sinks::start(&new.sinks, &self.hub, &self.metrics)?;
-        } else {
-            self.sinks.reopen_files();
+        self.update_probes();
+        match new_sinks {
+            Some(prepared) => {
+                // Old sinks flush before new ones start: no message written
+                // twice, no two writers on one file (the new file handles
+                // are open already but written only from now on).
+                let stale = std::mem::replace(&mut self.sinks, Sinks::none());
+                stale.flush_and_stop(self.settings.server.shutdown_timeout.get(), Closed::Reload).await;
+                self.sinks = prepared.start(&self.hub, &self.metrics);
+            }
+            None => self.sinks.reopen_files(),
         }
         let listen = std::mem::replace(&mut self.settings, new).server.listen;
         self.settings.server.listen = listen;
@@ -256,6 +298,9 @@ impl Gateway {
                 *addr = upstream::spawn(Arc::clone(cfg), &self.hub, &self.metrics, &self.board);
                 revived.push(cfg.name.clone());
             }
+        }
+        if !revived.is_empty() {
+            self.update_probes();
         }
         revived
     }
@@ -308,6 +353,13 @@ pub async fn serve(settings: Settings, reload_from: Option<ConfigSource>) -> i32
         ShutdownOutcome::Clean => 0,
         ShutdownOutcome::TimedOut => 1,
     }
+}
+
+/// Resolves at SIGTERM or SIGINT (SIGHUP is ignored): for processes that
+/// only serve until told to stop (`wsgate demo --feed-only`).
+pub async fn wait_for_terminate() {
+    let mut signals = Signals::new();
+    while let Signal::Reload = signals.next().await {}
 }
 
 enum Signal {

@@ -31,6 +31,10 @@ const DEMO_CONFIG: &str = r#"
 listen = "127.0.0.1:9750"
 shutdown_timeout = "5s"
 
+[subscribers]
+# The demo stays open even when WSGATE__SERVER__LISTEN moves it off loopback.
+anonymous = true
+
 [[upstreams]]
 name = "demo"
 url = "{feed}"
@@ -136,9 +140,14 @@ async fn feed(req: HttpRequest, stream: web::Payload) -> Result<HttpResponse, ac
     ws::start(FeedSession::new(), &req, stream)
 }
 
-/// Starts the simulated feed on 127.0.0.1 (a free port); returns its URL.
-pub fn start_feed() -> anyhow::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind the demo feed on 127.0.0.1")?;
+/// Where `wsgate demo --feed-only` serves the feed: the address the shipped
+/// `config/wsgate.toml` connects to.
+pub const FEED_ONLY_ADDR: &str = "127.0.0.1:9751";
+
+/// Starts the simulated feed on `bind` (`127.0.0.1:0` for a free port);
+/// returns its URL.
+pub fn start_feed(bind: &str) -> anyhow::Result<String> {
+    let listener = TcpListener::bind(bind).with_context(|| format!("cannot bind the demo feed on {bind}"))?;
     let addr = listener.local_addr()?;
     let server = HttpServer::new(|| App::new().route("/feed", web::get().to(feed)))
         .workers(1)
@@ -157,7 +166,7 @@ pub fn settings(feed_url: &str) -> Result<Settings, config::ConfigError> {
 
 /// `wsgate demo`: the feed, the gateway, a banner; until SIGTERM/SIGINT.
 pub async fn run() -> i32 {
-    let feed_url = match start_feed() {
+    let feed_url = match start_feed("127.0.0.1:0") {
         Ok(u) => u,
         Err(e) => {
             eprintln!("wsgate demo: {e:#}");
@@ -184,4 +193,23 @@ pub async fn run() -> i32 {
          \n\nThe feed drops its link every minute, so you will see reconnects. Ctrl-C stops.\n"
     );
     crate::app::serve(settings, None).await
+}
+
+/// `wsgate demo --feed-only`: only the simulated feed, on
+/// [`FEED_ONLY_ADDR`], until SIGTERM/SIGINT; `wsgate run` with the shipped
+/// config connects to it.
+pub async fn run_feed_only() -> i32 {
+    let feed_url = match start_feed(FEED_ONLY_ADDR) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("wsgate demo: {e:#}");
+            return 1;
+        }
+    };
+    eprintln!(
+        "wsgate demo --feed-only: a simulated market feed on {feed_url}\n\
+         In another terminal: wsgate run   (the shipped config/wsgate.toml connects to it). Ctrl-C stops."
+    );
+    crate::app::wait_for_terminate().await;
+    0
 }

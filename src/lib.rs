@@ -6,6 +6,7 @@
 //! - [`demo`]: `wsgate demo`, a simulated feed wired to the gateway.
 //! - [`app`]: wiring: registry, hub, supervised upstreams, HTTP server, shutdown order.
 //! - [`http`]: routes only (`/healthz`, `/readyz`, `/status`, `/metrics`).
+//! - [`health`]: the liveness probe of the hub and every upstream mailbox.
 //! - [`upstream`]: the `Upstream` actor: connect, auth, heartbeat, backoff, decode.
 //!   With the webhook sink's HTTP client, the only code that knows awc.
 //! - [`subscriber`]: WebSocket sessions and sinks, each draining a bounded hub queue.
@@ -24,10 +25,10 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod fanout;
+pub mod health;
 pub mod http;
 pub mod status;
 pub mod subscriber;
 pub mod telemetry;
 pub mod upstream;
-pub mod watchdog;
 pub mod wsframe;

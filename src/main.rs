@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use wsgate::config::{self, ConfigSource, DEFAULT_PATH};
+use wsgate::subscriber::auth::{refuse_open, SubscriberSettings};
 
 #[derive(Parser)]
 #[command(name = "wsgate", version, about = "Keeps WebSocket feeds alive and fans them out to many subscribers.")]
@@ -24,7 +25,11 @@ enum Command {
         config: PathBuf,
     },
     /// Run a built-in simulated market feed and the gateway wired to it (no file, no network).
-    Demo,
+    Demo {
+        /// Serve only the simulated feed, on 127.0.0.1:9751 (what the shipped config/wsgate.toml connects to).
+        #[arg(long)]
+        feed_only: bool,
+    },
     /// Validate the config and print it, secrets redacted.
     Check {
         /// The config file (.toml, .yaml, .yml or .json).
@@ -44,10 +49,28 @@ fn main() -> ExitCode {
             }
             Err(e) => invalid(&e),
         },
-        Command::Demo => ExitCode::from(actix_rt::System::new().block_on(wsgate::demo::run()) as u8),
+        Command::Demo { feed_only: false } => {
+            ExitCode::from(actix_rt::System::new().block_on(wsgate::demo::run()) as u8)
+        }
+        Command::Demo { feed_only: true } => {
+            ExitCode::from(actix_rt::System::new().block_on(wsgate::demo::run_feed_only()) as u8)
+        }
         Command::Run { config } => match config::load(&ConfigSource::File(config.clone())) {
             Ok(settings) => {
                 wsgate::telemetry::init_logging(&settings.log);
+                // Fail closed (SPEC §11): never open /ws to the network without a token by accident.
+                match SubscriberSettings::resolve(&settings.subscribers) {
+                    Ok(resolved) => {
+                        if let Some(refusal) = refuse_open(&settings, &resolved) {
+                            eprintln!("wsgate: {refusal}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("wsgate: invalid config: {}: {e:#}", config.display());
+                        return ExitCode::from(2);
+                    }
+                }
                 let source = Some(ConfigSource::File(config));
                 let code = actix_rt::System::new().block_on(wsgate::app::serve(settings, source));
                 ExitCode::from(code as u8)

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use support::{eventually, eventually_blocking, free_port, metric, Daemon, Feed};
 use wsgate::app::{Gateway, ShutdownOutcome};
-use wsgate::config::{Dur, Settings, SinkConfig, UpstreamConfig, WebhookConfig};
+use wsgate::config::{Dur, Settings, SinkConfig, Size, UpstreamConfig, WebhookConfig};
 use wsgate::fanout::{Closed, DataKind, Hub, Incoming, Publisher};
 use wsgate::subscriber::sinks::Sinks;
 use wsgate::telemetry::Metrics;
@@ -46,6 +46,7 @@ fn file_sink(path: &Path, upstreams: &[&str], topics: &[&str]) -> SinkConfig {
         path: path.to_path_buf(),
         upstreams: upstreams.iter().map(|s| s.to_string()).collect(),
         topics: topics.iter().map(|s| s.to_string()).collect(),
+        queue_bytes: Size::mib(64),
     }
 }
 
@@ -55,6 +56,7 @@ fn webhook(url: String, batch_size: usize, batch_timeout: Dur, queue_capacity: u
         batch_size,
         batch_timeout,
         queue_capacity,
+        queue_bytes: Size::mib(64),
         headers: Default::default(),
         auth_token: None,
         auth_token_env: None,
@@ -335,7 +337,7 @@ async fn file_sink_reopens_its_path() {
     publish(&publisher, 4..=LAST);
 
     hub.close_all(Closed::Shutdown);
-    sinks.flush_and_stop(LONG).await;
+    sinks.flush_and_stop(LONG, Closed::Shutdown).await;
     assert_eq!(seqs(&json_lines(&rotated)), [1, 2, 3]);
     assert_eq!(seqs(&json_lines(&path)), (4..=LAST).collect::<Vec<_>>());
     assert_eq!(count(&metrics, r#"wsgate_subscriber_messages_total{kind="file"}"#), LAST as f64);
@@ -488,7 +490,7 @@ async fn webhook_sends_last_batch_at_shutdown() {
 }
 
 /// A sink that cannot finish by the flush deadline is stopped anyway: what
-/// it held is counted as dropped (`error`) and it leaves the subscriber gauge.
+/// it held is counted as dropped (`shutdown`) and it leaves the subscriber gauge.
 #[actix_rt::test]
 async fn webhook_past_the_deadline_stops_and_counts_the_loss() {
     support::logs();
@@ -503,10 +505,10 @@ async fn webhook_past_the_deadline_stops_and_counts_the_loss() {
 
     hub.close_all(Closed::Shutdown);
     let started = Instant::now();
-    sinks.flush_and_stop(Duration::from_millis(300)).await;
+    sinks.flush_and_stop(Duration::from_millis(300), Closed::Shutdown).await;
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
-    let error = r#"wsgate_subscriber_dropped_total{kind="webhook",reason="error"}"#;
-    eventually(LONG, "the loss counted", || count(&metrics, error) == 5.0).await;
+    let lost = r#"wsgate_subscriber_dropped_total{kind="webhook",reason="shutdown"}"#;
+    eventually(LONG, "the loss counted", || count(&metrics, lost) == 5.0).await;
     eventually(LONG, "the sink gone", || count(&metrics, r#"wsgate_subscribers{kind="webhook"}"#) == 0.0).await;
     assert_eq!(count(&metrics, r#"wsgate_subscriber_messages_total{kind="webhook"}"#), 0.0);
 }

@@ -65,7 +65,7 @@ struct Tap {
 
 fn tap(gw: &Gateway) -> Tap {
     let q = SubQueue::new(100_000, Overflow::DropNewest, false, gw.metrics.subscriber("stdout"));
-    let sub = gw.hub.subscribe(Arc::clone(&q), Filter::from_lists(&[], &[])).unwrap();
+    let sub = gw.hub.subscribe(Arc::clone(&q), Filter::from_lists(&[], &[], 64).unwrap()).unwrap();
     Tap { _sub: sub, stream: q.stream(), buffered: Default::default() }
 }
 

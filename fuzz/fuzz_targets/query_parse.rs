@@ -3,14 +3,22 @@
 //!
 //! Checked, beyond "no panic": one pair per non-empty `&`-separated part;
 //! text without `%` or `+` comes back unchanged; `%XX` of every byte
-//! decodes back to the original text; the filter built from the pairs
-//! matches exactly what the lists say.
+//! decodes back to the original text; the filter built from the pairs is
+//! refused exactly when it would hold more than `max_filters` distinct
+//! pairs, and otherwise matches exactly what the lists say.
+//!
+//! `scripts/fuzz.sh` feeds this target inputs up to 64 KiB with a short
+//! time limit per input, so a filter build that grows faster than the
+//! query (SPEC §11) is a finding.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use wsgate::fanout::Filter;
 use wsgate::subscriber::websocket::parse_query;
+
+/// The default `subscribers.max_filters`.
+const MAX_FILTERS: usize = 64;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(q) = std::str::from_utf8(data) else { return };
@@ -31,7 +39,14 @@ fuzz_target!(|data: &[u8]| {
 
     let upstreams: Vec<String> = pairs.iter().filter(|(k, _)| k == "upstream").map(|(_, v)| v.clone()).collect();
     let topics: Vec<String> = pairs.iter().filter(|(k, _)| k == "topic").map(|(_, v)| v.clone()).collect();
-    let filter = Filter::from_lists(&upstreams, &topics);
+    let distinct = |list: &[String]| list.iter().collect::<std::collections::HashSet<_>>().len().max(1);
+    let pairs = distinct(&upstreams) * distinct(&topics);
+    let Ok(filter) = Filter::from_lists(&upstreams, &topics, MAX_FILTERS) else {
+        assert!(pairs > MAX_FILTERS, "{pairs} pairs refused");
+        return;
+    };
+    assert!(pairs <= MAX_FILTERS);
+    assert_eq!(filter.len(), pairs);
     for (u, t) in pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())) {
         let want = (upstreams.is_empty() || upstreams.iter().any(|x| x == u))
             && (topics.is_empty() || topics.iter().any(|x| x == t));

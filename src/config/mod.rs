@@ -96,6 +96,17 @@ pub struct SubscribersConfig {
     pub max_connections: usize,
     /// Messages buffered per subscriber; the bound of every subscriber queue.
     pub queue_capacity: usize,
+    /// Bytes of messages buffered per subscriber, beside `queue_capacity`
+    /// (whichever is hit first). Queued-message memory is at most
+    /// `queue_bytes` x subscribers (one larger message is still taken into
+    /// an empty queue, so at most `max(queue_bytes, max_message_size)` each).
+    pub queue_bytes: Size,
+    /// Distinct (upstream, topic) pairs one subscriber may follow, query
+    /// and `subscribe` ops together; more is HTTP 400 or an error event.
+    pub max_filters: usize,
+    /// Allow `/ws` without a token on a non-loopback listener. Without it,
+    /// `run` refuses to start open to the network (fail closed).
+    pub anonymous: bool,
     /// What happens when a subscriber's queue is full.
     pub overflow: Overflow,
     /// Token subscribers must present (inline; prefer `_env` or `_file`).
@@ -104,7 +115,8 @@ pub struct SubscribersConfig {
     /// Environment variable holding the token; an unset variable leaves `/ws` open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_token_env: Option<String>,
-    /// File holding the token, read at start and at every reload.
+    /// File holding the token; re-read when it changes (a rotated Secret
+    /// applies without a signal).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_token_file: Option<PathBuf>,
     /// Browser origins allowed to connect; empty = any. A missing Origin is allowed.
@@ -121,6 +133,9 @@ impl Default for SubscribersConfig {
         SubscribersConfig {
             max_connections: 10_000,
             queue_capacity: 1024,
+            queue_bytes: Size::mib(8),
+            max_filters: 64,
+            anonymous: false,
             overflow: Overflow::DropOldest,
             auth_token: None,
             auth_token_env: None,
@@ -462,6 +477,9 @@ pub enum SinkConfig {
         /// Topics to follow; empty = all.
         #[serde(default)]
         topics: Vec<String>,
+        /// Bytes of messages queued at most (oldest dropped beyond, counted).
+        #[serde(default = "default_sink_queue_bytes")]
+        queue_bytes: Size,
     },
     /// JSON lines appended to a file, reopened on SIGHUP.
     File {
@@ -473,6 +491,9 @@ pub enum SinkConfig {
         /// Topics to follow; empty = all.
         #[serde(default)]
         topics: Vec<String>,
+        /// Bytes of messages queued at most (oldest dropped beyond, counted).
+        #[serde(default = "default_sink_queue_bytes")]
+        queue_bytes: Size,
     },
     /// Batches of envelopes POSTed as a JSON array.
     Webhook(WebhookConfig),
@@ -493,6 +514,9 @@ pub struct WebhookConfig {
     /// Envelopes waiting to be sent; oldest dropped when full, counted.
     #[serde(default = "default_webhook_queue")]
     pub queue_capacity: usize,
+    /// Bytes of messages queued at most, beside `queue_capacity`.
+    #[serde(default = "default_sink_queue_bytes")]
+    pub queue_bytes: Size,
     /// Extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -522,6 +546,9 @@ const fn default_batch_timeout() -> Dur {
 const fn default_webhook_queue() -> usize {
     10_000
 }
+const fn default_sink_queue_bytes() -> Size {
+    Size::mib(64)
+}
 
 impl WebhookConfig {
     /// Where the Bearer token comes from.
@@ -547,10 +574,18 @@ impl SinkConfig {
     /// (upstreams, topics) filters; empty = all.
     pub fn filters(&self) -> (&[String], &[String]) {
         match self {
-            SinkConfig::Stdout { upstreams, topics } | SinkConfig::File { upstreams, topics, .. } => {
+            SinkConfig::Stdout { upstreams, topics, .. } | SinkConfig::File { upstreams, topics, .. } => {
                 (upstreams, topics)
             }
             SinkConfig::Webhook(w) => (&w.upstreams, &w.topics),
+        }
+    }
+
+    /// `queue_bytes`: the byte bound of this sink's queue.
+    pub fn queue_bytes(&self) -> Size {
+        match self {
+            SinkConfig::Stdout { queue_bytes, .. } | SinkConfig::File { queue_bytes, .. } => *queue_bytes,
+            SinkConfig::Webhook(w) => w.queue_bytes,
         }
     }
 }
@@ -761,6 +796,12 @@ pub fn validate(s: &Settings) -> Result<(), Invalid> {
     if sub.queue_capacity == 0 {
         return Err(bad("subscribers.queue_capacity", "must be at least 1"));
     }
+    if sub.queue_bytes.0 == 0 {
+        return Err(bad("subscribers.queue_bytes", "must be at least 1 byte"));
+    }
+    if sub.max_filters == 0 {
+        return Err(bad("subscribers.max_filters", "must be at least 1"));
+    }
     if sub.stall_timeout.is_zero() {
         return Err(bad("subscribers.stall_timeout", "must be greater than 0s"));
     }
@@ -916,6 +957,9 @@ fn validate_sink(sink: &SinkConfig, upstreams: &HashSet<&str>) -> Result<(), Inv
         if !upstreams.contains(u.as_str()) {
             return Err(bad(format!("upstreams[{i}]"), format!("unknown upstream {u:?}")));
         }
+    }
+    if sink.queue_bytes().0 == 0 {
+        return Err(bad("queue_bytes", "must be at least 1 byte"));
     }
     match sink {
         SinkConfig::Stdout { .. } => {}

@@ -9,9 +9,11 @@
 //! queue push. Control (subscribe, filter ops, state changes) takes the
 //! write lock; it is rare.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytestring::ByteString;
 
 use super::message::{state_event, Delivery, Incoming};
 use super::queue::{Closed, Pushed, SubQueue};
@@ -27,58 +29,141 @@ pub struct Pair {
 }
 
 /// A subscriber's filter: a message passes when any pair matches it.
+///
+/// The pairs are kept by shape, so that matching a message costs a few hash
+/// lookups whatever the number of pairs (SPEC §11): a hostile subscriber
+/// with many pairs slows nobody's publish.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
-    pairs: Vec<Pair>,
+    /// The pair (any, any) is present: everything passes.
+    everything: bool,
+    /// Pairs (upstream, any).
+    upstreams: HashSet<Arc<str>>,
+    /// Pairs (any, topic).
+    topics: HashSet<Arc<str>>,
+    /// Pairs (upstream, topic), by upstream.
+    pairs: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// Distinct pairs in all four shapes, against `max_filters`.
+    len: usize,
+}
+
+/// A filter would hold more pairs than `subscribers.max_filters` allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{pairs} filter pairs (upstream x topic) is over subscribers.max_filters ({max})")]
+pub struct TooManyFilters {
+    /// Distinct pairs the filter would hold.
+    pub pairs: usize,
+    /// The limit.
+    pub max: usize,
 }
 
 impl Filter {
     /// The initial filter of a query: every listed upstream with every listed
-    /// topic; an empty list means any.
-    pub fn from_lists(upstreams: &[String], topics: &[String]) -> Self {
-        let ups: Vec<Option<Arc<str>>> = if upstreams.is_empty() {
-            vec![None]
-        } else {
-            upstreams.iter().map(|u| Some(Arc::from(u.as_str()))).collect()
-        };
-        let tops: Vec<Option<Arc<str>>> =
-            if topics.is_empty() { vec![None] } else { topics.iter().map(|t| Some(Arc::from(t.as_str()))).collect() };
+    /// topic; an empty list means any. Duplicates count once; more than
+    /// `max` distinct pairs is refused before any pair is built.
+    pub fn from_lists(upstreams: &[String], topics: &[String], max: usize) -> Result<Self, TooManyFilters> {
+        fn distinct(list: &[String]) -> Vec<Option<Arc<str>>> {
+            if list.is_empty() {
+                return vec![None];
+            }
+            let mut seen = HashSet::with_capacity(list.len());
+            list.iter().filter(|s| seen.insert(s.as_str())).map(|s| Some(Arc::from(s.as_str()))).collect()
+        }
+        let ups = distinct(upstreams);
+        let tops = distinct(topics);
+        let pairs = ups.len().saturating_mul(tops.len());
+        if pairs > max {
+            return Err(TooManyFilters { pairs, max });
+        }
         let mut f = Filter::default();
         for u in &ups {
             for t in &tops {
-                f.add(Pair { upstream: u.clone(), topic: t.clone() });
+                f.insert(Pair { upstream: u.clone(), topic: t.clone() });
             }
         }
-        f
+        Ok(f)
     }
 
-    /// Adds a pair (idempotent).
-    pub fn add(&mut self, pair: Pair) {
-        if !self.pairs.contains(&pair) {
-            self.pairs.push(pair);
+    /// Distinct pairs held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no pair is held: nothing passes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when the pair is held.
+    pub fn contains(&self, pair: &Pair) -> bool {
+        match (&pair.upstream, &pair.topic) {
+            (None, None) => self.everything,
+            (Some(u), None) => self.upstreams.contains(u),
+            (None, Some(t)) => self.topics.contains(t),
+            (Some(u), Some(t)) => self.pairs.get(u).is_some_and(|ts| ts.contains(t)),
         }
+    }
+
+    /// Adds a pair (idempotent); refused when a new pair would pass `max`.
+    pub fn add(&mut self, pair: Pair, max: usize) -> Result<(), TooManyFilters> {
+        if self.contains(&pair) {
+            return Ok(());
+        }
+        if self.len >= max {
+            return Err(TooManyFilters { pairs: self.len + 1, max });
+        }
+        self.insert(pair);
+        Ok(())
+    }
+
+    /// Adds a pair known to fit.
+    fn insert(&mut self, pair: Pair) {
+        let new = match (pair.upstream, pair.topic) {
+            (None, None) => !std::mem::replace(&mut self.everything, true),
+            (Some(u), None) => self.upstreams.insert(u),
+            (None, Some(t)) => self.topics.insert(t),
+            (Some(u), Some(t)) => self.pairs.entry(u).or_default().insert(t),
+        };
+        self.len += usize::from(new);
     }
 
     /// Removes a pair (idempotent).
     pub fn remove(&mut self, pair: &Pair) {
-        self.pairs.retain(|p| p != pair);
+        let gone = match (&pair.upstream, &pair.topic) {
+            (None, None) => std::mem::replace(&mut self.everything, false),
+            (Some(u), None) => self.upstreams.remove(u),
+            (None, Some(t)) => self.topics.remove(t),
+            (Some(u), Some(t)) => {
+                let gone = self.pairs.get_mut(u).is_some_and(|ts| ts.remove(t));
+                if self.pairs.get(u).is_some_and(HashSet::is_empty) {
+                    self.pairs.remove(u);
+                }
+                gone
+            }
+        };
+        self.len -= usize::from(gone);
     }
 
-    /// True when a message of `upstream` with `topic` passes.
+    /// True when a message of `upstream` with `topic` passes: at most four
+    /// hash lookups, whatever the number of pairs.
     pub fn matches(&self, upstream: &str, topic: &str) -> bool {
-        self.pairs.iter().any(|p| {
-            p.upstream.as_deref().is_none_or(|u| u == upstream) && p.topic.as_deref().is_none_or(|t| t == topic)
-        })
+        self.everything
+            || self.upstreams.contains(upstream)
+            || self.topics.contains(topic)
+            || self.pairs.get(upstream).is_some_and(|ts| ts.contains(topic))
     }
 
     /// True when some pair covers `upstream`: it gets that upstream's state events.
     pub fn follows(&self, upstream: &str) -> bool {
-        self.pairs.iter().any(|p| p.upstream.as_deref().is_none_or(|u| u == upstream))
+        self.everything
+            || !self.topics.is_empty()
+            || self.upstreams.contains(upstream)
+            || self.pairs.contains_key(upstream)
     }
 
     /// The upstreams named explicitly.
     fn named_upstreams(&self) -> impl Iterator<Item = &str> {
-        self.pairs.iter().filter_map(|p| p.upstream.as_deref())
+        self.upstreams.iter().chain(self.pairs.keys()).map(|u| &**u)
     }
 }
 
@@ -107,6 +192,14 @@ struct Table {
     closed: bool,
 }
 
+impl Table {
+    /// Queues `event` for every subscriber that follows `upstream`; one
+    /// that has left too many events unread was closed as slow and goes.
+    fn tell(&mut self, upstream: &str, event: &ByteString) {
+        self.subscribers.retain(|s| !s.filter.follows(upstream) || s.queue.push_event(event.clone()));
+    }
+}
+
 /// Why the hub refused a subscription or an op.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
@@ -116,6 +209,9 @@ pub enum HubError {
     /// The process is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// The op would take the filter past `subscribers.max_filters`.
+    #[error(transparent)]
+    TooManyFilters(#[from] TooManyFilters),
 }
 
 /// The shared hub. Cheap to clone.
@@ -154,10 +250,7 @@ impl Hub {
     /// Forgets an upstream (reload removed it); its followers get `stopped`.
     pub fn remove_upstream(&self, name: &str) {
         let mut t = self.write();
-        let event = state_event(name, LinkState::Stopped);
-        for s in t.subscribers.iter().filter(|s| s.filter.follows(name)) {
-            s.queue.push_event(event.clone());
-        }
+        t.tell(name, &state_event(name, LinkState::Stopped));
         t.upstreams.retain(|(s, _)| &*s.name != name);
     }
 
@@ -193,6 +286,15 @@ impl Hub {
         Ok(Subscription { id, hub: self.clone(), queue })
     }
 
+    /// True when the table can be read right now (liveness probe): false
+    /// only while a writer holds it.
+    pub fn answers(&self) -> bool {
+        match self.table.try_read() {
+            Ok(_) | Err(std::sync::TryLockError::Poisoned(_)) => true,
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        }
+    }
+
     /// Number of subscribers (all kinds).
     pub fn subscriber_count(&self) -> usize {
         self.read().subscribers.len()
@@ -218,15 +320,13 @@ impl Hub {
             return;
         }
         entry.1 = state;
-        let event = state_event(&slot.name, state);
-        for s in t.subscribers.iter().filter(|s| s.filter.follows(&slot.name)) {
-            s.queue.push_event(event.clone());
-        }
+        t.tell(&slot.name, &state_event(&slot.name, state));
     }
 
-    fn update_filter(&self, id: u64, f: impl FnOnce(&mut Filter)) {
-        if let Some(s) = self.write().subscribers.iter_mut().find(|s| s.id == id) {
-            f(&mut s.filter);
+    fn update_filter<R: Default>(&self, id: u64, f: impl FnOnce(&mut Filter) -> R) -> R {
+        match self.write().subscribers.iter_mut().find(|s| s.id == id) {
+            Some(s) => f(&mut s.filter),
+            None => R::default(),
         }
     }
 }
@@ -280,15 +380,15 @@ impl Subscription {
         &self.queue
     }
 
-    /// Adds a pair to the filter; unknown upstreams are refused.
-    pub fn add(&self, pair: Pair) -> Result<(), HubError> {
+    /// Adds a pair to the filter; unknown upstreams are refused, and so is
+    /// a new pair past `max` (`subscribers.max_filters`).
+    pub fn add(&self, pair: Pair, max: usize) -> Result<(), HubError> {
         if let Some(u) = pair.upstream.as_deref() {
             if !self.hub.has_upstream(u) {
                 return Err(HubError::UnknownUpstream(u.to_string()));
             }
         }
-        self.hub.update_filter(self.id, |f| f.add(pair));
-        Ok(())
+        self.hub.update_filter(self.id, |f| f.add(pair, max).map_err(HubError::from).err()).map_or(Ok(()), Err)
     }
 
     /// Removes a pair (idempotent); unknown upstreams are refused.

@@ -58,6 +58,12 @@ impl Delivery {
         Arc::new(Delivery { msg, seq, envelope: OnceLock::new(), raw_text: OnceLock::new() })
     }
 
+    /// The message's bytes as received: what it costs a queue against
+    /// `queue_bytes` (the envelope is shared by every subscriber).
+    pub fn size(&self) -> usize {
+        self.msg.raw.len()
+    }
+
     /// The envelope text frame, encoded on first call and shared after.
     pub fn envelope(&self) -> &ByteString {
         self.envelope.get_or_init(|| {

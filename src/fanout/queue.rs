@@ -17,7 +17,11 @@ use futures_util::task::AtomicWaker;
 
 use super::message::{gap_event, Delivery};
 use crate::config::Overflow;
-use crate::telemetry::SubscriberMetrics;
+use crate::telemetry::{DropReason, SubscriberMetrics};
+
+/// Unread events one subscriber may hold (state changes of the upstreams
+/// it follows) before it counts as having stopped reading.
+pub const MAX_EVENTS: usize = 1024;
 
 /// One queued item.
 #[derive(Debug, Clone)]
@@ -31,15 +35,33 @@ pub enum Item {
 /// Why a queue was closed by the producer side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closed {
-    /// Overflow under the `disconnect` policy: close 1008 "slow consumer".
+    /// Overflow under the `disconnect` policy (or a queue full of unread
+    /// state events): close 1008 "slow consumer".
     Slow,
     /// The process is shutting down: close 1001.
     Shutdown,
+    /// A reload replaced this subscriber (sinks): flush and stop.
+    Reload,
+}
+
+impl Closed {
+    /// How a message that can no longer be queued is counted.
+    fn drop_reason(self) -> DropReason {
+        match self {
+            Closed::Slow => DropReason::Overflow,
+            Closed::Shutdown => DropReason::Shutdown,
+            Closed::Reload => DropReason::Reload,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Inner {
     items: VecDeque<Item>,
+    /// Data messages in `items` (events excluded).
+    messages: usize,
+    /// Bytes of the data messages in `items`, against `max_bytes`.
+    bytes: usize,
     /// Messages dropped from the head (drop_oldest): older than everything
     /// queued, so their gap event goes before the first queued message.
     missed: Vec<(Arc<str>, u64)>,
@@ -51,12 +73,39 @@ struct Inner {
     finished: bool,
 }
 
+impl Inner {
+    /// Removes the oldest data message, leaving events where they are (a
+    /// state event is never displaced). Returns it, or `None` when only
+    /// events are queued.
+    fn pop_oldest_message(&mut self) -> Option<Arc<Delivery>> {
+        let at = self.items.iter().position(|i| matches!(i, Item::Message(_)))?;
+        let Some(Item::Message(d)) = self.items.remove(at) else { return None };
+        self.messages -= 1;
+        self.bytes -= d.size();
+        Some(d)
+    }
+
+    /// Empties the queue; returns how many data messages it held.
+    fn clear(&mut self) -> u64 {
+        let n = self.messages as u64;
+        self.items.clear();
+        self.messages = 0;
+        self.bytes = 0;
+        n
+    }
+}
+
 /// A bounded, policy-enforcing queue shared by the hub and one subscriber.
 #[derive(Debug)]
 pub struct SubQueue {
     inner: Mutex<Inner>,
     waker: AtomicWaker,
+    /// Items (messages and events) held at most.
     capacity: usize,
+    /// Bytes of queued messages held at most; one message larger than this
+    /// is still taken into a queue that holds no other message, so that
+    /// every message can be delivered.
+    max_bytes: usize,
     policy: Overflow,
     /// Envelope subscribers get state and gap events; raw ones and sinks do not.
     events: bool,
@@ -85,12 +134,27 @@ pub enum Pushed {
 }
 
 impl SubQueue {
-    /// A queue holding at most `capacity` items.
+    /// A queue holding at most `capacity` items, unbounded in bytes (tests,
+    /// and callers that bound message sizes otherwise).
     pub fn new(capacity: usize, policy: Overflow, events: bool, metrics: SubscriberMetrics) -> Arc<Self> {
+        Self::bounded(capacity, usize::MAX, policy, events, metrics)
+    }
+
+    /// A queue holding at most `capacity` items and `max_bytes` of message
+    /// bytes, whichever is reached first.
+    pub fn bounded(
+        capacity: usize,
+        max_bytes: usize,
+        policy: Overflow,
+        events: bool,
+        metrics: SubscriberMetrics,
+    ) -> Arc<Self> {
         Arc::new(SubQueue {
             inner: Mutex::new(Inner {
                 // Empty until used: idle subscribers are the common case (2 KB each saved).
                 items: VecDeque::new(),
+                messages: 0,
+                bytes: 0,
                 missed: Vec::new(),
                 missed_tail: Vec::new(),
                 closed: None,
@@ -98,6 +162,7 @@ impl SubQueue {
             }),
             waker: AtomicWaker::new(),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
             policy,
             events,
             metrics: SubscriberMetricsHandle(metrics),
@@ -109,61 +174,64 @@ impl SubQueue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this subscriber wants state and gap events.
-    pub fn wants_events(&self) -> bool {
-        self.events
-    }
-
     /// The subscriber's counters.
     pub fn metrics(&self) -> &SubscriberMetrics {
         &self.metrics.0
     }
 
+    /// True when a message of `size` bytes fits beside what is queued.
+    fn fits(&self, g: &Inner, size: usize) -> bool {
+        g.messages < self.capacity && (g.messages == 0 || g.bytes.saturating_add(size) <= self.max_bytes)
+    }
+
     /// Queues a message, applying the overflow policy when full. Never blocks
-    /// on the consumer.
+    /// on the consumer. Every message that is not queued is counted.
     pub fn push(&self, d: &Arc<Delivery>) -> Pushed {
+        let size = d.size();
         let (result, wake) = {
             let mut g = self.lock();
-            if g.closed.is_some() {
+            if let Some(why) = g.closed {
+                self.metrics.0.dropped(why.drop_reason(), 1);
                 return Pushed::Dropped;
             }
             let was_empty = g.items.is_empty();
-            if g.items.len() < self.capacity {
-                if !g.missed_tail.is_empty() {
-                    // Gap events take no message room: at most one per upstream.
-                    let tail = std::mem::take(&mut g.missed_tail);
-                    if self.events {
-                        for (upstream, n) in tail {
-                            g.items.push_back(Item::Event(gap_event(&upstream, n)));
-                        }
-                    }
-                }
-                g.items.push_back(Item::Message(Arc::clone(d)));
-                (Pushed::Queued, was_empty)
-            } else {
+            if !self.fits(&g, size) {
                 match self.policy {
                     Overflow::DropOldest => {
-                        if let Some(Item::Message(old)) = g.items.pop_front() {
+                        while !self.fits(&g, size) {
+                            let Some(old) = g.pop_oldest_message() else { break };
                             note_missed(&mut g.missed, &old.msg.upstream);
                             self.metrics.0.dropped_overflow(1);
                         }
-                        g.items.push_back(Item::Message(Arc::clone(d)));
-                        (Pushed::Queued, false)
                     }
                     Overflow::DropNewest => {
                         note_missed(&mut g.missed_tail, &d.msg.upstream);
                         self.metrics.0.dropped_overflow(1);
-                        (Pushed::Dropped, false)
+                        return Pushed::Dropped;
                     }
                     Overflow::Disconnect => {
-                        let lost = 1 + g.items.iter().filter(|i| matches!(i, Item::Message(_))).count() as u64;
-                        g.items.clear();
+                        let lost = 1 + g.clear();
                         self.metrics.0.dropped_overflow(lost);
                         g.closed = Some(Closed::Slow);
-                        (Pushed::Disconnected, true)
+                        drop(g);
+                        self.waker.wake();
+                        return Pushed::Disconnected;
                     }
                 }
             }
+            if !g.missed_tail.is_empty() {
+                // Gap events take no message room: at most one per upstream.
+                let tail = std::mem::take(&mut g.missed_tail);
+                if self.events {
+                    for (upstream, n) in tail {
+                        g.items.push_back(Item::Event(gap_event(&upstream, n)));
+                    }
+                }
+            }
+            g.items.push_back(Item::Message(Arc::clone(d)));
+            g.messages += 1;
+            g.bytes += size;
+            (Pushed::Queued, was_empty)
         };
         if wake {
             self.waker.wake();
@@ -171,23 +239,28 @@ impl SubQueue {
         result
     }
 
-    /// Queues an event (only for subscribers that want events). Events take
-    /// room like messages; when full the oldest item makes way.
-    pub fn push_event(&self, event: ByteString) {
+    /// Queues an event (only for subscribers that want events). Events are
+    /// never dropped or displaced; they take no message room, but a
+    /// subscriber that leaves [`MAX_EVENTS`] of them unread has stopped
+    /// reading and is closed as slow instead (its queued messages counted
+    /// as dropped). Returns false when that happened.
+    pub fn push_event(&self, event: ByteString) -> bool {
         if !self.events {
-            return;
+            return true;
         }
         let wake = {
             let mut g = self.lock();
             if g.closed.is_some() {
-                return;
+                return true;
             }
             let was_empty = g.items.is_empty();
-            if g.items.len() >= self.capacity {
-                if let Some(Item::Message(old)) = g.items.pop_front() {
-                    note_missed(&mut g.missed, &old.msg.upstream);
-                    self.metrics.0.dropped_overflow(1);
-                }
+            if g.items.len() - g.messages >= MAX_EVENTS {
+                let lost = g.clear();
+                self.metrics.0.dropped_overflow(lost);
+                g.closed = Some(Closed::Slow);
+                drop(g);
+                self.waker.wake();
+                return false;
             }
             g.items.push_back(Item::Event(event));
             was_empty
@@ -195,9 +268,11 @@ impl SubQueue {
         if wake {
             self.waker.wake();
         }
+        true
     }
 
-    /// Closes the queue; the consumer sees `Next::Closed(why)` after what is queued.
+    /// Closes the queue; the consumer sees `Next::Closed(why)` after what is
+    /// queued. Later pushes are counted as dropped for `why`.
     pub fn close(&self, why: Closed) {
         {
             let mut g = self.lock();
@@ -208,20 +283,58 @@ impl SubQueue {
         self.waker.wake();
     }
 
-    /// Items queued now (tests and status).
-    pub fn len(&self) -> usize {
-        self.lock().items.len()
+    /// The consumer is gone for `reason`: what is still queued will never
+    /// be delivered. Closes the queue, counts the messages it held as
+    /// dropped and returns their number.
+    pub fn abandon(&self, reason: DropReason) -> u64 {
+        let lost = {
+            let mut g = self.lock();
+            if g.closed.is_none() {
+                g.closed = Some(match reason {
+                    DropReason::Reload => Closed::Reload,
+                    DropReason::Overflow => Closed::Slow,
+                    DropReason::Shutdown | DropReason::Error => Closed::Shutdown,
+                });
+            }
+            g.clear()
+        };
+        self.metrics.0.dropped(reason, lost);
+        self.waker.wake();
+        lost
     }
 
-    /// True when nothing is queued.
+    /// The consumer left by its own choice (a client closed its session):
+    /// the queue is closed and emptied without counting a drop.
+    pub fn abandon_uncounted(&self) {
+        {
+            let mut g = self.lock();
+            g.closed.get_or_insert(Closed::Shutdown);
+            g.clear();
+        }
+        self.waker.wake();
+    }
+
+    /// Data messages queued now (events excluded).
+    pub fn len(&self) -> usize {
+        self.lock().messages
+    }
+
+    /// True when no data message is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes of the data messages queued now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Takes everything queued, with gap events placed before the first
     /// message that follows drops.
     fn drain(&self, g: &mut Inner, out: &mut Vec<Item>) {
         out.reserve(g.items.len() + g.missed.len());
+        g.messages = 0;
+        g.bytes = 0;
         for item in g.items.drain(..) {
             if matches!(item, Item::Message(_)) && !g.missed.is_empty() {
                 for (upstream, missed) in g.missed.drain(..) {

@@ -2,16 +2,15 @@
 //! `Metrics`) or messages; this module owns no connection.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use actix::Addr;
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use crate::fanout::Hub;
+use crate::health::{self, ProbeTargets};
 use crate::status::StatusBoard;
 use crate::telemetry::{Metrics, CONTENT_TYPE};
-use crate::watchdog::{Probe, Watchdog};
 
 /// What every handler can read.
 #[derive(Clone)]
@@ -20,8 +19,10 @@ pub struct AppState {
     pub board: Arc<StatusBoard>,
     /// Every metric.
     pub metrics: Arc<Metrics>,
-    /// The actor that answers liveness probes from the actor system's arbiter.
-    pub watchdog: Addr<Watchdog>,
+    /// Probed by `/healthz`.
+    pub hub: Hub,
+    /// The upstream actors `/healthz` probes, kept current by the gateway.
+    pub probes: ProbeTargets,
 }
 
 /// Registers the routes. `/ws` needs a `web::Data<WsEndpoint>` as well.
@@ -42,13 +43,14 @@ async fn page() -> HttpResponse {
     HttpResponse::Ok().content_type(ContentType::html()).body(PAGE)
 }
 
-/// 200 `ok` while the actor system answers a probe within 1 s.
+/// 200 `ok` while the hub and every upstream actor answer a probe within
+/// 1 s; 503 naming those that did not.
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    match actix_rt::time::timeout(Duration::from_secs(1), state.watchdog.send(Probe)).await {
-        Ok(Ok(())) => HttpResponse::Ok().content_type(ContentType::plaintext()).body("ok"),
-        _ => {
-            HttpResponse::ServiceUnavailable().content_type(ContentType::plaintext()).body("actor system not answering")
-        }
+    match health::probe(&state.hub, &state.probes).await {
+        Ok(()) => HttpResponse::Ok().content_type(ContentType::plaintext()).body("ok"),
+        Err(late) => HttpResponse::ServiceUnavailable()
+            .content_type(ContentType::plaintext())
+            .body(format!("not answering within 1s: {}", late.join(", "))),
     }
 }
 

@@ -3,5 +3,6 @@
 //! webhook). A broker sink (NATS, Redis Streams) is one more file that
 //! subscribes the same way.
 
+pub mod auth;
 pub mod sinks;
 pub mod websocket;

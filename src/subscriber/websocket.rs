@@ -21,13 +21,12 @@ use actix_web_actors::ws;
 use bytestring::ByteString;
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tracing::debug;
 
-use crate::config::{Secret, SubscribersConfig};
+pub use super::auth::SubscriberSettings;
 use crate::fanout::{Closed, Filter, Hub, HubError, Item, Next, Pair, SubQueue, Subscription};
 use crate::status::StatusBoard;
-use crate::telemetry::{Metrics, SubscriberMetrics};
+use crate::telemetry::{DropReason, Metrics, SubscriberMetrics};
 use crate::wsframe::FrameScan;
 
 /// How often subscribers are pinged.
@@ -50,31 +49,6 @@ pub struct WsEndpoint {
     pub metrics: Arc<Metrics>,
     /// Live WebSocket subscribers, against `max_connections`.
     pub live: Arc<AtomicUsize>,
-}
-
-/// `[subscribers]` plus the token read from its source.
-#[derive(Debug, Clone)]
-pub struct SubscriberSettings {
-    /// The config section.
-    pub cfg: SubscribersConfig,
-    /// The token subscribers must present; `None` = open.
-    pub token: Option<Secret>,
-}
-
-impl SubscriberSettings {
-    /// Resolves the token. An `auth_token_env` naming an unset variable
-    /// leaves the endpoint open (SPEC: "unset = open"), with a warning.
-    pub fn resolve(cfg: &SubscribersConfig) -> anyhow::Result<Self> {
-        let token = match cfg.token_source().resolve() {
-            Ok(t) => t,
-            Err(crate::config::SecretError::EnvMissing(var)) if cfg.auth_token_env.is_some() => {
-                tracing::warn!(variable = %var, "Subscriber auth is off: the token variable is not set, so /ws is open.");
-                None
-            }
-            Err(e) => anyhow::bail!("subscribers.auth_token: {e}"),
-        };
-        Ok(SubscriberSettings { cfg: cfg.clone(), token })
-    }
 }
 
 /// Small send buffer and a user timeout on every accepted socket, so a
@@ -153,18 +127,14 @@ pub async fn endpoint(
     let settings = ep.settings.read().unwrap_or_else(|p| p.into_inner()).clone();
     let query = parse_query(req.query_string());
 
-    if let Some(token) = &settings.token {
-        let from_header = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string);
-        let presented = from_header.or_else(|| query.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone()));
-        let ok = presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())));
-        if !ok {
-            return Ok(plain(StatusCode::UNAUTHORIZED, "missing or wrong token"));
-        }
+    let from_header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented = from_header.or_else(|| query.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str()));
+    if !settings.admits(presented) {
+        return Ok(plain(StatusCode::UNAUTHORIZED, "missing or wrong token"));
     }
     if !settings.cfg.allowed_origins.is_empty() {
         if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
@@ -190,6 +160,13 @@ pub async fn endpoint(
             _ => {}
         }
     }
+    // Linear in the query's length: the filter is checked against
+    // `max_filters` before any pair is built (SPEC §11).
+    let max_filters = settings.cfg.max_filters;
+    let filter = match Filter::from_lists(&upstreams, &topics, max_filters) {
+        Ok(f) => f,
+        Err(e) => return Ok(plain(StatusCode::BAD_REQUEST, &e.to_string())),
+    };
     if let Some(unknown) = upstreams.iter().find(|u| !ep.hub.has_upstream(u)) {
         return Ok(plain(StatusCode::BAD_REQUEST, &format!("unknown upstream {unknown:?}")));
     }
@@ -200,19 +177,35 @@ pub async fn endpoint(
     }
     let live = Arc::clone(&ep.live);
     let metrics = ep.metrics.subscriber("websocket");
-    let queue = SubQueue::new(settings.cfg.queue_capacity, settings.cfg.overflow, !raw, metrics.clone());
-    let sub = match ep.hub.subscribe(Arc::clone(&queue), Filter::from_lists(&upstreams, &topics)) {
+    let queue = SubQueue::bounded(
+        settings.cfg.queue_capacity,
+        settings.cfg.queue_bytes.bytes(),
+        settings.cfg.overflow,
+        !raw,
+        metrics.clone(),
+    );
+    let sub = match ep.hub.subscribe(Arc::clone(&queue), filter) {
         Ok(s) => s,
         Err(e) => {
             live.fetch_sub(1, Ordering::SeqCst);
             let status = match e {
-                HubError::UnknownUpstream(_) => StatusCode::BAD_REQUEST,
+                HubError::UnknownUpstream(_) | HubError::TooManyFilters(_) => StatusCode::BAD_REQUEST,
                 HubError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             };
             return Ok(plain(status, &e.to_string()));
         }
     };
-    let session = Session { sub: Some(sub), queue, raw, metrics, live, last_heard: Instant::now(), left: None };
+    let session = Session {
+        sub: Some(sub),
+        queue,
+        raw,
+        max_filters,
+        metrics,
+        live,
+        last_heard: Instant::now(),
+        left: None,
+        fragments: None,
+    };
     // A failed handshake drops the session unstarted: its Drop releases the slot.
     let payload = FrameGuard { inner: payload, scan: FrameScan::default(), tripped: false };
     ws::WsResponseBuilder::new(session, &req, payload).frame_size(MAX_CLIENT_FRAME).start()
@@ -264,6 +257,8 @@ pub struct Session {
     queue: Arc<SubQueue>,
     /// `format=raw`: upstream frames only, no events.
     raw: bool,
+    /// `subscribers.max_filters` when the session started.
+    max_filters: usize,
     /// The `websocket` subscriber counters.
     metrics: SubscriberMetrics,
     /// Released when the session ends.
@@ -272,6 +267,9 @@ pub struct Session {
     last_heard: Instant,
     /// Why the session ended, for `wsgate_subscriber_disconnects_total`.
     left: Option<&'static str>,
+    /// A fragmented message being reassembled: whether it is text, and the
+    /// bytes so far (at most [`MAX_CLIENT_FRAME`] in all).
+    fragments: Option<(bool, Vec<u8>)>,
 }
 
 impl Drop for Session {
@@ -315,7 +313,7 @@ impl Session {
         let Some(sub) = self.sub.as_ref() else { return };
         let pair = Pair { upstream: op.upstream.as_deref().map(Arc::from), topic: op.topic.as_deref().map(Arc::from) };
         let result = match op.op.as_str() {
-            "subscribe" => sub.add(pair),
+            "subscribe" => sub.add(pair, self.max_filters),
             "unsubscribe" => sub.remove(&pair),
             other => {
                 let message = format!("unknown op {other:?} (subscribe or unsubscribe)");
@@ -361,7 +359,22 @@ impl Actor for Session {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.sub = None;
-        self.metrics.left(self.left.unwrap_or("client"));
+        let left = self.left.unwrap_or("client");
+        // What is still queued will never be written: counted, unless the
+        // client itself chose to leave.
+        let reason = match left {
+            "slow" => Some(DropReason::Overflow),
+            "shutdown" => Some(DropReason::Shutdown),
+            "error" => Some(DropReason::Error),
+            _ => None,
+        };
+        match reason {
+            Some(r) => {
+                self.queue.abandon(r);
+            }
+            None => self.queue.abandon_uncounted(),
+        }
+        self.metrics.left(left);
     }
 }
 
@@ -369,8 +382,7 @@ impl StreamHandler<Next> for Session {
     fn handle(&mut self, next: Next, ctx: &mut Self::Context) {
         match next {
             Next::Items(items) => {
-                let mut written = 0;
-                let mut last = None;
+                let mut received = Vec::with_capacity(items.len());
                 for item in items {
                     match item {
                         Item::Message(d) => {
@@ -382,20 +394,21 @@ impl StreamHandler<Next> for Session {
                             } else {
                                 ctx.text(d.envelope().clone());
                             }
-                            written += 1;
-                            last = Some(d.msg.received);
+                            received.push(d.msg.received);
                         }
                         Item::Event(e) => ctx.text(e),
                     }
                 }
-                self.metrics.written(written, last.map(|t| t.elapsed()));
+                self.metrics.delivered(received);
             }
             Next::Closed(Closed::Slow) => self.end(
                 ctx,
                 "slow",
                 Some(ws::CloseReason { code: ws::CloseCode::Policy, description: Some("slow consumer".into()) }),
             ),
-            Next::Closed(Closed::Shutdown) => self.end(ctx, "shutdown", Some(ws::CloseCode::Away.into())),
+            Next::Closed(Closed::Shutdown | Closed::Reload) => {
+                self.end(ctx, "shutdown", Some(ws::CloseCode::Away.into()))
+            }
         }
     }
 
@@ -403,18 +416,73 @@ impl StreamHandler<Next> for Session {
     fn finished(&mut self, _ctx: &mut Self::Context) {}
 }
 
+impl Session {
+    /// A complete message from the client: text is a control op; anything
+    /// else is answered with an error event.
+    fn client_message(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: bool, data: &[u8]) {
+        if !text {
+            return self.event(ctx, json!({"event": "error", "message": "send control messages as JSON text frames"}));
+        }
+        match std::str::from_utf8(data) {
+            Ok(t) => self.control(ctx, t),
+            Err(_) => self.invalid_utf8(ctx),
+        }
+    }
+
+    /// Text that is not UTF-8 is a protocol failure: close 1007 (RFC 6455 §8.1).
+    fn invalid_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        debug!("Subscriber sent text that is not UTF-8; closing with 1007.");
+        self.end(ctx, "error", Some(ws::CloseCode::Invalid.into()));
+    }
+
+    /// One frame of a fragmented message (RFC 6455 §5.4), reassembled up to
+    /// [`MAX_CLIENT_FRAME`] bytes in all (larger closes with 1009).
+    fn fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: actix_http::ws::Item) {
+        let (first, last, text, chunk) = match item {
+            actix_http::ws::Item::FirstText(b) => (true, false, true, b),
+            actix_http::ws::Item::FirstBinary(b) => (true, false, false, b),
+            actix_http::ws::Item::Continue(b) => (false, false, false, b),
+            actix_http::ws::Item::Last(b) => (false, true, false, b),
+        };
+        if first == self.fragments.is_some() {
+            // A new message inside one, or a continuation of nothing.
+            debug!("Subscriber sent a continuation frame out of order; closing.");
+            return self.end(ctx, "error", Some(ws::CloseCode::Protocol.into()));
+        }
+        let (is_text, buf) = self.fragments.get_or_insert_with(|| (text, Vec::new()));
+        if buf.len() + chunk.len() > MAX_CLIENT_FRAME {
+            self.fragments = None;
+            return self.end(ctx, "error", Some(ws::CloseCode::Size.into()));
+        }
+        buf.extend_from_slice(&chunk);
+        let is_text = *is_text;
+        if last {
+            if let Some((_, data)) = self.fragments.take() {
+                self.client_message(ctx, is_text, &data);
+            }
+        }
+    }
+}
+
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
+        if self.left.is_some() {
+            return;
+        }
         match msg {
             Ok(ws::Message::Text(t)) => self.control(ctx, &t),
+            Ok(ws::Message::Binary(b)) => self.client_message(ctx, false, &b),
+            Ok(ws::Message::Continuation(item)) => self.fragment(ctx, item),
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
-                self.event(ctx, json!({"event": "error", "message": "send control messages as JSON text frames"}));
-            }
             Ok(ws::Message::Close(reason)) => self.end(ctx, "client", reason),
             Err(e) => {
+                // actix-web-actors turns a text frame that is not UTF-8
+                // into this I/O error (ws.rs, `ByteString::try_from`).
+                if matches!(&e, ws::ProtocolError::Io(io) if io.to_string().contains("utf-8")) {
+                    return self.invalid_utf8(ctx);
+                }
                 debug!(error = %e, "Subscriber sent an invalid frame; closing.");
                 // Oversize frames get 1009 (SPEC §10), from actix's own check
                 // or from the FrameGuard (which reaches us as an I/O error).

@@ -7,7 +7,7 @@
 mod logging;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -24,7 +24,33 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 /// Subscriber kinds: the `kind` label.
 pub const SUBSCRIBER_KINDS: [&str; 4] = ["websocket", "stdout", "file", "webhook"];
 /// Why a subscriber lost a message: the `reason` label of drops.
-pub const DROP_REASONS: [&str; 2] = ["overflow", "error"];
+pub const DROP_REASONS: [&str; 4] = ["overflow", "error", "shutdown", "reload"];
+
+/// Why a subscriber or sink did not get a message (SPEC §11): the bounded
+/// `reason` label of `wsgate_subscriber_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The queue was full (or the subscriber was closed for being slow).
+    Overflow,
+    /// Writing or sending failed.
+    Error,
+    /// The process shut down before the message was written.
+    Shutdown,
+    /// A reload replaced the sink before the message was written.
+    Reload,
+}
+
+impl DropReason {
+    /// The label value.
+    pub const fn code(self) -> &'static str {
+        match self {
+            DropReason::Overflow => "overflow",
+            DropReason::Error => "error",
+            DropReason::Shutdown => "shutdown",
+            DropReason::Reload => "reload",
+        }
+    }
+}
 /// Why a subscriber went away: the `reason` label of disconnects.
 pub const DISCONNECT_REASONS: [&str; 4] = ["client", "slow", "shutdown", "error"];
 
@@ -221,8 +247,7 @@ impl Metrics {
         SubscriberMetrics {
             current: self.subscribers.with_label_values(&[kind]),
             messages: self.subscriber_messages.with_label_values(&[kind]),
-            overflow: self.subscriber_dropped.with_label_values(&[kind, "overflow"]),
-            error: self.subscriber_dropped.with_label_values(&[kind, "error"]),
+            dropped: DROP_REASONS.map(|r| self.subscriber_dropped.with_label_values(&[kind, r])),
             disconnects: self.subscriber_disconnects.clone(),
             fanout_latency: self.fanout_latency.clone(),
         }
@@ -305,8 +330,8 @@ impl UpstreamMetrics {
 pub struct SubscriberMetrics {
     current: IntGauge,
     messages: IntCounter,
-    overflow: IntCounter,
-    error: IntCounter,
+    /// One counter per [`DropReason`], in [`DROP_REASONS`] order.
+    dropped: [IntCounter; 4],
     disconnects: IntCounterVec,
     fanout_latency: Histogram,
 }
@@ -323,21 +348,35 @@ impl SubscriberMetrics {
         self.disconnects.with_label_values(&[reason]).inc();
     }
 
-    /// `n` messages were written; `latency` is from receive to write of the last.
-    pub fn written(&self, n: u64, latency: Option<Duration>) {
+    /// Messages were written: one per `received` instant (each message's
+    /// monotonic receive time), each observed in the fan-out latency
+    /// histogram, so its count is the number of deliveries (SPEC §11).
+    pub fn delivered(&self, received: impl IntoIterator<Item = Instant>) {
+        let now = Instant::now();
+        let local = self.fanout_latency.local();
+        let mut n = 0;
+        for at in received {
+            local.observe(now.saturating_duration_since(at).as_secs_f64());
+            n += 1;
+        }
+        local.flush();
         self.messages.inc_by(n);
-        if let Some(l) = latency {
-            self.fanout_latency.observe(l.as_secs_f64());
+    }
+
+    /// `n` messages were not delivered, for `reason`.
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.dropped[reason as usize].inc_by(n);
         }
     }
 
     /// `n` messages were dropped because the subscriber's queue was full.
     pub fn dropped_overflow(&self, n: u64) {
-        self.overflow.inc_by(n);
+        self.dropped(DropReason::Overflow, n);
     }
 
     /// `n` messages were dropped because writing them failed.
     pub fn dropped_error(&self, n: u64) {
-        self.error.inc_by(n);
+        self.dropped(DropReason::Error, n);
     }
 }

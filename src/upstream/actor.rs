@@ -720,3 +720,10 @@ impl Handler<Retire> for Upstream {
         self.stop_and_wait(ctx, LinkError::Reload)
     }
 }
+
+impl Handler<crate::health::Probe> for Upstream {
+    type Result = ();
+
+    /// Answering at all is the proof of life: the mailbox is served.
+    fn handle(&mut self, _: crate::health::Probe, _ctx: &mut Self::Context) {}
+}

@@ -32,9 +32,9 @@ use futures_util::future::join_all;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::config::{Overflow, SinkConfig};
+use crate::config::{Overflow, SinkConfig, WebhookConfig};
 use crate::fanout::{Closed, Delivery, Filter, Hub, Item, Next, SubQueue, Subscription};
-use crate::telemetry::Metrics;
+use crate::telemetry::{DropReason, Metrics};
 
 use self::file::FileLines;
 use self::stdout::StdoutLines;
@@ -71,17 +71,18 @@ impl Waiters {
     }
 }
 
-/// Shutdown: close the queue, write or send what is left, then stop.
-/// Resolves when the sink is done (or already was).
+/// Shutdown or reload: close the queue (as the value says), write or send
+/// what is left, then stop. Resolves when the sink is done (or already was).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-struct Flush;
+struct Flush(Closed);
 
 /// After a missed flush deadline, or when [`Sinks`] is dropped unflushed:
-/// stop now; what the sink still holds is counted as dropped (`error`).
+/// stop now; what the sink still holds is counted as dropped, for the
+/// reason given (`shutdown`, or `reload` when a reload replaced the sink).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-struct Abandon;
+struct Abandon(DropReason);
 
 /// SIGHUP: a file sink reopens its path (logrotate moved the file away).
 #[derive(Debug, Message)]
@@ -104,61 +105,129 @@ pub struct Sinks {
     running: Vec<Running>,
     /// The file sinks, told to reopen their path on SIGHUP.
     reopen: Vec<Recipient<Reopen>>,
+    /// How messages still held when the sinks are dropped are counted.
+    ending: DropReason,
+}
+
+/// Sinks whose fallible parts are done (files opened, webhook endpoints
+/// built) but which have not subscribed yet: a reload prepares the new
+/// sinks first and changes nothing when that fails (SPEC §11).
+pub struct PreparedSinks {
+    /// In config order, with what each one opened.
+    sinks: Vec<(SinkConfig, Opened)>,
+}
+
+/// What preparing a sink produced.
+enum Opened {
+    /// Nothing to open.
+    Stdout,
+    /// The file, open for appending.
+    File(FileLines),
+    /// The webhook's config, and its parsed URL, headers and TLS.
+    Webhook(Box<(WebhookConfig, Endpoint)>),
 }
 
 impl Sinks {
-    /// Starts one actor per configured sink: line sinks each on an arbiter
-    /// of its own (stopped with the sink), webhooks on the current one.
-    /// Fails when a file cannot be opened or a webhook URL or header cannot
-    /// be used, so a bad sink stops the start; sinks started before it stop.
+    /// No sinks (between a reload's old and new ones).
+    pub fn none() -> Sinks {
+        Sinks { running: Vec::new(), reopen: Vec::new(), ending: DropReason::Shutdown }
+    }
+
+    /// Prepares and starts every configured sink; see [`Sinks::prepare`].
     pub fn start(cfgs: &[SinkConfig], hub: &Hub, metrics: &Arc<Metrics>) -> anyhow::Result<Sinks> {
-        let mut sinks = Sinks { running: Vec::new(), reopen: Vec::new() };
+        Ok(Self::prepare(cfgs)?.start(hub, metrics))
+    }
+
+    /// Opens every file and builds every webhook endpoint, without
+    /// subscribing anything. Fails when a file cannot be opened or a
+    /// webhook URL or header cannot be used, naming the sink.
+    pub fn prepare(cfgs: &[SinkConfig]) -> anyhow::Result<PreparedSinks> {
+        let mut sinks = Vec::with_capacity(cfgs.len());
         for (i, cfg) in cfgs.iter().enumerate() {
+            let context = || format!("sinks[{i}] ({})", cfg.kind());
+            let opened = match cfg {
+                SinkConfig::Stdout { .. } => Opened::Stdout,
+                SinkConfig::File { path, .. } => Opened::File(FileLines::open(path).map_err(|e| {
+                    anyhow::anyhow!("{}: cannot open {} for appending: {e}", context(), path.display())
+                })?),
+                SinkConfig::Webhook(w) => {
+                    let endpoint = Endpoint::new(w).map_err(|e| anyhow::anyhow!("{}: {e}", context()))?;
+                    Opened::Webhook(Box::new((w.clone(), endpoint)))
+                }
+            };
+            sinks.push((cfg.clone(), opened));
+        }
+        Ok(PreparedSinks { sinks })
+    }
+}
+
+impl PreparedSinks {
+    /// Subscribes and starts one actor per sink: line sinks each on an
+    /// arbiter of its own (stopped with the sink), webhooks on the current
+    /// one. A sink the hub refuses (its upstream is gone, or shutdown has
+    /// begun) is logged and left out.
+    pub fn start(self, hub: &Hub, metrics: &Arc<Metrics>) -> Sinks {
+        let mut sinks = Sinks::none();
+        for (cfg, opened) in self.sinks {
             let kind = cfg.kind();
             let (upstreams, topics) = cfg.filters();
-            let filter = Filter::from_lists(upstreams, topics);
-            let capacity = match cfg {
+            let capacity = match &cfg {
                 SinkConfig::Webhook(w) => w.queue_capacity,
                 SinkConfig::Stdout { .. } | SinkConfig::File { .. } => LINE_QUEUE_CAPACITY,
             };
-            let queue = SubQueue::new(capacity, Overflow::DropOldest, false, metrics.subscriber(kind));
-            let context = || format!("sinks[{i}] ({kind})");
-            // Everything that can fail is checked before subscribing, so a
-            // refused sink never shows in the subscriber gauge.
-            let running = match cfg {
-                SinkConfig::Stdout { .. } => {
-                    let sub = subscribe(hub, &queue, filter, &context)?;
-                    Running::new(kind, start_lines(LineSink::new(StdoutLines::new(), queue, sub)))
+            let queue = SubQueue::bounded(
+                capacity,
+                cfg.queue_bytes().bytes(),
+                Overflow::DropOldest,
+                false,
+                metrics.subscriber(kind),
+            );
+            // Sink filters come from the config, which the operator controls: no pair limit.
+            let filter = match Filter::from_lists(upstreams, topics, usize::MAX) {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(sink = kind, error = %e, "Sink not started.");
+                    continue;
                 }
-                SinkConfig::File { path, .. } => {
-                    let out = FileLines::open(path).map_err(|e| {
-                        anyhow::anyhow!("{}: cannot open {} for appending: {e}", context(), path.display())
-                    })?;
-                    let sub = subscribe(hub, &queue, filter, &context)?;
+            };
+            let sub = match hub.subscribe(Arc::clone(&queue), filter) {
+                Ok(sub) => sub,
+                Err(e) => {
+                    warn!(sink = kind, error = %e, "Sink not started.");
+                    continue;
+                }
+            };
+            let running = match opened {
+                Opened::Stdout => Running::new(kind, start_lines(LineSink::new(StdoutLines::new(), queue, sub))),
+                Opened::File(out) => {
                     let addr = start_lines(LineSink::new(out, queue, sub));
                     sinks.reopen.push(addr.clone().recipient());
                     Running::new(kind, addr)
                 }
-                SinkConfig::Webhook(w) => {
-                    let endpoint = Endpoint::new(w).map_err(|e| anyhow::anyhow!("{}: {e}", context()))?;
-                    let sub = subscribe(hub, &queue, filter, &context)?;
-                    Running::new(kind, Webhook::new(w.clone(), endpoint, queue, sub).start())
+                Opened::Webhook(webhook) => {
+                    let (w, endpoint) = *webhook;
+                    Running::new(kind, Webhook::new(w, endpoint, queue, sub).start())
                 }
             };
             sinks.running.push(running);
             info!(sink = kind, "Sink started.");
         }
-        Ok(sinks)
+        sinks
     }
+}
 
+impl Sinks {
     /// Flushes what is queued (files synced, the webhook's last batch sent)
     /// and stops, within `deadline`. Each sink closes its own queue first,
     /// so nothing new is taken even if the hub did not close it. A sink
     /// still busy at the deadline is stopped, its messages counted as dropped.
-    pub async fn flush_and_stop(self, deadline: Duration) {
+    /// `why` is `Shutdown`, or `Reload` when a reload replaces the sinks
+    /// (messages they cannot write are then counted with reason `reload`).
+    pub async fn flush_and_stop(mut self, deadline: Duration, why: Closed) {
+        self.ending = if why == Closed::Reload { DropReason::Reload } else { DropReason::Shutdown };
         let started = Instant::now();
         let flushes = self.running.iter().map(|r| {
-            let flush = r.flush.send(Flush);
+            let flush = r.flush.send(Flush(why));
             async move {
                 // An error means the actor has already stopped: nothing left to do.
                 actix_rt::time::timeout(deadline, flush).await.is_ok()
@@ -188,7 +257,7 @@ impl Drop for Sinks {
     /// No sink outlives its owner: one that has not finished stops now.
     fn drop(&mut self) {
         for r in &self.running {
-            r.abandon.do_send(Abandon);
+            r.abandon.do_send(Abandon(self.ending));
         }
     }
 }
@@ -206,15 +275,6 @@ impl Running {
 /// when it stops.
 fn start_lines<O: Lines>(sink: LineSink<O>) -> Addr<LineSink<O>> {
     LineSink::start_in_arbiter(&Arbiter::new().handle(), move |_| sink)
-}
-
-fn subscribe(
-    hub: &Hub,
-    queue: &Arc<SubQueue>,
-    filter: Filter,
-    context: &dyn Fn() -> String,
-) -> anyhow::Result<Subscription> {
-    hub.subscribe(Arc::clone(queue), filter).map_err(|e| anyhow::anyhow!("{}: {e}", context()))
 }
 
 // === impl Throttle ===
@@ -301,7 +361,7 @@ impl<O: Lines> LineSink<O> {
         let n = batch.len() as u64;
         match self.out.write_batch(batch) {
             Ok(()) => {
-                self.queue.metrics().written(n, batch.last().map(|d| d.msg.received.elapsed()));
+                self.queue.metrics().delivered(batch.iter().map(|d| d.msg.received));
                 if std::mem::take(&mut self.failing) {
                     info!(sink = O::KIND, "Sink writes again.");
                 }
@@ -366,7 +426,7 @@ impl<O: Lines> StreamHandler<Next> for LineSink<O> {
                 self.stop(
                     ctx,
                     match why {
-                        Closed::Shutdown => "shutdown",
+                        Closed::Shutdown | Closed::Reload => "shutdown",
                         Closed::Slow => "slow",
                     },
                 );
@@ -381,9 +441,9 @@ impl<O: Lines> StreamHandler<Next> for LineSink<O> {
 impl<O: Lines> Handler<Flush> for LineSink<O> {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Flush, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Flush(why): Flush, _ctx: &mut Self::Context) -> Self::Result {
         // What is queued is still delivered, then `Closed`, which finishes.
-        self.queue.close(Closed::Shutdown);
+        self.queue.close(why);
         self.waiters.wait(self.left.is_some())
     }
 }
@@ -391,14 +451,12 @@ impl<O: Lines> Handler<Flush> for LineSink<O> {
 impl<O: Lines> Handler<Abandon> for LineSink<O> {
     type Result = ();
 
-    fn handle(&mut self, _: Abandon, ctx: &mut Self::Context) {
+    fn handle(&mut self, Abandon(reason): Abandon, ctx: &mut Self::Context) {
         if self.left.is_some() {
             return;
         }
-        self.queue.close(Closed::Shutdown);
-        let lost = self.queue.len();
+        let lost = self.queue.abandon(reason);
         if lost > 0 {
-            self.queue.metrics().dropped_error(lost as u64);
             warn!(sink = O::KIND, dropped = lost, "Sink stopped before writing everything; messages dropped.");
         }
         if let Err(e) = self.out.finish() {

@@ -200,8 +200,9 @@ struct Batch {
     len: usize,
     /// The JSON array, built once and re-sent unchanged by every retry.
     body: Bytes,
-    /// Receipt of its newest message, for the fan-out latency.
-    newest: Instant,
+    /// Receipt of each of its messages, for the fan-out latency (one
+    /// observation per delivered message).
+    received: Vec<Instant>,
     /// A request carrying it is on the wire.
     in_flight: bool,
     /// The backoff timer before the next attempt, while waiting.
@@ -341,9 +342,9 @@ impl Webhook {
     fn take_batch(&mut self) {
         let n = self.cfg.batch_size.max(1).min(self.pending.len());
         let msgs: Vec<Arc<Delivery>> = self.pending.drain(..n).collect();
-        let newest = msgs.last().map_or_else(Instant::now, |d| d.msg.received);
+        let received = msgs.iter().map(|d| d.msg.received).collect();
         self.batch =
-            Some(Batch { len: n, body: json_array(&msgs), newest, in_flight: false, retry: None, attempts: 0 });
+            Some(Batch { len: n, body: json_array(&msgs), received, in_flight: false, retry: None, attempts: 0 });
     }
 
     /// Posts the current batch (first attempt or retry).
@@ -386,12 +387,12 @@ impl Webhook {
     fn answered(&mut self, answer: Answer, ctx: &mut Context<Self>) {
         let Some(batch) = self.batch.as_mut() else { return };
         batch.in_flight = false;
-        let (n, attempts, newest) = (batch.len, batch.attempts, batch.newest);
+        let (n, attempts) = (batch.len, batch.attempts);
         match verdict(&answer) {
             Verdict::Delivered => {
-                self.batch = None;
+                let received = self.batch.take().map(|b| b.received).unwrap_or_default();
                 self.backoff.reset();
-                self.queue.metrics().written(n as u64, Some(newest.elapsed()));
+                self.queue.metrics().delivered(received);
                 if std::mem::take(&mut self.failing) {
                     info!(sink = "webhook", url = %self.endpoint.shown, attempts, "Webhook takes batches again.");
                 }
@@ -490,7 +491,7 @@ impl StreamHandler<Next> for Webhook {
             }
             Next::Closed(why) => {
                 self.closed_as = match why {
-                    Closed::Shutdown => "shutdown",
+                    Closed::Shutdown | Closed::Reload => "shutdown",
                     Closed::Slow => "slow",
                 };
                 self.drained = true;
@@ -507,9 +508,9 @@ impl StreamHandler<Next> for Webhook {
 impl Handler<Flush> for Webhook {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Flush(why): Flush, ctx: &mut Self::Context) -> Self::Result {
         // What is queued is still delivered, then `Closed`, which finishes.
-        self.queue.close(Closed::Shutdown);
+        self.queue.close(why);
         self.hurry = true;
         match self.batch.as_mut() {
             // Waiting out a backoff delay: one more attempt right now.
@@ -529,14 +530,14 @@ impl Handler<Flush> for Webhook {
 impl Handler<Abandon> for Webhook {
     type Result = ();
 
-    fn handle(&mut self, _: Abandon, ctx: &mut Self::Context) {
+    fn handle(&mut self, Abandon(reason): Abandon, ctx: &mut Self::Context) {
         if self.left.is_some() {
             return;
         }
-        self.queue.close(Closed::Shutdown);
-        let lost = self.pending.len() + self.batch.as_ref().map_or(0, |b| b.len) + self.queue.len();
+        let held = self.pending.len() + self.batch.as_ref().map_or(0, |b| b.len);
+        self.queue.metrics().dropped(reason, held as u64);
+        let lost = held as u64 + self.queue.abandon(reason);
         if lost > 0 {
-            self.queue.metrics().dropped_error(lost as u64);
             warn!(
                 sink = "webhook",
                 url = %self.endpoint.shown,
@@ -559,6 +560,7 @@ mod tests {
 
     fn config(url: &str) -> WebhookConfig {
         WebhookConfig {
+            queue_bytes: crate::config::Size::mib(64),
             url: url.into(),
             batch_size: 100,
             batch_timeout: Dur::secs(1),
