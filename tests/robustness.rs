@@ -308,12 +308,19 @@ fn invalid_subscriber_frames_are_closed_cleanly() {
     // 1009 too big (SPEC §10: oversize frames get 1009).
     const PROTOCOL: &[u16] = &[1002];
     const TOO_BIG: &[u16] = &[1009];
+    // SPEC §11: text that is not UTF-8 is 1007 (RFC 6455 §8.1).
+    const INVALID: &[u16] = &[1007];
     let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
         ("unmasked text", unmasked, PROTOCOL),
         ("reserved data opcode 0x3", client_frame(0x83, b"x"), PROTOCOL),
         ("reserved control opcode 0xB", client_frame(0x8b, b""), PROTOCOL),
         ("RSV1 without an extension", client_frame(0xc1, b"{}"), PROTOCOL),
-        ("bad UTF-8 in text", client_frame(0x81, b"{\"op\":\"\xc3\x28\"}"), &[1002, 1007]),
+        ("bad UTF-8 in text", client_frame(0x81, b"{\"op\":\"\xc3\x28\"}"), INVALID),
+        (
+            "bad UTF-8 across fragments",
+            [client_frame(0x01, b"{\"op\":\"\xc3"), client_frame(0x80, b"\x28\"}")].concat(),
+            INVALID,
+        ),
         ("70 KiB frame over the 64 KiB cap", client_frame(0x82, &vec![b'a'; 70 * 1024]), TOO_BIG),
         ("70 KiB text frame over the cap", client_frame(0x81, &vec![b'a'; 70 * 1024]), TOO_BIG),
         ("ping over 125 bytes", client_frame(0x89, &[b'p'; 126]), PROTOCOL),
@@ -330,6 +337,8 @@ fn invalid_subscriber_frames_are_closed_cleanly() {
         assert!(closed || code.is_some(), "{name}: no close frame and no close within 10 s");
         if let Some(Some(code)) = code {
             assert!(codes.contains(&code), "{name}: close code {code}, expected one of {codes:?}");
+        } else if codes == &INVALID {
+            panic!("{name}: no close frame, expected 1007");
         }
         d.assert_healthy(name);
     }

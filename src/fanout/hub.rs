@@ -413,3 +413,48 @@ impl Drop for Subscription {
 pub fn seq_snapshot(hub: &Hub) -> HashMap<String, u64> {
     hub.read().upstreams.iter().map(|(s, _)| (s.name.to_string(), s.seq.load(Ordering::Relaxed))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(u: Option<&str>, t: Option<&str>) -> Pair {
+        Pair { upstream: u.map(Arc::from), topic: t.map(Arc::from) }
+    }
+
+    /// Every shape of pair matches what it says, and only that.
+    #[test]
+    fn filter_shapes() {
+        let mut f = Filter::default();
+        assert!(!f.matches("a", "x") && !f.follows("a"));
+        f.add(pair(Some("a"), Some("x")), 10).unwrap();
+        f.add(pair(Some("b"), None), 10).unwrap();
+        f.add(pair(None, Some("y")), 10).unwrap();
+        for (u, t, want) in
+            [("a", "x", true), ("a", "z", false), ("b", "anything", true), ("c", "y", true), ("c", "x", false)]
+        {
+            assert_eq!(f.matches(u, t), want, "{u} {t}");
+        }
+        assert!(f.follows("a") && f.follows("b") && f.follows("c"), "a (any, y) pair follows every upstream");
+        f.remove(&pair(None, Some("y")));
+        assert!(!f.follows("c"));
+        f.add(pair(None, None), 10).unwrap();
+        assert!(f.matches("c", "q"));
+        assert_eq!(f.len(), 3);
+    }
+
+    /// Duplicates count once; the limit applies to distinct pairs, before
+    /// the pairs are built.
+    #[test]
+    fn filter_limits() {
+        let list = |n: usize, p: &str| (0..n).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+        let f = Filter::from_lists(&["a".into(), "a".into()], &list(3, "t"), 3).unwrap();
+        assert_eq!(f.len(), 3);
+        assert_eq!(Filter::from_lists(&list(2, "u"), &list(2, "t"), 3).unwrap_err().pairs, 4);
+        let huge = Filter::from_lists(&list(100_000, "u"), &list(100_000, "t"), 64).unwrap_err();
+        assert_eq!(huge.pairs, 10_000_000_000);
+        let mut f = Filter::from_lists(&[], &[], 1).unwrap();
+        assert!(f.add(pair(None, None), 1).is_ok(), "an existing pair is no new pair");
+        assert!(f.add(pair(Some("a"), None), 1).is_err());
+    }
+}

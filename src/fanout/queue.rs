@@ -484,4 +484,85 @@ mod tests {
         assert!(matches!(st.next().await, Some(Next::Closed(Closed::Slow))));
         assert!(st.next().await.is_none());
     }
+
+    fn sized(upstream: &str, seq: u64, bytes: usize) -> Arc<Delivery> {
+        let d = msg(upstream, seq);
+        let mut m = d.msg.clone();
+        m.raw = bytes::Bytes::from(vec![b'1'; bytes]);
+        Delivery::new(m, seq)
+    }
+
+    fn dropped(m: &Metrics, reason: &str) -> f64 {
+        let text = String::from_utf8(m.encode()).unwrap();
+        let series = format!(r#"wsgate_subscriber_dropped_total{{kind="websocket",reason="{reason}"}} "#);
+        text.lines().find_map(|l| l.strip_prefix(&series)).map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    /// `queue_bytes` bounds the queue beside `queue_capacity`; one message
+    /// larger than the bound still goes into an empty queue.
+    #[actix_rt::test]
+    async fn bytes_bound_the_queue() {
+        let m = Metrics::new();
+        let q = SubQueue::bounded(100, 10, Overflow::DropOldest, false, m.subscriber("websocket"));
+        for s in 1..=4 {
+            q.push(&sized("a", s, 4));
+        }
+        assert_eq!((q.len(), q.bytes()), (2, 8));
+        assert_eq!(dropped(&m, "overflow"), 2.0);
+        q.push(&sized("a", 5, 50));
+        assert_eq!((q.len(), q.bytes()), (1, 50), "a large message replaces everything and fits alone");
+        let mut st = q.stream();
+        assert_eq!(seqs(&next_items(&mut st).await), ["5"]);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    /// drop_oldest displaces messages, never a queued state event.
+    #[actix_rt::test]
+    async fn state_events_are_never_displaced() {
+        let m = Metrics::new();
+        let q = SubQueue::new(2, Overflow::DropOldest, true, m.subscriber("websocket"));
+        assert!(q.push_event(ByteString::from_static("state-1")));
+        q.push(&msg("a", 1));
+        assert!(q.push_event(ByteString::from_static("state-2")));
+        q.push(&msg("a", 2));
+        q.push(&msg("a", 3));
+        q.push(&msg("a", 4));
+        let mut st = q.stream();
+        let got = seqs(&next_items(&mut st).await);
+        assert_eq!(got, ["state-1", "state-2", r#"{"event":"gap","upstream":"a","missed":2}"#, "3", "4"]);
+        assert_eq!(dropped(&m, "overflow"), 2.0);
+    }
+
+    /// Pushes into a closed queue are counted for the reason it closed, and
+    /// what a departed consumer left queued is counted when abandoned.
+    #[actix_rt::test]
+    async fn every_drop_is_counted() {
+        let m = Metrics::new();
+        let q = SubQueue::new(10, Overflow::DropOldest, false, m.subscriber("websocket"));
+        q.push(&msg("a", 1));
+        q.close(Closed::Shutdown);
+        assert_eq!(q.push(&msg("a", 2)), Pushed::Dropped);
+        assert_eq!(dropped(&m, "shutdown"), 1.0);
+        assert_eq!(q.abandon(DropReason::Shutdown), 1);
+        assert_eq!(dropped(&m, "shutdown"), 2.0);
+
+        let q = SubQueue::new(10, Overflow::DropOldest, false, m.subscriber("websocket"));
+        q.push(&msg("a", 1));
+        assert_eq!(q.abandon(DropReason::Reload), 1);
+        assert_eq!(q.push(&msg("a", 2)), Pushed::Dropped);
+        assert_eq!(dropped(&m, "reload"), 2.0);
+    }
+
+    /// A subscriber that leaves MAX_EVENTS state events unread is closed as
+    /// slow rather than growing without bound.
+    #[actix_rt::test]
+    async fn unread_events_are_bounded() {
+        let q = SubQueue::new(4, Overflow::DropOldest, true, Metrics::new().subscriber("websocket"));
+        for _ in 0..MAX_EVENTS {
+            assert!(q.push_event(ByteString::from_static("e")));
+        }
+        assert!(!q.push_event(ByteString::from_static("e")));
+        let mut st = q.stream();
+        assert!(matches!(st.next().await, Some(Next::Closed(Closed::Slow))));
+    }
 }

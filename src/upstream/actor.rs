@@ -594,11 +594,16 @@ fn json_escape(s: &str) -> String {
     quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_string()
 }
 
-/// Test-only trigger: a message with exactly this text panics the handler.
+/// Test-only triggers: a message with exactly this text panics the
+/// handler, or blocks the actor's thread for 3 s (a stuck mailbox, for the
+/// liveness probe).
 #[cfg(feature = "test-hooks")]
 fn test_hook(msg: &WsMessage) {
     if msg.data.as_ref() == b"__wsgate_test_panic__" {
         panic!("test-only panic trigger");
+    }
+    if msg.data.as_ref() == b"__wsgate_test_stall__" {
+        std::thread::sleep(Duration::from_secs(3));
     }
 }
 
