@@ -6,9 +6,14 @@
 //! head of a refused upgrade, from which `Retry-After` is read (awc keeps
 //! only the status). It is also where an HTTP CONNECT or SOCKS proxy will
 //! go (SPEC §11).
+//!
+//! TCP is dialed "Happy Eyeballs" style (RFC 8305, SPEC §11): every address
+//! DNS returns, families interleaved, a new attempt every [`ATTEMPT_DELAY`]
+//! while earlier ones are pending, the first to connect wins ([`race`]).
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,6 +27,7 @@ use actix_service::Service;
 use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connection as TcpConnection};
 use awc::http::Uri;
 use futures_util::future::LocalBoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,6 +37,10 @@ use crate::wsframe::FrameScan;
 
 /// How much of the response head is kept to find `Retry-After`.
 const HEAD_LIMIT: usize = 8 * 1024;
+
+/// Time between the starts of two TCP attempts while earlier ones are
+/// pending: RFC 8305's recommended "Connection Attempt Delay" (SPEC §11).
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// Shared between the dialer and the attempt that owns it.
 #[derive(Debug, Default)]
@@ -142,18 +152,13 @@ impl Dialer {
         if addrs.is_empty() {
             return Err(dns("no addresses".into()));
         }
-        let mut last = None;
-        let mut tcp = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(format!("{addr}: {e}")),
-            }
-        }
-        let tcp = tcp.ok_or_else(|| LinkError::Tcp(last.unwrap_or_default()))?;
+        // `connect_timeout`, applied by the caller around the whole
+        // connect, bounds the race too.
+        let tcp = race(interleave(addrs), ATTEMPT_DELAY, |addr| async move {
+            TcpStream::connect(addr).await.map_err(|e| format!("{addr}: {e}"))
+        })
+        .await
+        .map_err(|mut errors| LinkError::Tcp(errors.pop().unwrap_or_default()))?;
         tune_socket(&tcp, self.user_timeout);
         let inner = match &self.tls {
             None => Inner::Plain(tcp),
@@ -172,6 +177,63 @@ impl Dialer {
             frame_limit: self.frame_limit,
             violation: None,
         })
+    }
+}
+
+/// Orders addresses for [`race`]: the two families alternate, starting with
+/// the family of the first address (the resolver's preference); within a
+/// family the resolver's order is kept (RFC 8305 §4).
+pub fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first_v6) = addrs.first().map(SocketAddr::is_ipv6) else {
+        return addrs;
+    };
+    let (preferred, other): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| a.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(addrs.len());
+    let (mut p, mut o) = (preferred.into_iter(), other.into_iter());
+    loop {
+        match (p.next(), o.next()) {
+            (None, None) => return out,
+            (a, b) => out.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
+/// Races connection attempts (RFC 8305 §5): `attempt(addr)` for each of
+/// `addrs` in order, the next one `delay` ([`ATTEMPT_DELAY`] when dialing)
+/// after the previous start while earlier attempts are still pending, or at
+/// once when an attempt fails. The first success wins and the other attempts are
+/// dropped (closing their sockets); when all fail, their errors in the
+/// order they failed. No timeout of its own: the caller bounds the whole.
+pub async fn race<T, E, F, Fut>(addrs: Vec<SocketAddr>, delay: Duration, mut attempt: F) -> Result<T, Vec<E>>
+where
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut addrs = addrs.into_iter();
+    let mut pending = FuturesUnordered::new();
+    let mut errors = Vec::new();
+    loop {
+        // Each pass starts one attempt: the first, after the delay, or
+        // after a failure.
+        if let Some(addr) = addrs.next() {
+            pending.push(attempt(addr));
+        }
+        if pending.is_empty() {
+            return Err(errors);
+        }
+        let more = addrs.len() > 0;
+        let next_start = tokio::time::sleep(delay);
+        tokio::pin!(next_start);
+        tokio::select! {
+            // A result that is ready at the same instant as the timer wins.
+            biased;
+            done = pending.next() => match done {
+                Some(Ok(conn)) => return Ok(conn),
+                Some(Err(e)) => errors.push(e),
+                None => {}
+            },
+            () = &mut next_start, if more => {}
+        }
     }
 }
 
@@ -317,3 +379,7 @@ mod tests {
         assert_eq!(parse_retry_after(b"HTTP/1.1 503 x\r\nRetry-After: soon\r\n\r\n", now), None);
     }
 }
+
+#[cfg(test)]
+#[path = "happy_eyeballs_tests.rs"]
+mod happy_eyeballs_tests;

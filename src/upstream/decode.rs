@@ -4,6 +4,12 @@
 //! JSON is validated in full, but never re-serialized: the envelope embeds
 //! the upstream's bytes verbatim. The topic is found in the same pass that
 //! validates, by a visitor that skips every member off the pointer's path.
+//!
+//! RFC 8259's grammar allows a `\u` escape of a lone UTF-16 surrogate
+//! (`"\ud800"`); serde_json refuses one in a Rust string. Such a message is
+//! still JSON (relayed byte for byte): when the fast pass stops on one, a
+//! second, lenient pass finds the topic, with U+FFFD for each lone
+//! surrogate in it (SPEC §11).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -87,25 +93,42 @@ impl Decoder {
     /// full `RawValue` parse plus a `HashMap` of members costing ~60 % of
     /// all instructions with one subscriber.)
     fn topic_of<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, serde_json::Error> {
+        match self.walk(text, Strings::Strict) {
+            Err(e) if is_lone_surrogate(&e) => {
+                // Rare: re-validate by the grammar (serde_json skips `\u`
+                // escapes without judging surrogates), then walk again.
+                serde_json::from_str::<IgnoredAny>(text)?;
+                self.walk(text, Strings::Lenient)
+            }
+            other => other,
+        }
+    }
+
+    /// One walk of `text` down the pointer; see [`Decoder::topic_of`].
+    fn walk<'a>(&self, text: &'a str, strings: Strings) -> Result<Cow<'a, str>, serde_json::Error> {
         if !self.has_pointer {
             serde_json::from_str::<IgnoredAny>(text)?;
             return Ok(Cow::Borrowed(""));
         }
         let mut json = text;
         for token in &self.pointer {
-            match find(json, token)? {
+            match find(json, token, strings)? {
                 Some(v) => json = v.get(),
                 None => return Ok(Cow::Borrowed("")),
             }
         }
         let t = json.trim();
         if t.starts_with('"') {
-            return serde_json::from_str::<Key<'a>>(t).map(|k| k.0);
+            return match strings {
+                Strings::Strict => serde_json::from_str::<Key<'a>>(t).map(|k| k.0),
+                Strings::Lenient => serde_json::from_str::<LenientKey<'a>>(t).map(|k| k.0),
+            };
         }
         // Numbers, booleans, null, objects, arrays: their compact JSON text.
         // The text is valid JSON (checked above); serde_json's Value refuses
-        // only numbers it cannot hold (`1e400`): those keep the text as sent,
-        // rather than turning a valid message invalid because of its topic.
+        // only numbers it cannot hold (`1e400`) and lone surrogates: those
+        // keep the text as sent, rather than turning a valid message invalid
+        // because of its topic.
         match serde_json::from_str::<serde_json::Value>(t) {
             Ok(v) => Ok(Cow::Owned(v.to_string())),
             Err(_) => Ok(Cow::Borrowed(t)),
@@ -113,9 +136,30 @@ impl Decoder {
     }
 }
 
+/// How a walk reads the strings it keeps (keys, the topic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strings {
+    /// As Rust strings: fast, and validates the document in the same pass,
+    /// but refuses a lone surrogate escape.
+    Strict,
+    /// As bytes (serde_json then writes a lone surrogate as WTF-8), turned
+    /// into text with U+FFFD for each lone surrogate. serde_json does not
+    /// check control characters this way: the document must have been
+    /// validated already.
+    Lenient,
+}
+
+/// True for the errors serde_json gives for a lone surrogate escape in a
+/// string read as a Rust string. (Its error kinds are not public; the
+/// decode table tests pin these messages.)
+fn is_lone_surrogate(e: &serde_json::Error) -> bool {
+    let text = e.to_string();
+    text.starts_with("lone leading surrogate in hex escape") || text.starts_with("unexpected end of hex escape")
+}
+
 /// Validates all of `json` and returns the value at one pointer token of
 /// its top level, if it is an object or array that has it.
-fn find<'a>(json: &'a str, token: &str) -> Result<Option<&'a RawValue>, serde_json::Error> {
+fn find<'a>(json: &'a str, token: &str, strings: Strings) -> Result<Option<&'a RawValue>, serde_json::Error> {
     let t = json.trim_start();
     if !(t.starts_with('{') || t.starts_with('[')) {
         // Scalars have no members; IgnoredAny also accepts any number text.
@@ -123,14 +167,17 @@ fn find<'a>(json: &'a str, token: &str) -> Result<Option<&'a RawValue>, serde_js
         return Ok(None);
     }
     let mut de = serde_json::Deserializer::from_str(json);
-    let found = Find { token }.deserialize(&mut de)?;
+    let found = Find { token, strings }.deserialize(&mut de)?;
     de.end()?;
     Ok(found)
 }
 
 /// Looks for one member while skipping the others.
 struct Find<'t> {
+    /// The member name or array index looked for.
     token: &'t str,
+    /// How keys are read.
+    strings: Strings,
 }
 
 impl<'de> DeserializeSeed<'de> for Find<'_> {
@@ -150,7 +197,12 @@ impl<'de> Visitor<'de> for Find<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found = None;
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        loop {
+            let key = match self.strings {
+                Strings::Strict => map.next_key::<Key<'de>>()?.map(|k| k.0),
+                Strings::Lenient => map.next_key::<LenientKey<'de>>()?.map(|k| k.0),
+            };
+            let Some(key) = key else { break };
             if found.is_none() && key == self.token {
                 found = Some(map.next_value::<&'de RawValue>()?);
             } else {
@@ -201,6 +253,56 @@ impl<'de> Deserialize<'de> for Key<'de> {
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+/// A string read leniently: a lone surrogate escape becomes U+FFFD.
+struct LenientKey<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for LenientKey<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LenientKey<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<LenientKey<'de>, E> {
+                Ok(LenientKey(wtf8_lossy(v)))
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<LenientKey<'de>, E> {
+                Ok(LenientKey(Cow::Owned(wtf8_lossy(v).into_owned())))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// Text from WTF-8 (UTF-8 that may hold surrogates, as serde_json writes a
+/// lone surrogate escape into bytes): each surrogate becomes U+FFFD.
+fn wtf8_lossy(bytes: &[u8]) -> Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(bytes.len());
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                out.push_str(s);
+                return Cow::Owned(out);
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                out.push_str(&String::from_utf8_lossy(good));
+                out.push(char::REPLACEMENT_CHARACTER);
+                // A surrogate is three bytes: ED A0..BF 80..BF. Anything
+                // else (not expected from a &str input) skips as UTF-8 would.
+                let surrogate = bad.len() >= 3 && bad[0] == 0xED && (0xA0..=0xBF).contains(&bad[1]);
+                let skip = if surrogate { 3 } else { e.error_len().unwrap_or(bad.len()) };
+                rest = &bad[skip.min(bad.len())..];
+            }
+        }
     }
 }
 
@@ -284,5 +386,73 @@ mod tests {
         for (d, m, want) in cases {
             assert_eq!(d.decode(&m), want, "{:?}", m.data);
         }
+    }
+
+    /// Lone surrogate escapes are JSON (RFC 8259's grammar): valid anywhere,
+    /// U+FFFD in a topic; real errors stay errors.
+    #[test]
+    fn lone_surrogates() {
+        let fffd = "\u{FFFD}";
+        let cases: Vec<(&str, &str, Option<String>)> = vec![
+            ("/type", r#"{"type":"\ud800"}"#, Some(fffd.into())),
+            ("/type", r#"{"type":"\udc00"}"#, Some(fffd.into())),
+            ("/type", r#"{"x":"\udc00","type":"a"}"#, Some("a".into())),
+            ("/type", r#"{"\ud800":1,"type":"a"}"#, Some("a".into())),
+            ("/type", r#"{"type":"a","\ud800":1}"#, Some("a".into())),
+            ("/type", r#"{"type":"\ud83d\ude00"}"#, Some("\u{1F600}".into())),
+            ("/type", r#"{"type":"\ud800\u0041"}"#, Some(format!("{fffd}A"))),
+            ("/type", r#"{"type":"x\ud800\ud800y\udc00"}"#, Some(format!("x{fffd}{fffd}y{fffd}"))),
+            ("/type", r#"{"type":"\ud800\n"}"#, Some(format!("{fffd}\n"))),
+            ("/type", r#"{"type":"\ud800é"}"#, Some(format!("{fffd}é"))),
+            ("/a/0", r#"{"\udfff":[],"a":["\udbff!"]}"#, Some(format!("{fffd}!"))),
+            ("/\u{FFFD}", r#"{"\ud800":"k"}"#, Some("k".into())),
+            ("/type", r#"{"type":{"k":"\ud800"}}"#, Some(r#"{"k":"\ud800"}"#.into())),
+            ("", r#"["\ud800"]"#, Some(String::new())),
+            ("/type", r#""\ud800""#, Some(String::new())),
+            // Still invalid, before or after a lone surrogate.
+            ("/type", r#"{"type":"#, None),
+            ("/type", r#"{"a":"\x"}"#, None),
+            ("/type", r#"{"a":"\ud800","b":"\x"}"#, None),
+            ("/type", "{\"\\ud800\":\"a\u{1}\"}", None),
+            ("/type", "{\"type\":\"\\ud800\u{1}\"}", None),
+            ("/type", r#"{"type":"\ud800"}x"#, None),
+            ("/type", r#"{"type":"\ud8"}"#, None),
+        ];
+        for (pointer, doc, want) in cases {
+            let d = cfg(DecodeFormat::Json, pointer, InvalidPolicy::Drop);
+            let m = text(doc);
+            match (d.decode(&m), want) {
+                (Decoded::Ok { topic, kind }, Some(want)) => {
+                    assert_eq!((topic.as_ref(), kind), (want.as_str(), DataKind::Json), "{doc}");
+                }
+                (Decoded::Invalid { .. }, None) => {}
+                (got, want) => panic!("{doc} at {pointer:?}: got {got:?}, want {want:?}"),
+            }
+            // The grammar is the judge, as in fuzz/frames_decode.
+            let grammar = serde_json::from_str::<IgnoredAny>(doc).is_ok();
+            assert_eq!(grammar, matches!(d.decode(&m), Decoded::Ok { .. }), "{doc}");
+        }
+    }
+
+    /// The fallback keys on serde_json's exact messages: pin them.
+    #[test]
+    fn surrogate_errors_are_recognised() {
+        for doc in [r#""\ud800""#, r#""\udc00""#, r#""\ud800\u0041""#, r#""\ud800x""#] {
+            let e = serde_json::from_str::<String>(doc).unwrap_err();
+            assert!(is_lone_surrogate(&e), "{doc}: {e}");
+        }
+        let e = serde_json::from_str::<String>(r#""\x""#).unwrap_err();
+        assert!(!is_lone_surrogate(&e), "{e}");
+    }
+
+    /// WTF-8 to text: surrogates become U+FFFD, the rest is kept.
+    #[test]
+    fn wtf8_table() {
+        assert_eq!(wtf8_lossy(b"abc"), "abc");
+        assert!(matches!(wtf8_lossy(b"abc"), Cow::Borrowed(_)));
+        assert_eq!(wtf8_lossy(b"\xed\xa0\x80"), "\u{FFFD}");
+        assert_eq!(wtf8_lossy(b"a\xed\xbf\xbfb\xed\xa0\x80"), "a\u{FFFD}b\u{FFFD}");
+        assert_eq!(wtf8_lossy(b"\xed\xa0"), "\u{FFFD}\u{FFFD}");
+        assert_eq!(wtf8_lossy(b"\xff"), "\u{FFFD}");
     }
 }

@@ -9,6 +9,9 @@
 //!   only that sink, while its queue (10 000, drop oldest, counted) keeps
 //!   the upstreams and the other subscribers going. They share one actor,
 //!   `LineSink`; `stdout.rs` and `file.rs` only say how a batch is written.
+//!   A file sink never leaves a torn line and retries a failed batch after
+//!   a backoff (`retry.rs`); only what is still unwritten at shutdown is
+//!   counted as dropped.
 //! - `webhook` is async HTTP (awc) on the current arbiter (`webhook.rs`).
 //!
 //! Shutdown: [`Sinks::flush_and_stop`] sends each actor `Flush`, which
@@ -16,10 +19,12 @@
 //! the actor has taken everything left, written it (files synced) or sent it
 //! (the webhook's last batch), and stopped. A sink still busy at the
 //! deadline is told to `Abandon`: it stops at once and counts what it held
-//! as dropped (`error`). A broker sink (NATS, Redis Streams) is one more
-//! actor that answers `Flush` and `Abandon`.
+//! (queued, or waiting for a retry) as dropped (`error`). A broker sink
+//! (NATS, Redis Streams) is one more actor that answers `Flush` and
+//! `Abandon`.
 
 mod file;
+mod retry;
 mod stdout;
 mod webhook;
 
@@ -37,6 +42,7 @@ use crate::fanout::{Closed, Delivery, Filter, Hub, Item, Next, SubQueue, Subscri
 use crate::telemetry::{DropReason, Metrics};
 
 use self::file::FileLines;
+use self::retry::{Backoff, Gate};
 use self::stdout::StdoutLines;
 use self::webhook::{Endpoint, Webhook};
 
@@ -304,13 +310,34 @@ impl Throttle {
 
 // === impl LineSink ===
 
+/// A batch that did not fully reach the output.
+#[derive(Debug)]
+struct BatchError {
+    /// How many messages, from the start of the batch, are whole lines in
+    /// the output (the rest are not there at all).
+    written: usize,
+    /// Why the write stopped.
+    error: io::Error,
+}
+
+/// What a line sink does with the unwritten rest of a failed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnError {
+    /// Keep it and write it again after a backoff (a full disk).
+    Retry,
+    /// Count it as dropped (`error`) and go on with the next batch.
+    Drop,
+    /// The output is gone for good: count it and stop the sink (`error`).
+    Stop,
+}
+
 /// Where a line sink writes: one envelope and `\n` per message.
 trait Lines: Send + Unpin + 'static {
     /// The metric `kind` label and the `sink` log field.
     const KIND: &'static str;
 
     /// Appends one batch of lines and pushes it out of user-space buffers.
-    fn write_batch(&mut self, batch: &[Arc<Delivery>]) -> io::Result<()>;
+    fn write_batch(&mut self, batch: &[Arc<Delivery>]) -> Result<(), BatchError>;
 
     /// Last call at shutdown: flush, and fsync where that means something.
     fn finish(&mut self) -> io::Result<()>;
@@ -318,11 +345,9 @@ trait Lines: Send + Unpin + 'static {
     /// SIGHUP: files reopen their path; stdout has nothing to do.
     fn reopen(&mut self) {}
 
-    /// True when the output is gone for good (stdout's reader went away):
-    /// the sink stops with reason `error` instead of counting every batch.
-    fn is_fatal(&self, _e: &io::Error) -> bool {
-        false
-    }
+    /// Decides, in this one place, what a write error means for the rest
+    /// of the batch.
+    fn on_error(&self, e: &io::Error) -> OnError;
 }
 
 /// The actor of a `stdout` or `file` sink, on an arbiter of its own.
@@ -341,6 +366,21 @@ struct LineSink<O: Lines> {
     errors: Throttle,
     /// True while writes fail, to log once when they work again.
     failing: bool,
+    /// The unwritten rest of a failed batch, oldest first, written again
+    /// when `retry` fires. While it is held, `gate` pauses the queue
+    /// stream: the sink holds at most one drain of its queue (at most the
+    /// queue's capacity) and the queue keeps its own bound and overflow
+    /// policy (drop oldest, counted) for what arrives meanwhile.
+    held: Vec<Arc<Delivery>>,
+    /// The scheduled retry of `held`.
+    retry: Option<SpawnHandle>,
+    /// Delays between retries; reset by a write that works.
+    backoff: Backoff,
+    /// Pauses the queue stream while `held` is not empty.
+    gate: Arc<Gate>,
+    /// How a batch still held when the sink stops is counted (shutdown,
+    /// or reload when a reload replaced the sink).
+    ending: DropReason,
 }
 
 impl<O: Lines> LineSink<O> {
@@ -354,34 +394,84 @@ impl<O: Lines> LineSink<O> {
             left: None,
             errors: Throttle::default(),
             failing: false,
+            held: Vec::new(),
+            retry: None,
+            backoff: Backoff::default(),
+            gate: Arc::default(),
+            ending: DropReason::Shutdown,
         }
     }
 
-    fn write(&mut self, batch: &[Arc<Delivery>], ctx: &mut Context<Self>) {
-        let n = batch.len() as u64;
-        match self.out.write_batch(batch) {
-            Ok(()) => {
-                self.queue.metrics().delivered(batch.iter().map(|d| d.msg.received));
-                if std::mem::take(&mut self.failing) {
-                    info!(sink = O::KIND, "Sink writes again.");
+    /// Writes `batch`; on failure counts, keeps or drops the unwritten
+    /// rest as [`Lines::on_error`] decides.
+    fn write(&mut self, mut batch: Vec<Arc<Delivery>>, ctx: &mut Context<Self>) {
+        let (written, error) = match self.out.write_batch(&batch) {
+            Ok(()) => (batch.len(), None),
+            Err(BatchError { written, error }) => (written.min(batch.len()), Some(error)),
+        };
+        self.queue.metrics().delivered(batch[..written].iter().map(|d| d.msg.received));
+        let Some(e) = error else {
+            self.backoff.reset();
+            self.gate.resume();
+            if std::mem::take(&mut self.failing) {
+                info!(sink = O::KIND, "Sink writes again.");
+            }
+            return;
+        };
+        self.failing = true;
+        let rest = (batch.len() - written) as u64;
+        match self.out.on_error(&e) {
+            OnError::Retry => {
+                batch.drain(..written);
+                self.held = batch;
+                self.gate.pause();
+                let delay = self.backoff.next_delay();
+                self.retry = Some(ctx.run_later(delay, |this, ctx| {
+                    this.retry = None;
+                    let held = std::mem::take(&mut this.held);
+                    this.write(held, ctx);
+                }));
+                if let Some(suppressed) = self.errors.allow() {
+                    warn!(sink = O::KIND, error = %e, held = rest, retry_in = ?delay, suppressed, "Sink cannot write; will retry.");
                 }
             }
-            Err(e) => {
-                self.queue.metrics().dropped_error(n);
-                self.failing = true;
-                if self.out.is_fatal(&e) {
-                    warn!(sink = O::KIND, error = %e, "Sink output is gone; the sink stops.");
-                    self.stop(ctx, "error");
-                } else if let Some(suppressed) = self.errors.allow() {
-                    warn!(sink = O::KIND, error = %e, dropped = n, suppressed, "Sink cannot write; messages dropped.");
+            OnError::Drop => {
+                self.queue.metrics().dropped_error(rest);
+                if let Some(suppressed) = self.errors.allow() {
+                    warn!(sink = O::KIND, error = %e, dropped = rest, suppressed, "Sink cannot write; messages dropped.");
                 }
             }
+            OnError::Stop => {
+                self.queue.metrics().dropped_error(rest);
+                warn!(sink = O::KIND, error = %e, dropped = rest, "Sink output is gone; the sink stops.");
+                self.stop(ctx, "error");
+            }
+        }
+    }
+
+    /// Shutdown: a batch waiting for its retry is tried now (the disk may
+    /// have room again) rather than after the rest of its backoff.
+    fn retry_now(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.retry.take() {
+            ctx.cancel_future(handle);
+            let held = std::mem::take(&mut self.held);
+            self.write(held, ctx);
         }
     }
 
     fn stop(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
         if self.left.is_none() {
             self.left = Some(reason);
+        }
+        let lost = std::mem::take(&mut self.held).len();
+        if lost > 0 {
+            let why = if reason == "error" { DropReason::Error } else { self.ending };
+            self.queue.metrics().dropped(why, lost as u64);
+            warn!(
+                sink = O::KIND,
+                dropped = lost,
+                "Sink stopped before it could write a failed batch; messages dropped."
+            );
         }
         self.sub = None;
         self.waiters.release();
@@ -393,7 +483,7 @@ impl<O: Lines> Actor for LineSink<O> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.add_stream(self.queue.stream());
+        ctx.add_stream(self.gate.wrap(self.queue.stream()));
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -415,8 +505,15 @@ impl<O: Lines> StreamHandler<Next> for LineSink<O> {
                         Item::Event(_) => None,
                     })
                     .collect();
-                if !batch.is_empty() && self.left.is_none() {
-                    self.write(&batch, ctx);
+                if batch.is_empty() || self.left.is_some() {
+                    return;
+                }
+                if self.held.is_empty() {
+                    self.write(batch, ctx);
+                } else {
+                    // Not expected (the gate pauses the stream while a batch
+                    // is held); bounded by the queue all the same.
+                    self.held.extend(batch);
                 }
             }
             Next::Closed(why) => {
@@ -441,9 +538,13 @@ impl<O: Lines> StreamHandler<Next> for LineSink<O> {
 impl<O: Lines> Handler<Flush> for LineSink<O> {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, Flush(why): Flush, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Flush(why): Flush, ctx: &mut Self::Context) -> Self::Result {
         // What is queued is still delivered, then `Closed`, which finishes.
+        if why == Closed::Reload {
+            self.ending = DropReason::Reload;
+        }
         self.queue.close(why);
+        self.retry_now(ctx);
         self.waiters.wait(self.left.is_some())
     }
 }
@@ -455,7 +556,9 @@ impl<O: Lines> Handler<Abandon> for LineSink<O> {
         if self.left.is_some() {
             return;
         }
-        let lost = self.queue.abandon(reason);
+        // What waits for a retry is counted by `stop`.
+        self.ending = reason;
+        let lost = self.queue.abandon(reason) + self.held.len() as u64;
         if lost > 0 {
             warn!(sink = O::KIND, dropped = lost, "Sink stopped before writing everything; messages dropped.");
         }

@@ -4,7 +4,7 @@
 use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
 
-use super::{discard, Lines};
+use super::{discard, BatchError, Lines, OnError};
 use crate::fanout::Delivery;
 
 /// Buffer between the envelopes and the stdout pipe; flushed after each batch.
@@ -27,23 +27,28 @@ impl StdoutLines {
 impl Lines for StdoutLines {
     const KIND: &'static str = "stdout";
 
-    fn write_batch(&mut self, batch: &[Arc<Delivery>]) -> io::Result<()> {
-        let result = write_lines(&mut self.out, batch).and_then(|()| self.out.flush());
-        if result.is_err() {
+    fn write_batch(&mut self, batch: &[Arc<Delivery>]) -> Result<(), BatchError> {
+        write_lines(&mut self.out, batch).and_then(|()| self.out.flush()).map_err(|error| {
             // Do not repeat a half-written batch in front of the next one.
+            // A pipe cannot be cut back, so nothing of it counts as written.
             let fresh = BufWriter::with_capacity(BUFFER, io::stdout());
             discard(std::mem::replace(&mut self.out, fresh));
-        }
-        result
+            BatchError { written: 0, error }
+        })
     }
 
     fn finish(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 
-    fn is_fatal(&self, e: &io::Error) -> bool {
-        // The reader of the pipe is gone; every later write would fail too.
-        e.kind() == io::ErrorKind::BrokenPipe
+    fn on_error(&self, e: &io::Error) -> OnError {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            // The reader of the pipe is gone; every later write would fail too.
+            OnError::Stop
+        } else {
+            // A retry could repeat lines the pipe already took.
+            OnError::Drop
+        }
     }
 }
 
