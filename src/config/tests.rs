@@ -27,6 +27,23 @@ fn defaults_follow_the_spec() {
     assert_eq!(s.subscribers.max_connections, 10_000);
     assert_eq!(s.subscribers.queue_capacity, 1024);
     assert_eq!(s.subscribers.overflow, Overflow::DropOldest);
+    assert_eq!(
+        s.log.redact_query,
+        [
+            "token",
+            "key",
+            "apikey",
+            "api_key",
+            "access_token",
+            "auth",
+            "secret",
+            "signature",
+            "sig",
+            "password",
+            "passphrase",
+            "jwt"
+        ]
+    );
     let u = &s.upstreams[0];
     assert!(u.required);
     assert_eq!(u.max_message_size, Size::mib(16));
@@ -223,9 +240,20 @@ auth_token = "hook-secret-7"
         assert!(!out.contains(secret), "{secret} leaked:\n{out}");
     }
     let debug = format!("{s:?}");
-    for secret in ["sub-secret-1", "auth-secret-5", "hook-secret-7"] {
-        assert!(!debug.contains(secret), "{secret} in Debug output");
+    for secret in [
+        "user:",
+        "sub-secret-1",
+        "url-secret-2",
+        "query-secret-3",
+        "header-secret-4",
+        "auth-secret-5",
+        "hook-secret-6",
+        "hook-secret-7",
+        "/in",
+    ] {
+        assert!(!debug.contains(secret), "{secret} in Debug output:\n{debug}");
     }
+    assert!(debug.contains("depth=5") && debug.contains("https://hooks.example:443/***"), "{debug}");
     assert!(out.contains("depth=5") && out.contains("wsgate") && out.contains("***"), "{out}");
     // The printed config is itself a valid config.
     let again = load_toml(&out).unwrap();
