@@ -6,6 +6,7 @@
 //!
 //! Config is passed to constructors; nothing reads it from a global.
 
+mod files;
 mod redact;
 mod secret;
 mod units;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use files::check_files;
 pub use redact::{redact_url, redact_webhook_url, scrub, Redactor, DEFAULT_REDACT_QUERY};
 pub use secret::{Secret, SecretError, SecretSource, REDACTED};
 pub use units::{parse_duration, parse_size, Dur, Size};
