@@ -268,3 +268,21 @@ fn shipped_configs_load() {
         load_with_env(&ConfigSource::File(path), Vec::new()).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }
+
+/// `log.redact_query` (from the file or the environment) reaches every
+/// upstream's shown URL through `load`; an empty name is refused.
+#[test]
+fn redact_query_reaches_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[upstreams]]\nname = \"a\"\nurl = \"wss://h/?session=s1&password=p1&apikey=k1&x=1\"\n";
+    let src = write(&dir, "c.toml", text);
+    let s = load_with_env(&src, vec![("WSGATE__LOG__REDACT_QUERY".into(), "Session, jwt".into())]).unwrap();
+    assert_eq!(s.log.redact_query, ["Session", "jwt"]);
+    assert_eq!(s.upstreams[0].redacted_url(), "wss://h/?session=***&password=p1&apikey=***&x=1");
+    assert!(format!("{:?}", s.upstreams[0]).contains("session=***&password=p1"));
+    let s = load_with_env(&src, Vec::new()).unwrap();
+    assert_eq!(s.upstreams[0].redacted_url(), "wss://h/?session=s1&password=***&apikey=***&x=1");
+
+    let err = load_toml(&format!("[log]\nredact_query = [\"token\", \" \"]\n{text}")).unwrap_err();
+    assert_eq!(err.key, "log.redact_query[1]", "{err}");
+}
