@@ -30,11 +30,15 @@ enum Command {
         #[arg(long)]
         feed_only: bool,
     },
-    /// Validate the config and print it, secrets redacted.
+    /// Validate the config, open every file it names, and print it, secrets redacted.
     Check {
         /// The config file (.toml, .yaml, .yml or .json).
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
+        /// Do not open the files the config names (certificates, tokens, sink
+        /// directories): for CI on a machine that does not have them.
+        #[arg(long)]
+        no_files: bool,
     },
 }
 
@@ -42,13 +46,22 @@ fn main() -> ExitCode {
     // Usage errors exit 2, --help and --version exit 0 (clap's convention).
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     match cli.command {
-        Command::Check { config } => match config::load(&ConfigSource::File(config)) {
-            Ok(settings) => {
-                print!("{}", settings.to_redacted_toml());
-                ExitCode::SUCCESS
+        Command::Check { config, no_files } => {
+            let source = ConfigSource::File(config);
+            match config::load(&source) {
+                Ok(settings) => match if no_files { Ok(()) } else { config::check_files(&settings, &source) } {
+                    Ok(()) => {
+                        print!("{}", settings.to_redacted_toml());
+                        ExitCode::SUCCESS
+                    }
+                    Err(problems) => {
+                        problems.iter().for_each(|e| eprintln!("wsgate: invalid config: {e}"));
+                        ExitCode::from(2)
+                    }
+                },
+                Err(e) => invalid(&e),
             }
-            Err(e) => invalid(&e),
-        },
+        }
         Command::Demo { feed_only: false } => {
             ExitCode::from(actix_rt::System::new().block_on(wsgate::demo::run()) as u8)
         }

@@ -6,6 +6,8 @@
 //!
 //! Config is passed to constructors; nothing reads it from a global.
 
+mod files;
+mod redact;
 mod secret;
 mod units;
 
@@ -16,7 +18,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use secret::{redact_url, Secret, SecretError, SecretSource, REDACTED};
+pub use files::check_files;
+pub use redact::{redact_url, redact_webhook_url, scrub, Redactor, DEFAULT_REDACT_QUERY};
+pub use secret::{Secret, SecretError, SecretSource, REDACTED};
 pub use units::{parse_duration, parse_size, Dur, Size};
 
 /// Environment prefix of overrides: `WSGATE__SERVER__LISTEN`.
@@ -70,11 +74,20 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter (`info`, `wsgate=debug`); `RUST_LOG` overrides it.
     pub level: String,
+    /// Query parameters whose values are shown as `***` wherever a URL is
+    /// shown (case-insensitive; names containing `token`, `key`, `secret`
+    /// or `sig` always are), so feed credentials never reach a log line.
+    #[serde(deserialize_with = "string_or_seq")]
+    pub redact_query: Vec<String>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            redact_query: DEFAULT_REDACT_QUERY.iter().map(|s| s.to_string()).collect(),
+        }
     }
 }
 
@@ -169,8 +182,9 @@ pub enum Overflow {
     Disconnect,
 }
 
-/// One `[[upstreams]]` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One `[[upstreams]]` entry. `Debug` shows the URL and header values
+/// redacted (see the impl below).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Unique, `[a-z0-9_-]+`; the `upstream` label of every metric.
@@ -210,6 +224,11 @@ pub struct UpstreamConfig {
     /// How frames become messages.
     #[serde(default)]
     pub decode: DecodeConfig,
+    /// Not a key: `log.redact_query`, put here by [`load`] (through
+    /// [`Settings::share_redactor`]) so that every place that shows this
+    /// upstream's URL redacts it the same way without being handed the log config.
+    #[serde(skip)]
+    pub redactor: Redactor,
 }
 
 const fn yes() -> bool {
@@ -223,10 +242,21 @@ const fn default_max_message_size() -> Size {
 }
 
 impl UpstreamConfig {
-    /// The URL with its secrets (userinfo password, query-auth parameter) redacted.
+    /// The URL as it may be shown: userinfo, `redact_query` values and the
+    /// query-auth parameter as `***` (SPEC §11).
     pub fn redacted_url(&self) -> String {
-        let param = (self.auth.kind == AuthKind::Query).then_some(self.auth.param.as_deref()).flatten();
-        redact_url(&self.url, param)
+        redact_url(&self.url, &self.redactor, self.query_auth_param())
+    }
+
+    /// The secret substrings of the URL (userinfo, secret query values), to
+    /// [`scrub`] from error texts of libraries that might echo the URL.
+    pub fn url_secrets(&self) -> Vec<String> {
+        self.redactor.secrets_in(&self.url, self.query_auth_param())
+    }
+
+    /// `auth.param` when `auth.kind = "query"`: its value is always secret.
+    fn query_auth_param(&self) -> Option<&str> {
+        (self.auth.kind == AuthKind::Query).then(|| self.auth.param.as_deref().unwrap_or("token"))
     }
 
     /// A minimal upstream, for the demo and for tests.
@@ -245,7 +275,46 @@ impl UpstreamConfig {
             heartbeat: HeartbeatConfig::default(),
             reconnect: ReconnectConfig::default(),
             decode: DecodeConfig::default(),
+            redactor: Redactor::default(),
         }
+    }
+}
+
+impl fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so a new field is a compile error here until it is
+        // decided whether it can be shown.
+        let UpstreamConfig {
+            name,
+            url: _,
+            required,
+            headers,
+            subprotocols,
+            connect_timeout,
+            max_message_size,
+            on_connect,
+            auth,
+            tls,
+            heartbeat,
+            reconnect,
+            decode,
+            redactor,
+        } = self;
+        f.debug_struct("UpstreamConfig")
+            .field("name", name)
+            .field("url", &self.redacted_url())
+            .field("required", required)
+            .field("headers", &redacted_headers(headers, redactor))
+            .field("subprotocols", subprotocols)
+            .field("connect_timeout", connect_timeout)
+            .field("max_message_size", max_message_size)
+            .field("on_connect", on_connect)
+            .field("auth", auth)
+            .field("tls", tls)
+            .field("heartbeat", heartbeat)
+            .field("reconnect", reconnect)
+            .field("decode", decode)
+            .finish_non_exhaustive()
     }
 }
 
@@ -499,8 +568,9 @@ pub enum SinkConfig {
     Webhook(WebhookConfig),
 }
 
-/// `[[sinks]] kind = "webhook"`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[[sinks]] kind = "webhook"`. `Debug` shows the URL as
+/// `scheme://host:port/***` and header values redacted.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// `http://` or `https://` endpoint.
@@ -548,6 +618,39 @@ const fn default_webhook_queue() -> usize {
 }
 const fn default_sink_queue_bytes() -> Size {
     Size::mib(64)
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so a new field is a compile error here until it is
+        // decided whether it can be shown.
+        let WebhookConfig {
+            url,
+            batch_size,
+            batch_timeout,
+            queue_capacity,
+            queue_bytes,
+            headers,
+            auth_token,
+            auth_token_env,
+            auth_token_file,
+            upstreams,
+            topics,
+        } = self;
+        f.debug_struct("WebhookConfig")
+            .field("url", &redact_webhook_url(url))
+            .field("batch_size", batch_size)
+            .field("batch_timeout", batch_timeout)
+            .field("queue_capacity", queue_capacity)
+            .field("queue_bytes", queue_bytes)
+            .field("headers", &redacted_headers(headers, &Redactor::default()))
+            .field("auth_token", auth_token)
+            .field("auth_token_env", auth_token_env)
+            .field("auth_token_file", auth_token_file)
+            .field("upstreams", upstreams)
+            .field("topics", topics)
+            .finish()
+    }
 }
 
 impl WebhookConfig {
@@ -706,7 +809,7 @@ pub fn load_with_env(
         .build()
         .map_err(|e| err("", syntax_message(&e)))?;
     let root: config::Value = built.try_deserialize().map_err(|e| err("", e.to_string()))?;
-    let settings: Settings = serde_path_to_error::deserialize(root).map_err(|e| {
+    let mut settings: Settings = serde_path_to_error::deserialize(root).map_err(|e| {
         let key = e.path().to_string();
         let mut key = if key == "." { String::new() } else { key };
         let mut message = friendly(e.into_inner().to_string());
@@ -723,6 +826,7 @@ pub fn load_with_env(
         }
         ConfigError { source: origin.clone(), key, message }
     })?;
+    settings.share_redactor();
     validate(&settings).map_err(|(key, message)| {
         let env_name = env_name_for(&key);
         let source = if env.contains_key(&env_name) { format!("<environment> {env_name}") } else { origin.clone() };
@@ -788,6 +892,11 @@ pub fn validate(s: &Settings) -> Result<(), Invalid> {
     }
     tracing_subscriber::EnvFilter::try_new(&s.log.level)
         .map_err(|e| bad("log.level", format!("invalid filter {:?}: {e}", s.log.level)))?;
+    for (i, name) in s.log.redact_query.iter().enumerate() {
+        if name.trim().is_empty() {
+            return Err(bad(format!("log.redact_query[{i}]"), "must not be empty"));
+        }
+    }
 
     let sub = &s.subscribers;
     if sub.max_connections == 0 {
@@ -974,7 +1083,7 @@ fn validate_sink(sink: &SinkConfig, upstreams: &HashSet<&str>) -> Result<(), Inv
             {
                 return Err(bad(
                     "url",
-                    format!("invalid url {:?} (must start with http:// or https://)", redact_url(&w.url, None)),
+                    format!("invalid url {:?} (must start with http:// or https://)", redact_webhook_url(&w.url)),
                 ));
             }
             if w.batch_size == 0 {
@@ -997,18 +1106,29 @@ fn validate_sink(sink: &SinkConfig, upstreams: &HashSet<&str>) -> Result<(), Inv
 // === output ===
 
 impl Settings {
+    /// Hands the redactor built from `log.redact_query` to every upstream
+    /// (see [`UpstreamConfig::redactor`]). [`load`] calls it; code that
+    /// builds or edits `Settings` by hand calls it after changing `log`.
+    pub fn share_redactor(&mut self) {
+        let redactor = Redactor::new(&self.log.redact_query);
+        for u in &mut self.upstreams {
+            u.redactor = redactor.clone();
+        }
+    }
+
     /// A copy fit for printing: secrets and secret-bearing URL parts as `***`,
     /// header values that look like credentials too.
     pub fn redacted(&self) -> Settings {
         let mut s = self.clone();
+        let redactor = Redactor::new(&self.log.redact_query);
         for u in &mut s.upstreams {
             u.url = u.redacted_url();
-            redact_headers(&mut u.headers);
+            u.headers = redacted_headers(&u.headers, &redactor);
         }
         for sink in &mut s.sinks {
             if let SinkConfig::Webhook(w) = sink {
-                w.url = redact_url(&w.url, None);
-                redact_headers(&mut w.headers);
+                w.url = redact_webhook_url(&w.url);
+                w.headers = redacted_headers(&w.headers, &redactor);
             }
         }
         s
@@ -1020,13 +1140,15 @@ impl Settings {
     }
 }
 
-fn redact_headers(headers: &mut BTreeMap<String, String>) {
-    for (name, value) in headers.iter_mut() {
-        let n = name.to_ascii_lowercase();
-        if ["authorization", "cookie", "token", "secret", "key", "password", "auth"].iter().any(|w| n.contains(w)) {
-            *value = REDACTED.into();
-        }
-    }
+/// Header values that look like credentials (see [`Redactor::is_secret_header`]) as `***`.
+fn redacted_headers(headers: &BTreeMap<String, String>, redactor: &Redactor) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = if redactor.is_secret_header(name) { REDACTED.to_string() } else { value.clone() };
+            (name.clone(), shown)
+        })
+        .collect()
 }
 
 #[cfg(test)]

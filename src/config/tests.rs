@@ -27,6 +27,23 @@ fn defaults_follow_the_spec() {
     assert_eq!(s.subscribers.max_connections, 10_000);
     assert_eq!(s.subscribers.queue_capacity, 1024);
     assert_eq!(s.subscribers.overflow, Overflow::DropOldest);
+    assert_eq!(
+        s.log.redact_query,
+        [
+            "token",
+            "key",
+            "apikey",
+            "api_key",
+            "access_token",
+            "auth",
+            "secret",
+            "signature",
+            "sig",
+            "password",
+            "passphrase",
+            "jwt"
+        ]
+    );
     let u = &s.upstreams[0];
     assert!(u.required);
     assert_eq!(u.max_message_size, Size::mib(16));
@@ -223,9 +240,20 @@ auth_token = "hook-secret-7"
         assert!(!out.contains(secret), "{secret} leaked:\n{out}");
     }
     let debug = format!("{s:?}");
-    for secret in ["sub-secret-1", "auth-secret-5", "hook-secret-7"] {
-        assert!(!debug.contains(secret), "{secret} in Debug output");
+    for secret in [
+        "user:",
+        "sub-secret-1",
+        "url-secret-2",
+        "query-secret-3",
+        "header-secret-4",
+        "auth-secret-5",
+        "hook-secret-6",
+        "hook-secret-7",
+        "/in",
+    ] {
+        assert!(!debug.contains(secret), "{secret} in Debug output:\n{debug}");
     }
+    assert!(debug.contains("depth=5") && debug.contains("https://hooks.example:443/***"), "{debug}");
     assert!(out.contains("depth=5") && out.contains("wsgate") && out.contains("***"), "{out}");
     // The printed config is itself a valid config.
     let again = load_toml(&out).unwrap();
@@ -239,4 +267,22 @@ fn shipped_configs_load() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         load_with_env(&ConfigSource::File(path), Vec::new()).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
+}
+
+/// `log.redact_query` (from the file or the environment) reaches every
+/// upstream's shown URL through `load`; an empty name is refused.
+#[test]
+fn redact_query_reaches_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[upstreams]]\nname = \"a\"\nurl = \"wss://h/?session=s1&password=p1&apikey=k1&x=1\"\n";
+    let src = write(&dir, "c.toml", text);
+    let s = load_with_env(&src, vec![("WSGATE__LOG__REDACT_QUERY".into(), "Session, jwt".into())]).unwrap();
+    assert_eq!(s.log.redact_query, ["Session", "jwt"]);
+    assert_eq!(s.upstreams[0].redacted_url(), "wss://h/?session=***&password=p1&apikey=***&x=1");
+    assert!(format!("{:?}", s.upstreams[0]).contains("session=***&password=p1"));
+    let s = load_with_env(&src, Vec::new()).unwrap();
+    assert_eq!(s.upstreams[0].redacted_url(), "wss://h/?session=s1&password=***&apikey=***&x=1");
+
+    let err = load_toml(&format!("[log]\nredact_query = [\"token\", \" \"]\n{text}")).unwrap_err();
+    assert_eq!(err.key, "log.redact_query[1]", "{err}");
 }

@@ -25,12 +25,12 @@ use futures_util::stream::{SplitSink, StreamExt};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use super::connect::{Attempt, Upgraded};
+use super::connect::{encode_query, Attempt, Upgraded};
 use super::decode::{Decoded, Decoder};
 use super::error::LinkError;
 use super::frames::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
 use super::policy::ReconnectPolicy;
-use crate::config::{AuthKind, Secret, UpstreamConfig, REDACTED};
+use crate::config::{scrub, AuthKind, Secret, UpstreamConfig};
 use crate::fanout::{DataKind, Incoming, Publisher};
 use crate::status::{LinkState, UpstreamStatus};
 use crate::telemetry::UpstreamMetrics;
@@ -388,11 +388,16 @@ impl Upstream {
     }
 
     /// Error text from outside may echo the token: never let it through.
+    /// `text` without the token of the current attempt (as given and as
+    /// put in a query) or any secret part of the URL (SPEC §11), for error
+    /// texts that come from libraries.
     fn scrub(&self, text: String) -> String {
-        match &self.token {
-            Some(t) if !t.expose().is_empty() => text.replace(t.expose(), REDACTED),
-            _ => text,
+        let mut secrets = self.cfg.url_secrets();
+        if let Some(t) = &self.token {
+            secrets.push(t.expose().to_string());
+            secrets.push(encode_query(t.expose()));
         }
+        scrub(&text, &secrets)
     }
 
     fn stop_for_good(&mut self, ctx: &mut Context<Self>, why: LinkError) {

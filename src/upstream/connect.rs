@@ -50,7 +50,7 @@ fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), LinkErro
 }
 
 /// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-fn encode_query(value: &str) -> String {
+pub(super) fn encode_query(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

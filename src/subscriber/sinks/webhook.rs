@@ -27,7 +27,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tracing::{info, warn};
 
 use super::{Abandon, Flush, Throttle, Waiters};
-use crate::config::{redact_url, ReconnectConfig, TlsConfig, WebhookConfig};
+use crate::config::{redact_webhook_url, scrub, ReconnectConfig, Redactor, TlsConfig, WebhookConfig};
 use crate::fanout::{Closed, Delivery, Item, Next, SubQueue, Subscription};
 use crate::upstream::{client_config, Dialer, ReconnectPolicy};
 
@@ -59,14 +59,17 @@ pub(super) struct Endpoint {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Our transport: DNS, TCP with keepalive and user timeout, TLS for `https://`.
     dialer: Dialer,
-    /// The server for log lines: scheme, host and port only.
+    /// The URL for log lines: `scheme://host:port/***` (SPEC §11).
     shown: String,
+    /// The secret parts of the URL (userinfo, path, query), scrubbed from
+    /// error texts and answers that might echo them.
+    secrets: Vec<String>,
 }
 
 impl Endpoint {
     /// Parses the URL and headers and prepares the transport.
     pub(super) fn new(cfg: &WebhookConfig) -> Result<Endpoint, String> {
-        let bad = || format!("invalid url {:?} (must be http:// or https://)", redact_url(&cfg.url, None));
+        let bad = || format!("invalid url {:?} (must be http:// or https://)", redact_webhook_url(&cfg.url));
         let uri: Uri = cfg.url.parse().map_err(|_| bad())?;
         let secure = match uri.scheme_str() {
             Some("https") => true,
@@ -101,8 +104,27 @@ impl Endpoint {
         let dialer = Dialer::new(host, port, tls, USER_TIMEOUT).map_err(|e| e.to_string())?;
         // Paths and queries of webhook URLs often carry a secret (chat
         // webhooks do): log lines name the server only.
-        let shown = format!("{}://{hostport}", if secure { "https" } else { "http" });
-        Ok(Endpoint { url: format!("http://{host}:{port}{path}"), host: host_header, basic, headers, dialer, shown })
+        let shown = redact_webhook_url(&cfg.url);
+        let mut secrets = Redactor::default().secrets_in(&cfg.url, None);
+        for part in [Some(path), Some(uri.path()), uri.query()].into_iter().flatten() {
+            if part.len() > 1 {
+                secrets.push(part.to_string());
+            }
+        }
+        Ok(Endpoint {
+            url: format!("http://{host}:{port}{path}"),
+            host: host_header,
+            basic,
+            headers,
+            dialer,
+            shown,
+            secrets,
+        })
+    }
+
+    /// `text` with every secret part of the URL replaced by `***`.
+    fn scrub(&self, text: &str) -> String {
+        scrub(text, &self.secrets)
     }
 }
 
@@ -408,7 +430,7 @@ impl Webhook {
                         sink = "webhook",
                         url = %self.endpoint.shown,
                         status,
-                        answer = %detail,
+                        answer = %self.endpoint.scrub(detail),
                         dropped = n,
                         suppressed,
                         "Webhook refused a batch; its messages are dropped."
@@ -418,7 +440,7 @@ impl Webhook {
             Verdict::Retry => {
                 let (error, retry_after) = match answer {
                     Answer::Status { status, retry_after, .. } => (format!("HTTP {status}"), retry_after),
-                    Answer::Failed(e) => ((self.transport_error)().unwrap_or(e), None),
+                    Answer::Failed(e) => (self.endpoint.scrub(&(self.transport_error)().unwrap_or(e)), None),
                 };
                 let delay = self.retry_delay(retry_after);
                 self.failing = true;
@@ -641,7 +663,11 @@ mod tests {
         assert_eq!(e.url, "http://hook.example:8080/in?x=1");
         assert_eq!(e.host, "hook.example:8080");
         assert_eq!(e.basic.as_ref().unwrap(), "Basic dTpw");
-        assert_eq!(e.shown, "http://hook.example:8080", "no userinfo, path or query in logs");
+        assert_eq!(e.shown, "http://hook.example:8080/***", "no userinfo, path or query in logs");
+        assert_eq!(
+            e.scrub("POST http://u:p@hook.example:8080/in?x=1: /in"),
+            "POST http://***@hook.example:8080***: ***"
+        );
 
         let e = Endpoint::new(&config("https://hook.example")).unwrap();
         assert_eq!(e.url, "http://hook.example:443/");

@@ -1,0 +1,388 @@
+//! Redaction (SPEC §11): what of a URL, a header or an error text may be
+//! shown in logs, `/status`, `/`, `/metrics`, `check` output, error
+//! messages and `Debug` output.
+//!
+//! - A URL's userinfo (`user:pw@` and `user@`) is always `***@`.
+//! - A query value is `***` when its parameter name is in `log.redact_query`
+//!   (case-insensitive), contains `token`, `key`, `secret` or `sig`, or is
+//!   the query-auth parameter (`auth.kind = "query"`, `auth.param`).
+//!   A fragment that looks like a query (`#access_token=...`) gets the same.
+//! - A webhook URL is `scheme://host:port/***`: chat webhooks carry their
+//!   secret in the path.
+//!
+//! Everything works on text, so a URL that does not parse is never shown
+//! with its secret either; when in doubt, more is hidden rather than less.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::secret::REDACTED;
+
+/// The default of `log.redact_query` (SPEC §11).
+pub const DEFAULT_REDACT_QUERY: &[&str] = &[
+    "token",
+    "key",
+    "apikey",
+    "api_key",
+    "access_token",
+    "auth",
+    "secret",
+    "signature",
+    "sig",
+    "password",
+    "passphrase",
+    "jwt",
+];
+
+/// Query parameter names holding any of these are always secret, whatever
+/// `log.redact_query` says.
+const ALWAYS_SECRET: &[&str] = &["token", "key", "secret", "sig"];
+
+/// Secret pieces shorter than this are not scrubbed from error texts.
+const MIN_SCRUBBED: usize = 3;
+
+/// Header names holding any of these have their value shown as `***`.
+const SECRET_HEADER_WORDS: &[&str] = &["authorization", "cookie", "auth", "password", "session", "credential"];
+
+/// Which query parameters are secret: built once from `log.redact_query`
+/// and shared (cheap to clone) by everything that shows a URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redactor {
+    /// The configured names, lower-cased for case-insensitive matching.
+    names: Arc<[String]>,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Redactor { names: DEFAULT_REDACT_QUERY.iter().map(|s| s.to_string()).collect() }
+    }
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names.iter()).finish()
+    }
+}
+
+impl Redactor {
+    /// A redactor for the names of `log.redact_query`.
+    pub fn new<S: AsRef<str>>(names: &[S]) -> Self {
+        Redactor { names: names.iter().map(|n| n.as_ref().to_ascii_lowercase()).collect() }
+    }
+
+    /// True when the value of query parameter `name` must not be shown.
+    /// `auth_param` is the query-auth parameter of an upstream, if any.
+    pub fn is_secret_param(&self, name: &str, auth_param: Option<&str>) -> bool {
+        let name = percent_decode(name).to_ascii_lowercase();
+        auth_param.is_some_and(|p| p.eq_ignore_ascii_case(&name))
+            || self.names.contains(&name)
+            || ALWAYS_SECRET.iter().any(|w| name.contains(w))
+    }
+
+    /// True when the value of header `name` must not be shown: credential
+    /// words, plus every rule of [`Redactor::is_secret_param`].
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        SECRET_HEADER_WORDS.iter().any(|w| lower.contains(w))
+            || self.is_secret_param(&lower, None)
+            || self.is_secret_param(&lower.replace('-', "_"), None)
+            || lower.split(['-', '_']).any(|part| self.names.iter().any(|n| n == part))
+    }
+
+    /// The substrings of `url` that [`redact_url`] hides (userinfo, secret
+    /// query and fragment values), as written and percent-decoded, so that
+    /// error texts from libraries that echo a URL can be scrubbed with
+    /// [`scrub`].
+    pub fn secrets_in(&self, url: &str, auth_param: Option<&str>) -> Vec<String> {
+        let parts = Parts::split(url);
+        let mut out = Vec::new();
+        if let Some(userinfo) = parts.userinfo {
+            out.push(userinfo.to_string());
+            for piece in userinfo.split(':') {
+                out.push(piece.to_string());
+            }
+        }
+        for text in [parts.query, parts.fragment].into_iter().flatten() {
+            for pair in text.split('&') {
+                if let Some((name, value)) = pair.split_once('=') {
+                    if self.is_secret_param(name, auth_param) {
+                        out.push(value.to_string());
+                    }
+                }
+            }
+        }
+        let decoded: Vec<String> = out.iter().map(|s| percent_decode(s)).collect();
+        out.extend(decoded);
+        // A one- or two-character piece is no real secret, and scrubbing it
+        // would garble every error text it occurs in.
+        out.retain(|s| s.len() >= MIN_SCRUBBED);
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// `url` with its userinfo and every secret query (and fragment) value
+/// replaced by `***`; `auth_param` is the query-auth parameter, if any.
+/// The one function the crate uses to show an upstream URL.
+pub fn redact_url(url: &str, redactor: &Redactor, auth_param: Option<&str>) -> String {
+    let parts = Parts::split(url);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(parts.scheme);
+    if parts.userinfo.is_some() {
+        out.push_str(REDACTED);
+        out.push('@');
+    }
+    out.push_str(parts.host);
+    out.push_str(parts.path);
+    if let Some(q) = parts.query {
+        out.push('?');
+        push_redacted_pairs(&mut out, q, redactor, auth_param);
+    }
+    if let Some(f) = parts.fragment {
+        out.push('#');
+        if f.contains('=') {
+            push_redacted_pairs(&mut out, f, redactor, auth_param);
+        } else {
+            out.push_str(f);
+        }
+    }
+    out
+}
+
+/// A webhook URL as it may be shown: `scheme://host:port/***` (the port is
+/// the default one of the scheme when none is written). Without a scheme
+/// or host, just `***`.
+pub fn redact_webhook_url(url: &str) -> String {
+    let parts = Parts::split(url);
+    let Some(scheme) = parts.scheme.strip_suffix("://").filter(|s| !s.is_empty()) else {
+        return REDACTED.into();
+    };
+    if parts.host.is_empty() {
+        return REDACTED.into();
+    }
+    let has_port = match parts.host.rfind(':') {
+        // `[::1]` has colons but no port; `[::1]:80` and `h:80` have one.
+        Some(i) => !parts.host[i..].contains(']'),
+        None => false,
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    };
+    match (has_port, default_port) {
+        (false, Some(port)) => format!("{scheme}://{}:{port}/{REDACTED}", parts.host),
+        _ => format!("{scheme}://{}/{REDACTED}", parts.host),
+    }
+}
+
+/// Replaces every occurrence of each of `secrets` in `text` by `***`,
+/// longest first (so a secret that contains another is hidden whole).
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_string();
+    for s in sorted {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), REDACTED);
+        }
+    }
+    out
+}
+
+fn push_redacted_pairs(out: &mut String, text: &str, redactor: &Redactor, auth_param: Option<&str>) {
+    for (i, pair) in text.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if redactor.is_secret_param(name, auth_param) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(pair),
+        }
+    }
+}
+
+/// A URL cut into the pieces redaction needs, by text alone.
+struct Parts<'a> {
+    /// `wss://`, or empty when there is no `://`.
+    scheme: &'a str,
+    /// Everything before the last `@` of the authority.
+    userinfo: Option<&'a str>,
+    /// Host and port (or, without a scheme, the text before the path).
+    host: &'a str,
+    /// From the first `/` up to `?` or `#`.
+    path: &'a str,
+    /// After `?`, up to `#`.
+    query: Option<&'a str>,
+    /// After `#`.
+    fragment: Option<&'a str>,
+}
+
+impl<'a> Parts<'a> {
+    fn split(url: &'a str) -> Parts<'a> {
+        let (scheme, rest) = match url.find("://") {
+            Some(i) => url.split_at(i + 3),
+            None => ("", url),
+        };
+        // The userinfo may itself hold `?`, `#` or `:` when a password was
+        // written unencoded: an `@` before the first `/` ends it, whatever
+        // comes before.
+        let first_slash = rest.find('/').unwrap_or(rest.len());
+        let (userinfo, rest) = match (scheme.is_empty(), rest[..first_slash].rfind('@')) {
+            (false, Some(at)) => (Some(&rest[..at]), &rest[at + 1..]),
+            _ => (None, rest),
+        };
+        let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (host, rest) = rest.split_at(host_end);
+        let (before_frag, fragment) = match rest.split_once('#') {
+            Some((a, f)) => (a, Some(f)),
+            None => (rest, None),
+        };
+        let (path, query) = match before_frag.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (before_frag, None),
+        };
+        Parts { scheme, userinfo, host, path, query, fragment }
+    }
+}
+
+/// `%41` -> `A`; invalid escapes and non-UTF-8 results are kept as written.
+fn percent_decode(text: &str) -> String {
+    if !text.contains('%') && !text.contains('+') {
+        return text.to_string();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every rule of SPEC §11 on upstream URLs, one row each.
+    #[test]
+    fn redacts_urls() {
+        let r = Redactor::default();
+        for (url, param, want) in [
+            // nothing secret
+            ("wss://h/p", None, "wss://h/p"),
+            ("wss://h:9/p?a=1&b", None, "wss://h:9/p?a=1&b"),
+            // userinfo, both forms, always
+            ("wss://u:pw@h:1/p?a=1", None, "wss://***@h:1/p?a=1"),
+            ("wss://u@h/p", None, "wss://***@h/p"),
+            ("ws://u:p@w@h/", None, "ws://***@h/"),
+            ("ws://u:pa#ss@h/p", None, "ws://***@h/p"),
+            ("ws://u:pa?ss@h", None, "ws://***@h"),
+            // redact_query names, case-insensitive
+            ("wss://h/p?apikey=s&x=1", None, "wss://h/p?apikey=***&x=1"),
+            ("wss://h/p?APIKEY=s&Jwt=t&auth=u", None, "wss://h/p?APIKEY=***&Jwt=***&auth=***"),
+            ("wss://h/p?password=s&passphrase=t", None, "wss://h/p?password=***&passphrase=***"),
+            ("wss://h/p?api%5Fkey=s", None, "wss://h/p?api%5Fkey=***"),
+            // anything containing token, key, secret or sig
+            ("wss://h/p?my_token=s&monkey=t", None, "wss://h/p?my_token=***&monkey=***"),
+            ("wss://h/p?ClientSecret=s&xsig=t&x=1", None, "wss://h/p?ClientSecret=***&xsig=***&x=1"),
+            ("wss://h/p?tokenx=abc", None, "wss://h/p?tokenx=***"),
+            // not secret: author is not auth, a name without a value
+            ("wss://h/p?author=me&token", None, "wss://h/p?author=me&token"),
+            // the query-auth parameter
+            ("wss://h/p?access=abc&x=1", Some("access"), "wss://h/p?access=***&x=1"),
+            ("wss://h/p?ACCESS=abc", Some("access"), "wss://h/p?ACCESS=***"),
+            ("wss://h/p?access=abc", None, "wss://h/p?access=abc"),
+            // fragments
+            ("wss://h/p?x=1&token=abc#f", None, "wss://h/p?x=1&token=***#f"),
+            ("wss://h/p#access_token=abc&state=1", None, "wss://h/p#access_token=***&state=1"),
+            // unparseable input keeps its secrets hidden too
+            ("not a url?token=s", None, "not a url?token=***"),
+            ("u:pw@h/p", None, "u:pw@h/p"),
+            ("wss://u:pw@", None, "wss://***@"),
+            ("", None, ""),
+        ] {
+            assert_eq!(redact_url(url, &r, param), want, "{url}");
+        }
+    }
+
+    /// A configured list replaces the default names; the contains rule stays.
+    #[test]
+    fn custom_redact_query() {
+        let r = Redactor::new(&["Session"]);
+        assert_eq!(redact_url("ws://h/?session=a&jwt=b&api_key=c", &r, None), "ws://h/?session=***&jwt=b&api_key=***");
+        let none = Redactor::new::<&str>(&[]);
+        assert_eq!(redact_url("ws://h/?password=a&sig=b", &none, None), "ws://h/?password=a&sig=***");
+    }
+
+    /// Webhook URLs show scheme, host and port only.
+    #[test]
+    fn redacts_webhook_urls() {
+        for (url, want) in [
+            ("http://127.0.0.1:8080/hook/abc?x=1", "http://127.0.0.1:8080/***"),
+            ("https://hooks.example/services/T0/B0/XX", "https://hooks.example:443/***"),
+            ("http://u:p@hook.example/in", "http://hook.example:80/***"),
+            ("http://hook.example", "http://hook.example:80/***"),
+            ("https://[::1]/x", "https://[::1]:443/***"),
+            ("https://[::1]:8443/x", "https://[::1]:8443/***"),
+            ("ftp://h/x", "ftp://h/***"),
+            ("not a url", "***"),
+            ("http:///path", "***"),
+        ] {
+            assert_eq!(redact_webhook_url(url), want, "{url}");
+        }
+    }
+
+    /// Secret parts of a URL are found, raw and decoded, for scrubbing.
+    #[test]
+    fn secrets_and_scrub() {
+        let r = Redactor::default();
+        let s = r.secrets_in("ws://usr:pwd@h/p?apikey=a%2Fb&x=keep&sig=zzz&key=q", None);
+        for want in ["usr:pwd", "usr", "pwd", "a%2Fb", "a/b", "zzz"] {
+            assert!(s.contains(&want.to_string()), "{want} in {s:?}");
+        }
+        assert!(!s.contains(&"keep".to_string()) && !s.contains(&"q".to_string()), "{s:?}");
+        let text = "GET ws://usr:pwd@h/p?apikey=a%2Fb&x=keep&sig=zzz failed";
+        assert_eq!(scrub(text, &s), "GET ws://***@h/p?apikey=***&x=keep&sig=*** failed");
+        assert_eq!(scrub("abc", &[String::new()]), "abc");
+    }
+
+    /// Header names that carry credentials.
+    #[test]
+    fn secret_headers() {
+        let r = Redactor::default();
+        for name in ["Authorization", "X-Api-Key", "Cookie", "X-Auth-Token", "X-Signature", "X-JWT"] {
+            assert!(r.is_secret_header(name), "{name}");
+        }
+        for name in ["X-Client", "User-Agent", "Accept"] {
+            assert!(!r.is_secret_header(name), "{name}");
+        }
+    }
+
+    /// Percent-decoding keeps invalid input as written.
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("a%2Fb+c"), "a/b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%ff"), "%ff");
+    }
+}
