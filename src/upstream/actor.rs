@@ -25,7 +25,7 @@ use futures_util::stream::{SplitSink, StreamExt};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use super::connect::{encode_query, Attempt, Upgraded};
+use super::connect::{encode_query, Attempt, Files, Upgraded};
 use super::decode::{Decoded, Decoder};
 use super::error::LinkError;
 use super::frames::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
@@ -189,10 +189,21 @@ impl Upstream {
         self.gen += 1;
         let gen = self.gen;
         self.set_state(LinkState::Connecting);
-        let attempt = match Attempt::prepare(&self.cfg) {
-            Ok(a) => a,
-            Err(e) => return self.fail(ctx, e),
-        };
+        // Secret and certificate files are read on the blocking pool: a slow
+        // or hung file system never stalls this actor's thread (SPEC §11).
+        let files = Files::read(Arc::clone(&self.cfg));
+        ctx.spawn(files.into_actor(self).map(move |files, act, ctx| {
+            if act.gen != gen || act.state != LinkState::Connecting {
+                return;
+            }
+            match files.and_then(|f| Attempt::prepare(&act.cfg, f)) {
+                Ok(attempt) => act.dial(ctx, gen, attempt),
+                Err(e) => act.fail(ctx, e),
+            }
+        }));
+    }
+
+    fn dial(&mut self, ctx: &mut Context<Self>, gen: u64, attempt: Attempt) {
         if attempt.insecure {
             warn!(upstream = %self.name, "TLS certificate verification is OFF (tls.insecure_skip_verify); use only in tests.");
         }

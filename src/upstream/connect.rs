@@ -2,6 +2,7 @@
 //! auth, subprotocols), dial through our [`Dialer`], upgrade with awc, and
 //! classify every failure into a [`LinkError`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_codec::Framed;
@@ -62,9 +63,36 @@ pub(super) fn encode_query(value: &str) -> String {
     out
 }
 
+/// What one attempt reads from files (and the environment): the token and
+/// the TLS config with its CA and client certificate files. Read on
+/// tokio's blocking pool ([`Files::read`]), never on the actor's thread.
+pub struct Files {
+    /// The auth token, if one is configured.
+    token: Option<Secret>,
+    /// The rustls config, for `wss://`.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Files {
+    /// Reads the token and the TLS files of `cfg`, off the calling thread.
+    pub async fn read(cfg: Arc<UpstreamConfig>) -> Result<Files, LinkError> {
+        tokio::task::spawn_blocking(move || Files::read_now(&cfg))
+            .await
+            .unwrap_or_else(|e| Err(LinkError::Protocol(format!("reading the secret and TLS files failed: {e}"))))
+    }
+
+    /// The blocking part of [`Files::read`].
+    fn read_now(cfg: &UpstreamConfig) -> Result<Files, LinkError> {
+        let token =
+            cfg.auth.token_source().resolve().map_err(|e| LinkError::Auth(format!("cannot read token: {e}")))?;
+        let tls = if cfg.url.starts_with("wss://") { Some(tls::client_config(&cfg.tls)?) } else { None };
+        Ok(Files { token, tls })
+    }
+}
+
 impl Attempt {
-    /// Resolves the secret and TLS files and builds the request.
-    pub fn prepare(cfg: &UpstreamConfig) -> Result<Attempt, LinkError> {
+    /// Builds the request from the config and what [`Files::read`] read.
+    pub fn prepare(cfg: &UpstreamConfig, files: Files) -> Result<Attempt, LinkError> {
         let bad_url = || LinkError::Protocol(format!("invalid url {}", cfg.redacted_url()));
         let uri: Uri = cfg.url.parse().map_err(|_| bad_url())?;
         let secure = uri.scheme_str() == Some("wss");
@@ -76,8 +104,7 @@ impl Attempt {
             None => (None, authority),
         };
 
-        let token =
-            cfg.auth.token_source().resolve().map_err(|e| LinkError::Auth(format!("cannot read token: {e}")))?;
+        let Files { token, tls } = files;
         let need = |t: &Option<Secret>| t.clone().ok_or_else(|| LinkError::Auth("no token configured".into()));
 
         let mut path_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
@@ -113,7 +140,7 @@ impl Attempt {
             }
         }
 
-        let tls = if secure { Some(tls::client_config(&cfg.tls)?) } else { None };
+        let tls = if secure { tls } else { None };
         let user_timeout = cfg.heartbeat.interval.get() + cfg.heartbeat.timeout.get();
         let dialer = Dialer::new(&host, port, tls, user_timeout)?.with_frame_limit(cfg.max_message_size.0);
         Ok(Attempt {

@@ -27,7 +27,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tracing::{info, warn};
 
 use super::{Abandon, Flush, Throttle, Waiters};
-use crate::config::{redact_webhook_url, scrub, ReconnectConfig, Redactor, TlsConfig, WebhookConfig};
+use crate::config::{
+    redact_webhook_url, scrub, ReconnectConfig, Redactor, Secret, SecretError, TlsConfig, WebhookConfig,
+};
 use crate::fanout::{Closed, Delivery, Item, Next, SubQueue, Subscription};
 use crate::upstream::{client_config, Dialer, ReconnectPolicy};
 
@@ -369,17 +371,34 @@ impl Webhook {
             Some(Batch { len: n, body: json_array(&msgs), received, in_flight: false, retry: None, attempts: 0 });
     }
 
-    /// Posts the current batch (first attempt or retry).
+    /// Posts the current batch (first attempt or retry). The token is read
+    /// for every batch, so a rotated token file applies at once; a file is
+    /// read on tokio's blocking pool, never on this actor's thread.
     fn send(&mut self, ctx: &mut Context<Self>) {
         let Some(batch) = self.batch.as_mut() else { return };
         batch.retry = None;
         batch.in_flight = true;
         batch.attempts += 1;
+        if self.cfg.auth_token_file.is_none() {
+            let token = self.cfg.token_source().resolve();
+            return self.post_batch(token, ctx);
+        }
+        let cfg = self.cfg.clone();
+        let read = async move {
+            tokio::task::spawn_blocking(move || cfg.token_source().resolve())
+                .await
+                .unwrap_or_else(|e| Err(SecretError::Empty(format!("a failed read ({e})"))))
+        };
+        ctx.spawn(read.into_actor(self).map(|token, act, ctx| act.post_batch(token, ctx)));
+    }
+
+    /// The request of [`Webhook::send`], once the token is known.
+    fn post_batch(&mut self, token: Result<Option<Secret>, SecretError>, ctx: &mut Context<Self>) {
+        let Some(batch) = self.batch.as_ref() else { return };
         let body = batch.body.clone();
         // Forget a transport error of an earlier attempt.
         let _ = (self.transport_error)();
-        // Read for every batch, so a rotated token file applies at once.
-        let token = match self.cfg.token_source().resolve() {
+        let token = match token {
             Ok(t) => t,
             Err(e) => return self.answered(Answer::Failed(format!("cannot read the auth token: {e}")), ctx),
         };
