@@ -55,9 +55,12 @@ pub enum LinkError {
     /// A message over `max_message_size` (closed with 1009).
     #[error("{0}")]
     Oversize(String),
-    /// Bad frames, invalid UTF-8, an unexpected upgrade answer or subprotocol.
+    /// Bad frames, an unexpected upgrade answer or subprotocol (close 1002).
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A text message that is not UTF-8 (close 1007; reason `protocol`).
+    #[error("protocol: {0}")]
+    InvalidText(String),
     /// Handling this upstream's data panicked.
     #[error("panic while handling upstream data")]
     Panic,
@@ -86,7 +89,7 @@ impl LinkError {
             LinkError::DeadLink(_) => Reason::DeadLink,
             LinkError::Idle(_) => Reason::Idle,
             LinkError::Oversize(_) => Reason::Oversize,
-            LinkError::Protocol(_) => Reason::Protocol,
+            LinkError::Protocol(_) | LinkError::InvalidText(_) => Reason::Protocol,
             LinkError::Panic => Reason::Panic,
             LinkError::Shutdown => Reason::Shutdown,
             LinkError::Reload => Reason::Reload,

@@ -9,6 +9,10 @@ mod connector;
 pub mod decode;
 mod error;
 pub mod frames;
+pub mod heartbeat;
+pub mod link;
+#[cfg(test)]
+mod link_tests;
 mod policy;
 mod tls;
 

@@ -1,0 +1,431 @@
+//! The lifecycle of one upstream link as data (SPEC §4, §10a): a [`Phase`]
+//! whose variants hold what each state owns, and one function,
+//! [`Lifecycle::on`], that takes an [`Event`] and returns the [`Action`]s
+//! the actor must carry out. No actix, no sockets, no clock of its own:
+//! table-tested in `link_tests.rs`.
+//!
+//! The actor (`actor.rs`) turns socket results, frames and timers into
+//! events and actions into I/O. Every action that starts something that
+//! reports back (a dial, a timer) carries the current `epoch`; an event
+//! with an older epoch is stale and changes nothing, so a late result of an
+//! abandoned attempt can never touch the current one.
+//!
+//! A link is a value with its own number (`conn`, SPEC §13: successful
+//! upgrades per upstream, from 1); an upstream with several links (rotation,
+//! redundancy) holds one `Lifecycle` per link slot.
+
+use std::time::{Duration, Instant};
+
+use super::error::LinkError;
+use super::policy::ReconnectPolicy;
+use crate::config::UpstreamConfig;
+use crate::status::{LinkState, Reason};
+
+/// Where a link slot is, and what that state owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading files, resolving, dialing, upgrading. `attempt` counts the
+    /// attempts since the backoff was last reset (1 = first).
+    Connecting {
+        /// Attempts since the last reset, this one included.
+        attempt: u32,
+    },
+    /// Upgraded; handshake step `step` (0-based) runs: the auth message today.
+    Handshaking {
+        /// The link's number.
+        conn: u64,
+        /// The step waiting for its reply.
+        step: usize,
+    },
+    /// Data flows.
+    Live {
+        /// The link's number.
+        conn: u64,
+        /// When it went live.
+        since: Instant,
+    },
+    /// Waiting before the next attempt.
+    Backoff {
+        /// When the next attempt starts.
+        until: Instant,
+        /// Why the last attempt or link failed.
+        reason: Reason,
+    },
+    /// No more attempts: `max_elapsed` passed, or shutdown or reload.
+    Stopped {
+        /// Why.
+        why: Reason,
+    },
+}
+
+impl Phase {
+    /// The SPEC §4 state this phase shows as.
+    pub fn state(&self) -> LinkState {
+        match self {
+            Phase::Connecting { .. } => LinkState::Connecting,
+            Phase::Handshaking { .. } => LinkState::Authenticating,
+            Phase::Live { .. } => LinkState::Connected,
+            Phase::Backoff { .. } => LinkState::Backoff,
+            Phase::Stopped { .. } => LinkState::Stopped,
+        }
+    }
+
+    /// The number of the link this phase holds, if any.
+    pub fn conn(&self) -> Option<u64> {
+        match self {
+            Phase::Handshaking { conn, .. } | Phase::Live { conn, .. } => Some(*conn),
+            _ => None,
+        }
+    }
+}
+
+/// What happened, as the actor tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The actor started, or its supervisor restarted it.
+    Started {
+        /// When.
+        now: Instant,
+    },
+    /// The upgrade of the attempt of `epoch` succeeded.
+    Upgraded {
+        /// The epoch of the `Dial` it answers.
+        epoch: u64,
+        /// When.
+        now: Instant,
+    },
+    /// The reply a handshake step waited for came.
+    StepDone {
+        /// The epoch of the link.
+        epoch: u64,
+        /// When.
+        now: Instant,
+    },
+    /// The timeout of handshake step `step` passed (armed by `Handshake`).
+    StepTimeout {
+        /// The epoch of the link.
+        epoch: u64,
+        /// The step whose reply did not come.
+        step: usize,
+        /// When.
+        now: Instant,
+        /// The timeout, for the error text.
+        after: Duration,
+    },
+    /// The attempt or link of `epoch` failed (connect error, close frame,
+    /// EOF, bad frame, dead link, idle, auth reply or timeout).
+    Failed {
+        /// The epoch of the attempt or link.
+        epoch: u64,
+        /// When.
+        now: Instant,
+        /// What went wrong.
+        error: LinkError,
+    },
+    /// The backoff of `epoch` is over.
+    BackoffOver {
+        /// The epoch of the `Wait`.
+        epoch: u64,
+    },
+    /// The link of `epoch` has been live for `stable_after`.
+    Stable {
+        /// The epoch of the link.
+        epoch: u64,
+    },
+    /// Handling this upstream's data panicked (caught).
+    Panicked {
+        /// When.
+        now: Instant,
+    },
+    /// Shutdown or reload: close and stay stopped.
+    Stop {
+        /// `Shutdown` or `Reload`.
+        error: LinkError,
+    },
+}
+
+/// How a link is closed: the close frame to send before it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goodbye {
+    /// No close frame (the link is gone, or never existed).
+    Silent,
+    /// A close frame without a code (echoing a server's empty close).
+    Empty,
+    /// A close frame with this code.
+    Code(u16),
+}
+
+/// What the actor must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Publish the new state (status, metrics, hub events).
+    State(LinkState),
+    /// Start an attempt: read files, dial, upgrade; report with `epoch`.
+    /// `retry` is true for every attempt after a backoff.
+    Dial {
+        /// Tag of the results.
+        epoch: u64,
+        /// Counted in `/status` `reconnects`.
+        retry: bool,
+    },
+    /// Send handshake step `step` and arm its timeout, tagged `epoch`.
+    Handshake {
+        /// Tag of the reply and the timeout.
+        epoch: u64,
+        /// The step.
+        step: usize,
+    },
+    /// The link went live: send `on_connect`, count the connect, arm the
+    /// `stable_after` timer with `epoch`.
+    Live {
+        /// Tag of the stable timer.
+        epoch: u64,
+        /// The link's number.
+        conn: u64,
+    },
+    /// A connect attempt failed (`live` false) or a link was lost (`live`
+    /// true): count, log and record it.
+    Report {
+        /// What went wrong.
+        error: LinkError,
+        /// The link was live.
+        live: bool,
+    },
+    /// A live link ended on our side (shutdown, reload): count only.
+    Ended(Reason),
+    /// Tear the current link down (if any), after sending this.
+    Close(Goodbye),
+    /// Call back with `BackoffOver { epoch }` after `delay`.
+    Wait {
+        /// Tag of the timer.
+        epoch: u64,
+        /// How long.
+        delay: Duration,
+    },
+    /// `reconnect.max_elapsed` passed: log that this upstream gave up.
+    GaveUp,
+    /// Stop the actor so its supervisor restarts it (after a caught panic).
+    Restart,
+}
+
+/// The close frame for a link that ends with `error`: decided here only.
+pub fn goodbye(error: &LinkError) -> Goodbye {
+    match error {
+        LinkError::Oversize(_) => Goodbye::Code(1009),
+        LinkError::Protocol(_) => Goodbye::Code(1002),
+        LinkError::InvalidText(_) => Goodbye::Code(1007),
+        LinkError::Idle(_) | LinkError::Auth(_) | LinkError::Shutdown | LinkError::Reload => Goodbye::Code(1000),
+        LinkError::Panic => Goodbye::Code(1011),
+        // Echo the server's close with its own code.
+        LinkError::Closed { code: Some(c), .. } => Goodbye::Code(*c),
+        LinkError::Closed { code: None, .. } => Goodbye::Empty,
+        // Nothing to say to a link that is gone or never was.
+        LinkError::DeadLink(_)
+        | LinkError::Tcp(_)
+        | LinkError::Dns { .. }
+        | LinkError::Tls(_)
+        | LinkError::Timeout(_)
+        | LinkError::Http { .. } => Goodbye::Silent,
+    }
+}
+
+/// One link slot's lifecycle.
+#[derive(Debug)]
+pub struct Lifecycle {
+    /// Where it is.
+    phase: Phase,
+    /// Tags actions that report back; moves at every dial and teardown.
+    epoch: u64,
+    /// The last `conn` handed out (successful upgrades).
+    conns: u64,
+    /// Attempts since the backoff was last reset.
+    attempts: u32,
+    /// Handshake steps to run after the upgrade (1 for `auth.kind = "message"`).
+    steps: usize,
+    /// When backoff delays are due.
+    policy: ReconnectPolicy,
+    /// Set when a live link is lost; the next data message observes downtime.
+    down_since: Option<Instant>,
+    /// A caught panic stopped the actor: at the restart, back off first.
+    after_panic: bool,
+}
+
+impl Lifecycle {
+    /// A slot for `cfg`, before its first attempt.
+    pub fn new(cfg: &UpstreamConfig) -> Self {
+        let steps = usize::from(cfg.auth.kind == crate::config::AuthKind::Message);
+        Self::with(ReconnectPolicy::new(&cfg.reconnect), steps)
+    }
+
+    /// A slot with this policy and number of handshake steps (tests).
+    pub fn with(policy: ReconnectPolicy, steps: usize) -> Self {
+        Lifecycle {
+            phase: Phase::Connecting { attempt: 0 },
+            epoch: 0,
+            conns: 0,
+            attempts: 0,
+            steps,
+            policy,
+            down_since: None,
+            after_panic: false,
+        }
+    }
+
+    /// Where the slot is.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The current epoch: results tagged otherwise are stale.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The first data message after a lost link: how long it was down.
+    pub fn first_message(&mut self, now: Instant) -> Option<Duration> {
+        self.down_since.take().map(|since| now.saturating_duration_since(since))
+    }
+
+    /// The one transition function.
+    pub fn on(&mut self, event: Event) -> Vec<Action> {
+        if matches!(self.phase, Phase::Stopped { .. }) {
+            return Vec::new();
+        }
+        match event {
+            Event::Started { now } => {
+                if std::mem::take(&mut self.after_panic) {
+                    self.retry(now, Reason::Panic, None)
+                } else {
+                    self.dial(false)
+                }
+            }
+            Event::Upgraded { epoch, now } => {
+                if epoch != self.epoch || !matches!(self.phase, Phase::Connecting { .. }) {
+                    return Vec::new();
+                }
+                self.conns += 1;
+                let conn = self.conns;
+                if self.steps == 0 {
+                    self.go_live(conn, now)
+                } else {
+                    self.phase = Phase::Handshaking { conn, step: 0 };
+                    vec![Action::State(LinkState::Authenticating), Action::Handshake { epoch: self.epoch, step: 0 }]
+                }
+            }
+            Event::StepDone { epoch, now } => {
+                let Phase::Handshaking { conn, step } = self.phase else { return Vec::new() };
+                if epoch != self.epoch {
+                    return Vec::new();
+                }
+                if step + 1 < self.steps {
+                    self.phase = Phase::Handshaking { conn, step: step + 1 };
+                    return vec![Action::Handshake { epoch, step: step + 1 }];
+                }
+                self.go_live(conn, now)
+            }
+            Event::StepTimeout { epoch, step, now, after } => {
+                if !matches!(self.phase, Phase::Handshaking { step: s, .. } if s == step) {
+                    return Vec::new();
+                }
+                let error = LinkError::Auth(format!("no auth reply within {after:?}"));
+                self.on(Event::Failed { epoch, now, error })
+            }
+            Event::Failed { epoch, now, error } => {
+                if epoch != self.epoch || matches!(self.phase, Phase::Backoff { .. }) {
+                    return Vec::new();
+                }
+                let live = matches!(self.phase, Phase::Live { .. });
+                if live {
+                    self.down_since.get_or_insert(now);
+                }
+                let reason = error.reason();
+                let (retryable, at_least) = (error.is_retryable(), error.retry_after());
+                let mut actions = vec![Action::Close(self.goodbye(&error)), Action::Report { error, live }];
+                self.epoch += 1;
+                if retryable {
+                    actions.extend(self.retry(now, reason, at_least));
+                } else {
+                    actions.extend(self.stop(reason));
+                }
+                actions
+            }
+            Event::BackoffOver { epoch } => {
+                if epoch != self.epoch || !matches!(self.phase, Phase::Backoff { .. }) {
+                    return Vec::new();
+                }
+                self.dial(true)
+            }
+            Event::Stable { epoch } => {
+                if epoch == self.epoch && matches!(self.phase, Phase::Live { .. }) {
+                    self.policy.reset();
+                    self.attempts = 0;
+                }
+                Vec::new()
+            }
+            Event::Panicked { now } => {
+                let live = matches!(self.phase, Phase::Live { .. });
+                if live {
+                    self.down_since.get_or_insert(now);
+                }
+                let bye = self.goodbye(&LinkError::Panic);
+                self.epoch += 1;
+                self.after_panic = true;
+                self.phase = Phase::Connecting { attempt: 0 };
+                vec![
+                    Action::Close(bye),
+                    Action::Report { error: LinkError::Panic, live },
+                    Action::Restart,
+                ]
+            }
+            Event::Stop { error } => {
+                let reason = error.reason();
+                let mut actions = Vec::new();
+                if matches!(self.phase, Phase::Live { .. }) {
+                    actions.push(Action::Ended(reason));
+                }
+                actions.push(Action::Close(self.goodbye(&error)));
+                self.epoch += 1;
+                actions.extend(self.stop(reason));
+                actions
+            }
+        }
+    }
+
+    /// The close frame for the current link ending with `error`; none when
+    /// there is no link yet (connecting) or any more (backoff).
+    fn goodbye(&self, error: &LinkError) -> Goodbye {
+        if self.phase.conn().is_some() {
+            goodbye(error)
+        } else {
+            Goodbye::Silent
+        }
+    }
+
+    fn dial(&mut self, retry: bool) -> Vec<Action> {
+        self.attempts += 1;
+        self.epoch += 1;
+        self.phase = Phase::Connecting { attempt: self.attempts };
+        vec![Action::State(LinkState::Connecting), Action::Dial { epoch: self.epoch, retry }]
+    }
+
+    fn go_live(&mut self, conn: u64, now: Instant) -> Vec<Action> {
+        self.phase = Phase::Live { conn, since: now };
+        vec![Action::Live { epoch: self.epoch, conn }, Action::State(LinkState::Connected)]
+    }
+
+    fn retry(&mut self, now: Instant, reason: Reason, at_least: Option<Duration>) -> Vec<Action> {
+        let Some(delay) = self.policy.next_delay() else {
+            let mut actions = vec![Action::GaveUp];
+            actions.extend(self.stop(reason));
+            return actions;
+        };
+        let delay = delay.max(at_least.unwrap_or_default());
+        self.phase = Phase::Backoff { until: now + delay, reason };
+        vec![Action::State(LinkState::Backoff), Action::Wait { epoch: self.epoch, delay }]
+    }
+
+    fn stop(&mut self, why: Reason) -> Vec<Action> {
+        self.phase = Phase::Stopped { why };
+        vec![Action::State(LinkState::Stopped)]
+    }
+}
