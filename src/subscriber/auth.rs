@@ -102,16 +102,14 @@ pub async fn watch_token_file(settings: Arc<RwLock<SubscriberSettings>>) {
         if seen.as_ref() == Some(&stamp) {
             continue;
         }
-        let first = seen.is_none();
         seen = Some(stamp);
-        if first {
-            // Read at start (or reload) already; remember what it looked like.
-            continue;
-        }
+        // Read whenever the file looks different (the first look included:
+        // it may have changed since the start read it); apply when the token did.
         match tokio::fs::read_to_string(&path).await {
             Ok(text) if !text.trim().is_empty() => {
                 let mut s = settings.write().unwrap_or_else(|p| p.into_inner());
-                if s.cfg.auth_token_file.as_ref() == Some(&path) {
+                let changed = s.token.as_ref().is_none_or(|t| t.expose() != text.trim());
+                if s.cfg.auth_token_file.as_ref() == Some(&path) && changed {
                     s.token = Some(Secret::new(text.trim()));
                     info!(path = %path.display(), "Subscriber token file changed; the new token applies to new subscribers.");
                 }

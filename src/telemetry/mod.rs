@@ -15,6 +15,7 @@ use prometheus::{
 };
 
 pub use logging::init_logging;
+use tracing::{info, warn};
 
 use crate::status::{LinkState, Reason};
 
@@ -53,6 +54,9 @@ impl DropReason {
 }
 /// Why a subscriber went away: the `reason` label of disconnects.
 pub const DISCONNECT_REASONS: [&str; 4] = ["client", "slow", "shutdown", "error"];
+
+/// How often invalid upstream data is logged at most (every one is counted).
+const INVALID_LOG_EVERY: Duration = Duration::from_secs(10);
 
 const RTT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 const DOWNTIME_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
@@ -218,6 +222,7 @@ impl Metrics {
             last_message: self.last_message.with_label_values(l),
             ping_rtt: self.ping_rtt.with_label_values(l),
             downtime: self.downtime.with_label_values(l),
+            invalid_log: Arc::default(),
             all: Arc::clone(self),
         }
     }
@@ -271,6 +276,8 @@ pub struct UpstreamMetrics {
     last_message: Gauge,
     ping_rtt: Histogram,
     downtime: Histogram,
+    /// When invalid data was last logged, and how much came since.
+    invalid_log: Arc<std::sync::Mutex<(Option<Instant>, u64)>>,
     all: Arc<Metrics>,
 }
 
@@ -283,19 +290,43 @@ impl UpstreamMetrics {
         self.up.set(i64::from(state == LinkState::Connected));
     }
 
-    /// A link reached `connected`.
-    pub fn connected(&self) {
+    // Named events: each one logs (rate-limited where it can repeat per
+    // message) and counts, so call sites say what happened.
+
+    /// A link reached `connected` (logged with the redacted `url`).
+    pub fn connected(&self, url: &str) {
         self.connects.inc();
+        info!(upstream = %self.name, url, "Upstream connected.");
     }
 
-    /// An attempt failed before `connected`.
-    pub fn connect_failed(&self, reason: Reason) {
+    /// An attempt failed before `connected`; `text` is already scrubbed.
+    pub fn connect_failed(&self, reason: Reason, text: &str) {
         self.all.connect_failures.with_label_values(&[&self.name, reason.code()]).inc();
+        warn!(upstream = %self.name, reason = reason.code(), error = %text, "Upstream connect failed.");
     }
 
-    /// A connected link ended.
-    pub fn disconnected(&self, reason: Reason) {
+    /// A connected link was lost; `text` is already scrubbed.
+    pub fn link_lost(&self, reason: Reason, text: &str) {
         self.all.disconnects.with_label_values(&[&self.name, reason.code()]).inc();
+        warn!(upstream = %self.name, reason = reason.code(), error = %text, "Upstream link lost.");
+    }
+
+    /// A connected link ended on our side (shutdown, reload): counted only.
+    pub fn link_ended(&self, reason: Reason) {
+        self.all.disconnects.with_label_values(&[&self.name, reason.code()]).inc();
+    }
+
+    /// A message failed to decode: counted; logged at most once per
+    /// [`INVALID_LOG_EVERY`] with the number seen since the last line.
+    pub fn invalid_data(&self, error: &str) {
+        self.decode_errors.inc();
+        let mut g = self.invalid_log.lock().unwrap_or_else(|p| p.into_inner());
+        g.1 += 1;
+        let now = Instant::now();
+        if g.0.is_none_or(|t| now.duration_since(t) >= INVALID_LOG_EVERY) {
+            warn!(upstream = %self.name, error, count = g.1, "Invalid upstream data (counted; logged at most every 10 s).");
+            *g = (Some(now), 0);
+        }
     }
 
     /// Payload bytes of a frame, counted as they arrive.
@@ -307,11 +338,6 @@ impl UpstreamMetrics {
     pub fn message(&self, at: SystemTime) {
         self.messages.inc();
         self.last_message.set(at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0));
-    }
-
-    /// A message failed to decode.
-    pub fn decode_error(&self) {
-        self.decode_errors.inc();
     }
 
     /// A pong came back after `rtt`.

@@ -371,11 +371,7 @@ impl Lifecycle {
                 self.epoch += 1;
                 self.after_panic = true;
                 self.phase = Phase::Connecting { attempt: 0 };
-                vec![
-                    Action::Close(bye),
-                    Action::Report { error: LinkError::Panic, live },
-                    Action::Restart,
-                ]
+                vec![Action::Close(bye), Action::Report { error: LinkError::Panic, live }, Action::Restart]
             }
             Event::Stop { error } => {
                 let reason = error.reason();

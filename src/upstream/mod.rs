@@ -10,11 +10,13 @@ pub mod decode;
 mod error;
 pub mod frames;
 pub mod heartbeat;
+mod inbound;
 pub mod link;
 #[cfg(test)]
 mod link_tests;
 mod policy;
 mod tls;
+mod wire;
 
 use std::sync::Arc;
 

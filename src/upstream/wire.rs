@@ -1,0 +1,282 @@
+//! The I/O of the upstream actor: one [`Link`] (a socket's write half, its
+//! frame stream, reassembly and heartbeat), the links that are closing, and
+//! the frames that arrive. Decisions are the lifecycle's (`link.rs`); this
+//! file only turns frames into events and carries out closes.
+
+use std::time::Instant;
+
+use actix::io::SinkWrite;
+use actix::prelude::*;
+use actix_codec::Framed;
+use actix_http::ws::Item;
+use awc::error::WsProtocolError;
+use awc::ws::{CloseReason, Codec, Frame, Message};
+use awc::BoxedSocket;
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::stream::{SplitSink, StreamExt};
+
+use super::actor::Upstream;
+use super::connect::Upgraded;
+use super::error::LinkError;
+use super::frames::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
+use super::heartbeat::{Beat, Heartbeat};
+use super::inbound::Outcome;
+use super::link::{Event, Goodbye, Phase};
+
+/// The write half of a link's socket.
+pub(super) type WsSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, Codec>, Message>>;
+
+/// How long an old link is still read after our close frame before it is
+/// closed and dropped (the peer's close reply or EOF usually comes first).
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// After the server's close reply, how long the sink gets to flush ours.
+const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// One item of a link's frame stream, tagged with the link's epoch.
+/// `None` is the end of the stream (EOF).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct LinkEvent {
+    epoch: u64,
+    item: Option<Result<Frame, WsProtocolError>>,
+}
+
+/// A live (or handshaking) link.
+pub(super) struct Link {
+    /// The lifecycle epoch this link belongs to.
+    epoch: u64,
+    sink: WsSink,
+    stream: SpawnHandle,
+    tick: SpawnHandle,
+    reasm: Reassembler,
+    beat: Heartbeat,
+}
+
+/// A link we sent a close frame on, still read until the server's close
+/// reply or EOF (or [`CLOSE_GRACE`]).
+pub(super) struct Closing {
+    epoch: u64,
+    sink: WsSink,
+    stream: SpawnHandle,
+    /// A close is already scheduled.
+    scheduled: bool,
+}
+
+impl Upstream {
+    /// Takes an upgraded socket as the link of `epoch`.
+    pub(super) fn attach(&mut self, ctx: &mut Context<Self>, epoch: u64, up: Upgraded) {
+        let (sink, stream) = up.framed.split();
+        let stream = stream
+            .map(move |item| LinkEvent { epoch, item: Some(item) })
+            .chain(futures_util::stream::once(async move { LinkEvent { epoch, item: None } }));
+        let stream = ctx.add_stream(stream);
+        let sink = SinkWrite::new(sink, ctx);
+        let tick = ctx.run_interval(Heartbeat::period(&self.cfg.heartbeat), |act, ctx| act.tick(ctx));
+        self.link = Some(Link {
+            epoch,
+            sink,
+            stream,
+            tick,
+            reasm: Reassembler::new(self.cfg.max_message_size.bytes()),
+            beat: Heartbeat::new(&self.cfg.heartbeat, Instant::now()),
+        });
+    }
+
+    /// Writes a message on the current link, if any.
+    pub(super) fn write(&mut self, msg: Message) {
+        if let Some(l) = self.link.as_mut() {
+            let _ = l.sink.write(msg);
+        }
+    }
+
+    /// Restarts the idle clock (the link just went live).
+    pub(super) fn fresh_data(&mut self) {
+        if let Some(l) = self.link.as_mut() {
+            l.beat.on_data(Instant::now());
+        }
+    }
+
+    /// Drops the current link after queueing `bye`.
+    ///
+    /// The old link is still read (and ignored: its epoch is old) for
+    /// [`CLOSE_GRACE`]: dropping a socket with unread data sends RST, and the
+    /// peer would lose our close frame. The sink is closed only then, because
+    /// actix-codec's `Framed::close` does not flush its own write buffer: a
+    /// frame queued just before `close()` would be discarded.
+    pub(super) fn close_link(&mut self, ctx: &mut Context<Self>, bye: Goodbye) {
+        let Some(mut link) = self.link.take() else { return };
+        ctx.cancel_future(link.tick);
+        let frame = match bye {
+            Goodbye::Silent => None,
+            Goodbye::Empty => Some(None),
+            Goodbye::Code(code) => Some(Some(CloseReason { code: code.into(), description: None })),
+        };
+        if let Some(reason) = frame {
+            let _ = link.sink.write(Message::Close(reason));
+        }
+        let epoch = link.epoch;
+        self.closing.push(Closing { epoch, sink: link.sink, stream: link.stream, scheduled: false });
+        ctx.run_later(CLOSE_GRACE, move |act, ctx| act.finish_closing(ctx, epoch));
+    }
+
+    /// Closes the sink of an old link and stops reading it.
+    fn finish_closing(&mut self, ctx: &mut Context<Self>, epoch: u64) {
+        if let Some(i) = self.closing.iter().position(|c| c.epoch == epoch) {
+            let mut c = self.closing.swap_remove(i);
+            c.sink.close();
+            ctx.cancel_future(c.stream);
+        }
+    }
+
+    /// The server answered or hung up: finish the old link soon, after the
+    /// sink had a turn to flush our close frame.
+    fn finish_closing_soon(&mut self, ctx: &mut Context<Self>, epoch: u64) {
+        if let Some(c) = self.closing.iter_mut().find(|c| c.epoch == epoch) {
+            if !std::mem::replace(&mut c.scheduled, true) {
+                ctx.run_later(CLOSE_FLUSH, move |act, ctx| act.finish_closing(ctx, epoch));
+            }
+        }
+    }
+
+    /// Forgets every link (the supervisor restarts the actor).
+    pub(super) fn drop_links(&mut self) {
+        self.link = None;
+        self.closing.clear();
+    }
+
+    /// The link failed for `error`.
+    fn failed(&mut self, ctx: &mut Context<Self>, error: LinkError) {
+        let epoch = self.life.epoch();
+        self.apply(ctx, Event::Failed { epoch, now: Instant::now(), error });
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let live = matches!(self.life.phase(), Phase::Live { .. });
+        let Some(link) = self.link.as_mut() else { return };
+        match link.beat.tick(Instant::now(), live) {
+            Beat::Quiet => {}
+            Beat::Ping(payload) => {
+                let _ = link.sink.write(Message::Ping(Bytes::copy_from_slice(&payload)));
+                let app = &self.cfg.heartbeat.app_message;
+                if live && !app.is_empty() {
+                    let _ = link.sink.write(Message::Text(ByteString::from(app.clone())));
+                }
+            }
+            Beat::Dead(after) => self.failed(ctx, LinkError::DeadLink(after)),
+            Beat::Idle(after) => self.failed(ctx, LinkError::Idle(after)),
+        }
+    }
+
+    fn on_frame(&mut self, ctx: &mut Context<Self>, frame: Frame) {
+        let Some(link) = self.link.as_mut() else { return };
+        link.beat.on_frame();
+        let frag = match frame {
+            Frame::Ping(p) => {
+                self.deps.metrics.bytes(p.len());
+                let _ = link.sink.write(Message::Pong(p));
+                return;
+            }
+            Frame::Pong(p) => {
+                if let Some(rtt) = link.beat.on_pong(&p, Instant::now()) {
+                    self.deps.metrics.rtt(rtt);
+                    self.deps.status.set_rtt(rtt);
+                }
+                return;
+            }
+            Frame::Close(reason) => {
+                let code = reason.as_ref().map(|r| u16::from(r.code));
+                let text: String =
+                    reason.as_ref().and_then(|r| r.description.clone()).unwrap_or_default().chars().take(123).collect();
+                return self.failed(ctx, LinkError::Closed { code, reason: text });
+            }
+            #[cfg(feature = "test-hooks")]
+            Frame::Text(b) if b.as_ref() == b"__wsgate_test_panic_uncaught__" => {
+                panic!("test-only uncaught panic trigger")
+            }
+            Frame::Text(b) => Fragment::Whole(Kind::Text, b),
+            Frame::Binary(b) => Fragment::Whole(Kind::Binary, b),
+            Frame::Continuation(Item::FirstText(b)) => Fragment::First(Kind::Text, b),
+            Frame::Continuation(Item::FirstBinary(b)) => Fragment::First(Kind::Binary, b),
+            Frame::Continuation(Item::Continue(b)) => Fragment::Continue(b),
+            Frame::Continuation(Item::Last(b)) => Fragment::Last(b),
+        };
+        let len = match &frag {
+            Fragment::Whole(_, b) | Fragment::First(_, b) | Fragment::Continue(b) | Fragment::Last(b) => b.len(),
+        };
+        self.deps.metrics.bytes(len);
+        match link.reasm.push(frag) {
+            Ok(None) => {}
+            Ok(Some(msg)) => self.on_message(ctx, msg),
+            Err(e @ FrameError::Oversize { .. }) => self.failed(ctx, LinkError::Oversize(e.to_string())),
+            Err(e @ FrameError::Utf8) => self.failed(ctx, LinkError::InvalidText(e.to_string())),
+            Err(e) => self.failed(ctx, LinkError::Protocol(e.to_string())),
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<Self>, msg: WsMessage) {
+        let now = Instant::now();
+        if let Some(l) = self.link.as_mut() {
+            l.beat.on_data(now);
+        }
+        match self.life.phase() {
+            Phase::Handshaking { .. } => self.handshake_reply(ctx, &msg),
+            Phase::Live { .. } => match self.inbound.deliver(msg, now, &self.deps.publisher, &self.deps.metrics) {
+                Outcome::Published => {
+                    if let Some(down) = self.life.first_message(now) {
+                        self.deps.metrics.downtime(down);
+                    }
+                    self.deps.status.message(std::time::SystemTime::now());
+                }
+                Outcome::Dropped => {}
+                Outcome::Panicked => self.apply(ctx, Event::Panicked { now }),
+            },
+            _ => {}
+        }
+    }
+
+    /// A reply during the handshake: replies that match neither pointer are
+    /// ignored and not delivered (SPEC §10a).
+    fn handshake_reply(&mut self, ctx: &mut Context<Self>, msg: &WsMessage) {
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&msg.data) else { return };
+        let auth = &self.cfg.auth;
+        if auth.failure.as_ref().is_some_and(|f| f.matches(&doc)) {
+            return self.failed(ctx, LinkError::Auth("server rejected the credentials".into()));
+        }
+        if auth.success.as_ref().is_some_and(|s| s.matches(&doc)) {
+            let epoch = self.life.epoch();
+            self.apply(ctx, Event::StepDone { epoch, now: Instant::now() });
+        }
+    }
+}
+
+impl StreamHandler<LinkEvent> for Upstream {
+    fn handle(&mut self, ev: LinkEvent, ctx: &mut Self::Context) {
+        if self.link.as_ref().is_none_or(|l| l.epoch != ev.epoch) {
+            // An old link: once the server answered our close (or hung up),
+            // it can go now instead of at the end of the grace period.
+            if matches!(ev.item, None | Some(Err(_)) | Some(Ok(Frame::Close(_)))) {
+                self.finish_closing_soon(ctx, ev.epoch);
+            }
+            return;
+        }
+        match ev.item {
+            None => self.failed(ctx, LinkError::Tcp("connection closed by the server without a close frame".into())),
+            Some(Err(WsProtocolError::Overflow)) => {
+                let limit = self.cfg.max_message_size;
+                self.failed(ctx, LinkError::Oversize(format!("frame exceeds max_message_size {limit}")));
+            }
+            Some(Err(WsProtocolError::Io(e))) => {
+                match e.get_ref().and_then(|inner| inner.downcast_ref::<super::connector::FrameTooLarge>()) {
+                    Some(big) => self.failed(ctx, LinkError::Oversize(big.to_string())),
+                    None => self.failed(ctx, LinkError::Tcp(e.to_string())),
+                }
+            }
+            Some(Err(e)) => self.failed(ctx, LinkError::Protocol(e.to_string())),
+            Some(Ok(frame)) => self.on_frame(ctx, frame),
+        }
+    }
+
+    /// EOF arrives as an item; the default would stop the actor.
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
