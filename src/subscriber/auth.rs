@@ -21,6 +21,21 @@ use crate::config::{Secret, SecretError, Settings, SubscribersConfig};
 
 /// How often the token file is looked at for a change.
 const TOKEN_FILE_POLL: Duration = Duration::from_secs(1);
+/// Every this many looks, the token file is read even if it looks unchanged.
+const FORCE_READ_EVERY: u32 = 10;
+
+/// The file's inode number (0 where there is none).
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::ino(meta)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
+    }
+}
 
 /// `[subscribers]` plus the token read from its source.
 #[derive(Debug, Clone)]
@@ -87,7 +102,8 @@ pub fn refuse_open(settings: &Settings, resolved: &SubscriberSettings) -> Option
 /// time changed. A file that is gone or empty keeps the last good token
 /// (fail closed), with a warning. Runs until the returned future is dropped.
 pub async fn watch_token_file(settings: Arc<RwLock<SubscriberSettings>>) {
-    let mut seen: Option<(PathBuf, u64, Option<SystemTime>)> = None;
+    let mut seen: Option<(PathBuf, u64, u64, Option<SystemTime>)> = None;
+    let mut ticks: u32 = 0;
     let mut tick = tokio::time::interval(TOKEN_FILE_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -98,8 +114,12 @@ pub async fn watch_token_file(settings: Arc<RwLock<SubscriberSettings>>) {
             continue;
         };
         let Ok(meta) = tokio::fs::metadata(&path).await else { continue };
-        let stamp = (path.clone(), meta.len(), meta.modified().ok());
-        if seen.as_ref() == Some(&stamp) {
+        // The inode tells a swapped-in file (a kubelet Secret update, a
+        // rename); length and mtime an in-place edit. Timestamps can be
+        // coarse, so the file is also read every FORCE_READ_EVERY ticks.
+        let stamp = (path.clone(), inode(&meta), meta.len(), meta.modified().ok());
+        ticks = ticks.wrapping_add(1);
+        if seen.as_ref() == Some(&stamp) && ticks % FORCE_READ_EVERY != 0 {
             continue;
         }
         seen = Some(stamp);

@@ -26,7 +26,7 @@ use tracing::debug;
 pub use super::auth::SubscriberSettings;
 use crate::fanout::{Closed, Filter, Hub, HubError, Item, Next, Pair, SubQueue, Subscription};
 use crate::status::StatusBoard;
-use crate::telemetry::{DropReason, Metrics, SubscriberMetrics};
+use crate::telemetry::{Left, Metrics, SubscriberMetrics};
 use crate::wsframe::FrameScan;
 
 /// How often subscribers are pinged.
@@ -266,7 +266,7 @@ pub struct Session {
     /// Last frame of any kind from the client.
     last_heard: Instant,
     /// Why the session ended, for `wsgate_subscriber_disconnects_total`.
-    left: Option<&'static str>,
+    left: Option<Left>,
     /// A fragmented message being reassembled: whether it is text, and the
     /// bytes so far (at most [`MAX_CLIENT_FRAME`] in all).
     fragments: Option<(bool, Vec<u8>)>,
@@ -284,7 +284,7 @@ impl Session {
         ctx.text(ByteString::from(value.to_string()));
     }
 
-    fn end(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: &'static str, close: Option<ws::CloseReason>) {
+    fn end(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: Left, close: Option<ws::CloseReason>) {
         if self.left.is_none() {
             self.left = Some(reason);
         }
@@ -348,7 +348,7 @@ impl Actor for Session {
                 debug!("Subscriber silent too long; closing.");
                 act.end(
                     ctx,
-                    "error",
+                    Left::Error,
                     Some(ws::CloseReason { code: ws::CloseCode::Away, description: Some("timeout".into()) }),
                 );
             } else {
@@ -359,16 +359,10 @@ impl Actor for Session {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.sub = None;
-        let left = self.left.unwrap_or("client");
+        let left = self.left.unwrap_or(Left::Client);
         // What is still queued will never be written: counted, unless the
         // client itself chose to leave.
-        let reason = match left {
-            "slow" => Some(DropReason::Overflow),
-            "shutdown" => Some(DropReason::Shutdown),
-            "error" => Some(DropReason::Error),
-            _ => None,
-        };
-        match reason {
+        match left.leftovers() {
             Some(r) => {
                 self.queue.abandon(r);
             }
@@ -403,11 +397,11 @@ impl StreamHandler<Next> for Session {
             }
             Next::Closed(Closed::Slow) => self.end(
                 ctx,
-                "slow",
+                Left::Slow,
                 Some(ws::CloseReason { code: ws::CloseCode::Policy, description: Some("slow consumer".into()) }),
             ),
             Next::Closed(Closed::Shutdown | Closed::Reload) => {
-                self.end(ctx, "shutdown", Some(ws::CloseCode::Away.into()))
+                self.end(ctx, Left::Shutdown, Some(ws::CloseCode::Away.into()))
             }
         }
     }
@@ -432,7 +426,7 @@ impl Session {
     /// Text that is not UTF-8 is a protocol failure: close 1007 (RFC 6455 §8.1).
     fn invalid_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         debug!("Subscriber sent text that is not UTF-8; closing with 1007.");
-        self.end(ctx, "error", Some(ws::CloseCode::Invalid.into()));
+        self.end(ctx, Left::Error, Some(ws::CloseCode::Invalid.into()));
     }
 
     /// One frame of a fragmented message (RFC 6455 §5.4), reassembled up to
@@ -447,12 +441,12 @@ impl Session {
         if first == self.fragments.is_some() {
             // A new message inside one, or a continuation of nothing.
             debug!("Subscriber sent a continuation frame out of order; closing.");
-            return self.end(ctx, "error", Some(ws::CloseCode::Protocol.into()));
+            return self.end(ctx, Left::Error, Some(ws::CloseCode::Protocol.into()));
         }
         let (is_text, buf) = self.fragments.get_or_insert_with(|| (text, Vec::new()));
         if buf.len() + chunk.len() > MAX_CLIENT_FRAME {
             self.fragments = None;
-            return self.end(ctx, "error", Some(ws::CloseCode::Size.into()));
+            return self.end(ctx, Left::Error, Some(ws::CloseCode::Size.into()));
         }
         buf.extend_from_slice(&chunk);
         let is_text = *is_text;
@@ -476,7 +470,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             Ok(ws::Message::Continuation(item)) => self.fragment(ctx, item),
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => self.end(ctx, "client", reason),
+            Ok(ws::Message::Close(reason)) => self.end(ctx, Left::Client, reason),
             Err(e) => {
                 // actix-web-actors turns a text frame that is not UTF-8
                 // into this I/O error (ws.rs, `ByteString::try_from`).
@@ -492,14 +486,14 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     _ => false,
                 };
                 let code = if oversize { ws::CloseCode::Size } else { ws::CloseCode::Protocol };
-                self.end(ctx, "error", Some(code.into()));
+                self.end(ctx, Left::Error, Some(code.into()));
             }
         }
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
         if self.left.is_none() {
-            self.left = Some("client");
+            self.left = Some(Left::Client);
         }
         ctx.stop();
     }

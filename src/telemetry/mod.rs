@@ -55,6 +55,43 @@ impl DropReason {
 /// Why a subscriber went away: the `reason` label of disconnects.
 pub const DISCONNECT_REASONS: [&str; 4] = ["client", "slow", "shutdown", "error"];
 
+/// Why a subscriber or sink went away: the bounded `reason` label of
+/// `wsgate_subscriber_disconnects_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    /// The client closed or hung up.
+    Client,
+    /// Closed for being slow (overflow policy `disconnect`).
+    Slow,
+    /// The process shut down (or a reload replaced a sink).
+    Shutdown,
+    /// A protocol error, a timeout, or an output that is gone.
+    Error,
+}
+
+impl Left {
+    /// The label value.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Left::Client => "client",
+            Left::Slow => "slow",
+            Left::Shutdown => "shutdown",
+            Left::Error => "error",
+        }
+    }
+
+    /// How the messages a subscriber leaves queued are counted; a client
+    /// that left by its own choice loses nothing it asked for.
+    pub const fn leftovers(self) -> Option<DropReason> {
+        match self {
+            Left::Client => None,
+            Left::Slow => Some(DropReason::Overflow),
+            Left::Shutdown => Some(DropReason::Shutdown),
+            Left::Error => Some(DropReason::Error),
+        }
+    }
+}
+
 /// How often invalid upstream data is logged at most (every one is counted).
 const INVALID_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -368,10 +405,10 @@ impl SubscriberMetrics {
         self.current.inc();
     }
 
-    /// A subscriber of this kind left, for `reason` (one of [`DISCONNECT_REASONS`]).
-    pub fn left(&self, reason: &'static str) {
+    /// A subscriber of this kind left, for `reason`.
+    pub fn left(&self, reason: Left) {
         self.current.dec();
-        self.disconnects.with_label_values(&[reason]).inc();
+        self.disconnects.with_label_values(&[reason.code()]).inc();
     }
 
     /// Messages were written: one per `received` instant (each message's

@@ -39,7 +39,7 @@ use tracing::{info, warn};
 
 use crate::config::{Overflow, SinkConfig, WebhookConfig};
 use crate::fanout::{Closed, Delivery, Filter, Hub, Item, Next, SubQueue, Subscription};
-use crate::telemetry::{DropReason, Metrics};
+use crate::telemetry::{DropReason, Left, Metrics};
 
 use self::file::FileLines;
 use self::retry::{Backoff, Gate};
@@ -361,7 +361,7 @@ struct LineSink<O: Lines> {
     /// Shutdown callers waiting for the final write.
     waiters: Waiters,
     /// Why the sink stopped, for `wsgate_subscriber_disconnects_total`.
-    left: Option<&'static str>,
+    left: Option<Left>,
     /// Bounds the write-error warnings.
     errors: Throttle,
     /// True while writes fail, to log once when they work again.
@@ -444,7 +444,7 @@ impl<O: Lines> LineSink<O> {
             OnError::Stop => {
                 self.queue.metrics().dropped_error(rest);
                 warn!(sink = O::KIND, error = %e, dropped = rest, "Sink output is gone; the sink stops.");
-                self.stop(ctx, "error");
+                self.stop(ctx, Left::Error);
             }
         }
     }
@@ -459,13 +459,13 @@ impl<O: Lines> LineSink<O> {
         }
     }
 
-    fn stop(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
+    fn stop(&mut self, ctx: &mut Context<Self>, reason: Left) {
         if self.left.is_none() {
             self.left = Some(reason);
         }
         let lost = std::mem::take(&mut self.held).len();
         if lost > 0 {
-            let why = if reason == "error" { DropReason::Error } else { self.ending };
+            let why = if reason == Left::Error { DropReason::Error } else { self.ending };
             self.queue.metrics().dropped(why, lost as u64);
             warn!(
                 sink = O::KIND,
@@ -488,7 +488,7 @@ impl<O: Lines> Actor for LineSink<O> {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.sub = None;
-        self.queue.metrics().left(self.left.unwrap_or("error"));
+        self.queue.metrics().left(self.left.unwrap_or(Left::Error));
         // The arbiter was made for this sink alone.
         Arbiter::current().stop();
     }
@@ -523,8 +523,8 @@ impl<O: Lines> StreamHandler<Next> for LineSink<O> {
                 self.stop(
                     ctx,
                     match why {
-                        Closed::Shutdown | Closed::Reload => "shutdown",
-                        Closed::Slow => "slow",
+                        Closed::Shutdown | Closed::Reload => Left::Shutdown,
+                        Closed::Slow => Left::Slow,
                     },
                 );
             }
@@ -565,7 +565,7 @@ impl<O: Lines> Handler<Abandon> for LineSink<O> {
         if let Err(e) = self.out.finish() {
             warn!(sink = O::KIND, error = %e, "Sink cannot flush its output.");
         }
-        self.stop(ctx, "shutdown");
+        self.stop(ctx, Left::Shutdown);
     }
 }
 

@@ -31,6 +31,7 @@ use crate::config::{
     redact_webhook_url, scrub, ReconnectConfig, Redactor, Secret, SecretError, TlsConfig, WebhookConfig,
 };
 use crate::fanout::{Closed, Delivery, Item, Next, SubQueue, Subscription};
+use crate::telemetry::Left;
 use crate::upstream::{client_config, Dialer, ReconnectPolicy};
 
 /// Longest wait for one POST, from dialing to the end of the answer.
@@ -262,11 +263,11 @@ pub(super) struct Webhook {
     /// The queue is closed and drained: nothing more will come.
     drained: bool,
     /// The disconnect reason the queue was closed with.
-    closed_as: &'static str,
+    closed_as: Left,
     /// Shutdown callers waiting for the last batch.
     waiters: Waiters,
     /// Why the sink stopped, for `wsgate_subscriber_disconnects_total`.
-    left: Option<&'static str>,
+    left: Option<Left>,
     /// True while batches fail, to log once when they go through again.
     failing: bool,
     /// Bounds the warnings about retries.
@@ -298,7 +299,7 @@ impl Webhook {
             timer: None,
             hurry: false,
             drained: false,
-            closed_as: "shutdown",
+            closed_as: Left::Shutdown,
             waiters: Waiters::default(),
             left: None,
             failing: false,
@@ -516,7 +517,7 @@ impl Actor for Webhook {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.sub = None;
-        self.queue.metrics().left(self.left.unwrap_or("error"));
+        self.queue.metrics().left(self.left.unwrap_or(Left::Error));
     }
 }
 
@@ -532,8 +533,8 @@ impl StreamHandler<Next> for Webhook {
             }
             Next::Closed(why) => {
                 self.closed_as = match why {
-                    Closed::Shutdown | Closed::Reload => "shutdown",
-                    Closed::Slow => "slow",
+                    Closed::Shutdown | Closed::Reload => Left::Shutdown,
+                    Closed::Slow => Left::Slow,
                 };
                 self.drained = true;
                 self.hurry = true;
