@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the tools that scripts/validate-deploy.sh and tests/deploy.rs need:
+# Installs the tools that scripts/validate_deploy and tests/deploy.rs need:
 #   promtool + prometheus (Debian package "prometheus"), systemd-analyze
 #   (Debian package "systemd"), chromium (Debian package, for the status page
 #   test), kubernetes-validate + PyYAML (PyPI).

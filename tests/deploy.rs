@@ -1,8 +1,11 @@
-//! The deploy artifacts of issue 6 (deploy/, scripts/validate-deploy.sh).
+//! The deploy artifacts of issue 6 (deploy/) and their checker
+//! (scripts/validate_deploy/, issue 11).
 //!
-//! - `deploy_artifacts_validate`: scripts/validate-deploy.sh passes (promtool,
-//!   kubernetes-validate, systemd-analyze, the dashboard and rules against
-//!   SPEC §8, `wsgate check` of the shipped configs).
+//! - `deploy_artifacts_validate`: `python3 scripts/validate_deploy` passes
+//!   (promtool, kubernetes-validate, systemd-analyze, the dashboard and rules
+//!   against SPEC §8, `wsgate check` of the shipped configs).
+//! - `deploy_checker_unit_tests`: the checker's own unit tests pass: each
+//!   check catches the fault it is there for, on a broken copy of deploy/.
 //! - `prometheus_scrapes_wsgate`: end to end, all on 127.0.0.1: a WebSocket
 //!   feed inside the test, the real `wsgate` binary connected to it, and a
 //!   real Prometheus scraping it every second with deploy/prometheus/rules.yml
@@ -10,9 +13,9 @@
 //!   `promtool check metrics` on wsgate's /metrics, every alerting rule
 //!   evaluates without error, and every dashboard query runs.
 //!
-//! Needs /usr/bin/promtool and /usr/bin/prometheus (Debian package
-//! `prometheus`); scripts/install-test-tools.sh installs them. Missing tools
-//! fail the tests, they are never skipped.
+//! Needs python3 (>= 3.11) with PyYAML and kubernetes-validate, promtool,
+//! prometheus and systemd-analyze; scripts/install-test-tools.sh installs
+//! them. Missing tools fail the tests, they are never skipped.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -49,24 +52,46 @@ fn tool(var: &str, default: &str) -> PathBuf {
     path
 }
 
-#[test]
-fn deploy_artifacts_validate() {
-    let script = repo().join("scripts/validate-deploy.sh");
-    let out = Command::new("bash")
-        .arg(&script)
+/// The Python that runs the checker: $PYTHON, else python3 on PATH.
+fn python() -> std::ffi::OsString {
+    std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into())
+}
+
+/// Runs `python args...` in the repository and asserts that it succeeds.
+fn run_python(what: &str, args: &[&str], env: &[(&str, &str)]) {
+    let out = Command::new(python())
+        .args(args)
+        .envs(env.iter().copied())
+        .env("PYTHONDONTWRITEBYTECODE", "1") // no __pycache__ left in scripts/
         .current_dir(repo())
-        // Also runs `wsgate check` on config/wsgate.toml and the ConfigMap's config.
-        .env("WSGATE_BIN", WSGATE)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        .unwrap_or_else(|e| panic!("cannot run {what} with {:?}: {e}; run scripts/install-test-tools.sh", python()));
     assert!(
         out.status.success(),
-        "scripts/validate-deploy.sh failed ({}); if tools are missing run scripts/install-test-tools.sh.\n\
+        "{what} failed ({}); if tools are missing run scripts/install-test-tools.sh.\n\
          --- stdout\n{}\n--- stderr\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every artifact under deploy/ passes the checker, `wsgate check` included.
+#[test]
+fn deploy_artifacts_validate() {
+    // WSGATE_BIN adds `wsgate check` of config/wsgate.toml and (--no-files)
+    // of the ConfigMap's config, and is the ExecStart systemd-analyze verifies.
+    run_python("python3 scripts/validate_deploy", &["scripts/validate_deploy"], &[("WSGATE_BIN", WSGATE)]);
+}
+
+/// The checker's unit tests pass: each check catches the fault it exists for.
+#[test]
+fn deploy_checker_unit_tests() {
+    run_python(
+        "the unit tests of scripts/validate_deploy",
+        &["-m", "unittest", "discover", "-s", "scripts/validate_deploy", "-t", "scripts"],
+        &[],
     );
 }
 
