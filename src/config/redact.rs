@@ -9,13 +9,18 @@
 //!   A fragment that looks like a query (`#access_token=...`) gets the same.
 //! - A webhook URL is `scheme://host:port/***`: chat webhooks carry their
 //!   secret in the path.
+//! - The whole tree (`wsgate check`, [`Settings::redacted`]) shows every
+//!   [`Secret`](super::Secret) and every header value that looks like a
+//!   credential as `***`.
 //!
 //! Everything works on text, so a URL that does not parse is never shown
 //! with its secret either; when in doubt, more is hidden rather than less.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use super::schema::{Settings, SinkConfig};
 use super::secret::REDACTED;
 
 /// The default of `log.redact_query` (SPEC §11).
@@ -276,6 +281,54 @@ fn percent_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8(out).unwrap_or_else(|_| text.to_string())
+}
+
+// === the tree as it may be shown ===
+
+impl Settings {
+    /// Hands the redactor built from `log.redact_query` to every upstream
+    /// (see [`UpstreamConfig::redactor`](super::UpstreamConfig::redactor)). [`load`](super::load()) calls it;
+    /// code that builds or edits `Settings` by hand calls it after changing `log`.
+    pub fn share_redactor(&mut self) {
+        let redactor = Redactor::new(&self.log.redact_query);
+        for u in &mut self.upstreams {
+            u.redactor = redactor.clone();
+        }
+    }
+
+    /// A copy fit for printing: secrets and secret-bearing URL parts as `***`,
+    /// header values that look like credentials too.
+    pub fn redacted(&self) -> Settings {
+        let mut s = self.clone();
+        let redactor = Redactor::new(&self.log.redact_query);
+        for u in &mut s.upstreams {
+            u.url = u.redacted_url();
+            u.headers = redacted_headers(&u.headers, &redactor);
+        }
+        for sink in &mut s.sinks {
+            if let SinkConfig::Webhook(w) = sink {
+                w.url = redact_webhook_url(&w.url);
+                w.headers = redacted_headers(&w.headers, &redactor);
+            }
+        }
+        s
+    }
+
+    /// The effective config as TOML, secrets redacted (`wsgate check`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(&self.redacted()).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Header values that look like credentials (see [`Redactor::is_secret_header`]) as `***`.
+pub(super) fn redacted_headers(headers: &BTreeMap<String, String>, redactor: &Redactor) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = if redactor.is_secret_header(name) { REDACTED.to_string() } else { value.clone() };
+            (name.clone(), shown)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,412 @@
+//! One `[[upstreams]]` entry and its tables: `auth`, `tls`, `heartbeat`,
+//! `reconnect`, `decode`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::empty_is_none;
+use crate::config::redact::{redact_url, redacted_headers, Redactor};
+use crate::config::secret::{Secret, SecretSource};
+use crate::config::units::{Dur, Size};
+
+/// One `[[upstreams]]` entry: a feed to keep connected. `Debug` shows the
+/// URL and header values redacted (see the impl below).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name, 1 to 64 characters of `[a-z0-9_-]`; the `upstream`
+    /// label of every metric and the `upstream` field of every envelope.
+    /// Required.
+    pub name: String,
+    /// The feed: a `ws://` or `wss://` URL. A password in its userinfo and
+    /// secret query values are shown as `***` everywhere. Required.
+    pub url: String,
+    /// Whether this upstream must be connected for `/readyz` to say ready.
+    /// Default: `true`.
+    #[serde(default = "default_required")]
+    pub required: bool,
+    /// Extra handshake headers, name = value. Values of headers that look
+    /// like credentials are shown as `***`. Default: `{}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Subprotocols offered in the handshake; the server's pick must be one
+    /// of them. Default: `[]`.
+    #[serde(default)]
+    pub subprotocols: Vec<String>,
+    /// Duration allowed for TCP, TLS and the upgrade together. Greater
+    /// than 0. Default: `"10s"`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Size of the largest message after reassembling fragments; a larger
+    /// one closes the link with 1009 (reason `oversize`). At least 1 byte.
+    /// Default: `"16MiB"`.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: Size,
+    /// Text messages sent in order after auth, at every (re)connect
+    /// (subscriptions). Default: `[]`.
+    #[serde(default)]
+    pub on_connect: Vec<String>,
+    /// `[upstreams.auth]`: how to authenticate.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[upstreams.tls]`: TLS for `wss://` URLs.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// `[upstreams.heartbeat]`: pings and dead-link detection.
+    #[serde(default)]
+    pub heartbeat: HeartbeatConfig,
+    /// `[upstreams.reconnect]`: backoff between attempts.
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    /// `[upstreams.decode]`: how frames become messages.
+    #[serde(default)]
+    pub decode: DecodeConfig,
+    /// Not a key: `log.redact_query`, put here by [`load`](crate::config::load())
+    /// (through [`Settings::share_redactor`](crate::config::Settings::share_redactor))
+    /// so that every place that shows this upstream's URL redacts it the
+    /// same way without being handed the log config.
+    #[serde(skip)]
+    pub redactor: Redactor,
+}
+
+const fn default_required() -> bool {
+    true
+}
+const fn default_connect_timeout() -> Dur {
+    Dur::secs(10)
+}
+const fn default_max_message_size() -> Size {
+    Size::mib(16)
+}
+
+impl UpstreamConfig {
+    /// A minimal upstream, for the demo and for tests.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        UpstreamConfig {
+            name: name.into(),
+            url: url.into(),
+            required: default_required(),
+            headers: BTreeMap::new(),
+            subprotocols: Vec::new(),
+            connect_timeout: default_connect_timeout(),
+            max_message_size: default_max_message_size(),
+            on_connect: Vec::new(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            decode: DecodeConfig::default(),
+            redactor: Redactor::default(),
+        }
+    }
+
+    /// The URL as it may be shown: userinfo, `redact_query` values and the
+    /// query-auth parameter as `***` (SPEC §11).
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url, &self.redactor, self.query_auth_param())
+    }
+
+    /// The secret substrings of the URL (userinfo, secret query values), to
+    /// [`scrub`](crate::config::scrub) from error texts of libraries that
+    /// might echo the URL.
+    pub fn url_secrets(&self) -> Vec<String> {
+        self.redactor.secrets_in(&self.url, self.query_auth_param())
+    }
+
+    /// `auth.param` when `auth.kind = "query"`: its value is always secret.
+    fn query_auth_param(&self) -> Option<&str> {
+        (self.auth.kind == AuthKind::Query).then(|| self.auth.param.as_deref().unwrap_or("token"))
+    }
+}
+
+impl fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so a new field is a compile error here until it is
+        // decided whether it can be shown.
+        let UpstreamConfig {
+            name,
+            url: _,
+            required,
+            headers,
+            subprotocols,
+            connect_timeout,
+            max_message_size,
+            on_connect,
+            auth,
+            tls,
+            heartbeat,
+            reconnect,
+            decode,
+            redactor,
+        } = self;
+        f.debug_struct("UpstreamConfig")
+            .field("name", name)
+            .field("url", &self.redacted_url())
+            .field("required", required)
+            .field("headers", &redacted_headers(headers, redactor))
+            .field("subprotocols", subprotocols)
+            .field("connect_timeout", connect_timeout)
+            .field("max_message_size", max_message_size)
+            .field("on_connect", on_connect)
+            .field("auth", auth)
+            .field("tls", tls)
+            .field("heartbeat", heartbeat)
+            .field("reconnect", reconnect)
+            .field("decode", decode)
+            .finish_non_exhaustive()
+    }
+}
+
+// === [upstreams.auth] ===
+
+/// `[upstreams.auth]`. The token comes from exactly one of `token`,
+/// `token_env`, `token_file` when the kind needs one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How the token is presented: `none`, `bearer`, `basic`, `header`,
+    /// `query` or `message`. Default: `"none"`.
+    pub kind: AuthKind,
+    /// The token, inline (prefer `token_env` or `token_file`). Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// Name of the environment variable holding the token. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Path of a file holding the token, trimmed, re-read at every
+    /// (re)connect (a rotated Kubernetes Secret applies). Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// `basic` only, and required there: the user name (the token is the
+    /// password). Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// `header` only, and required there: the header that carries the
+    /// token (e.g. `"X-Api-Key"`). Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_name: Option<String>,
+    /// `query` only, and required there: the query parameter that carries
+    /// the token; its value is redacted in every log line. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// `message` only, and required there: the text sent after the
+    /// upgrade; `{{token}}` is replaced by the token. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `message` only, and required there: a reply matching this means
+    /// authenticated. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success: Option<Matcher>,
+    /// `message` only: a reply matching this means rejected (reason
+    /// `auth`). Replies matching neither are ignored. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Matcher>,
+    /// `message`: duration to wait for the success reply, from the upgrade
+    /// on; running out is failure reason `auth`. Greater than 0. Default: `"5s"`.
+    pub timeout: Dur,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            kind: AuthKind::None,
+            token: None,
+            token_env: None,
+            token_file: None,
+            username: None,
+            header_name: None,
+            param: None,
+            message: None,
+            success: None,
+            failure: None,
+            timeout: Dur::secs(5),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Where the token comes from.
+    pub fn token_source(&self) -> SecretSource<'_> {
+        SecretSource { inline: self.token.as_ref(), env: self.token_env.as_deref(), file: self.token_file.as_ref() }
+    }
+}
+
+/// `auth.kind`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// No authentication.
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `Authorization: Basic` with `username` and the token as password.
+    Basic,
+    /// The token in the header `header_name`.
+    Header,
+    /// The token in the query parameter `param` (redacted everywhere).
+    Query,
+    /// A message after the upgrade, answered by a success or failure reply.
+    Message,
+}
+
+/// Matches a JSON reply: the value at `pointer` equals `equals`, e.g.
+/// `{ pointer = "/type", equals = "connection_established" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Matcher {
+    /// A JSON pointer (RFC 6901), empty or starting with `/`, e.g.
+    /// `"/type"`. Required.
+    pub pointer: String,
+    /// The JSON value found there must equal this (string, number, bool,
+    /// ...). Required.
+    pub equals: serde_json::Value,
+}
+
+impl Matcher {
+    /// True when `doc` has `equals` at `pointer`.
+    pub fn matches(&self, doc: &serde_json::Value) -> bool {
+        doc.pointer(&self.pointer) == Some(&self.equals)
+    }
+}
+
+// === [upstreams.tls] ===
+
+/// `[upstreams.tls]`: `wss://` URLs only. An empty string means unset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Path of extra PEM roots (a private CA); the bundled roots always
+    /// apply too. Default: unset.
+    #[serde(deserialize_with = "empty_is_none", skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Path of the client certificate chain for mutual TLS, PEM; goes with
+    /// `client_key_file`. Default: unset.
+    #[serde(deserialize_with = "empty_is_none", skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    /// Path of the client private key for mutual TLS, PEM; goes with
+    /// `client_cert_file`. Default: unset.
+    #[serde(deserialize_with = "empty_is_none", skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    /// Tests only: accept any certificate (logs a warning at every
+    /// connect). Default: `false`.
+    pub insecure_skip_verify: bool,
+}
+
+// === [upstreams.heartbeat] ===
+
+/// `[upstreams.heartbeat]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Duration between WebSocket pings. Greater than 0. Default: `"20s"`.
+    pub interval: Dur,
+    /// Duration after a ping within which some frame (of any kind) must
+    /// arrive, else the link is dead and reconnects (reason `dead_link`).
+    /// Greater than 0. Default: `"20s"`.
+    pub timeout: Dur,
+    /// Duration without a data message after which the link reconnects
+    /// (reason `idle`), for feeds that go silent but still pong; `"0s"` =
+    /// off. Default: `"0s"`.
+    pub idle_timeout: Dur,
+    /// Text also sent every `interval`, for servers that want JSON pings;
+    /// empty = none. Default: `""`.
+    pub app_message: String,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Dur::secs(20),
+            timeout: Dur::secs(20),
+            idle_timeout: Dur::secs(0),
+            app_message: String::new(),
+        }
+    }
+}
+
+// === [upstreams.reconnect] ===
+
+/// `[upstreams.reconnect]`: exponential backoff between connect attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// Duration of the first delay. Greater than 0. Default: `"500ms"`.
+    pub initial: Dur,
+    /// Duration of the largest delay; at least `initial`. Default: `"30s"`.
+    pub max: Dur,
+    /// Factor by which the delay grows per attempt, at least 1.
+    /// Default: `2.0`.
+    pub multiplier: f64,
+    /// Randomization factor in [0, 1]: each delay is drawn from
+    /// delay x (1 +/- jitter). Default: `0.5`.
+    pub jitter: f64,
+    /// Duration of failures after which the upstream gives up (state
+    /// `stopped`, until reload or restart); `"0s"` = retry forever.
+    /// Default: `"0s"`.
+    pub max_elapsed: Dur,
+    /// Duration connected after which the backoff resets to `initial`.
+    /// Greater than 0. Default: `"30s"`.
+    pub stable_after: Dur,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            initial: Dur::ms(500),
+            max: Dur::secs(30),
+            multiplier: 2.0,
+            jitter: 0.5,
+            max_elapsed: Dur::secs(0),
+            stable_after: Dur::secs(30),
+        }
+    }
+}
+
+// === [upstreams.decode] ===
+
+/// `[upstreams.decode]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// What the feed's messages are: `json`, `text` or `binary`.
+    /// Default: `"json"`.
+    pub format: DecodeFormat,
+    /// JSON pointer of the routing topic (`json` format), empty or starting
+    /// with `/`; absent in a message, or another format -> topic `""`.
+    /// Default: `"/type"`.
+    pub topic: String,
+    /// What to do with invalid JSON: counted, then dropped (`drop`) or
+    /// passed on as text (`pass`). Default: `"drop"`.
+    pub invalid: InvalidPolicy,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig { format: DecodeFormat::Json, topic: "/type".into(), invalid: InvalidPolicy::Drop }
+    }
+}
+
+/// `decode.format`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeFormat {
+    /// Messages are JSON documents.
+    Json,
+    /// Messages are UTF-8 text.
+    Text,
+    /// Messages are bytes (base64 in envelopes).
+    Binary,
+}
+
+/// `decode.invalid`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvalidPolicy {
+    /// Count and drop, for every subscriber.
+    Drop,
+    /// Count and pass on as text.
+    Pass,
+}

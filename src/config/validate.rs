@@ -1,0 +1,241 @@
+//! Validation: what serde cannot check. Ranges, uniqueness, consistency
+//! between keys, URL and header syntax. Each problem is `(key, message)`;
+//! [`load`](super::load()) adds where the value came from.
+//!
+//! URLs and headers are checked with the `http` crate, the types the
+//! upstream client parses them into later, so a config that passes here
+//! cannot fail there on syntax; config itself knows no network client.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use http::header::{HeaderName, HeaderValue};
+use http::Uri;
+
+use super::redact::redact_webhook_url;
+use super::schema::{AuthConfig, AuthKind, Settings, SinkConfig, TlsConfig, UpstreamConfig};
+
+/// One problem: the key path and what is wrong with it.
+type Invalid = (String, String);
+
+fn bad(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    (key.into(), message.into())
+}
+
+/// Checks what serde cannot: ranges, uniqueness, consistency between keys.
+/// Returns the first problem as (key path, message).
+pub fn validate(s: &Settings) -> Result<(), Invalid> {
+    s.server.listen.parse::<SocketAddr>().map_err(|_| {
+        bad("server.listen", format!("invalid address {:?} (expected e.g. \"0.0.0.0:9750\")", s.server.listen))
+    })?;
+    if s.server.shutdown_timeout.is_zero() {
+        return Err(bad("server.shutdown_timeout", "must be greater than 0s"));
+    }
+    tracing_subscriber::EnvFilter::try_new(&s.log.level)
+        .map_err(|e| bad("log.level", format!("invalid filter {:?}: {e}", s.log.level)))?;
+    for (i, name) in s.log.redact_query.iter().enumerate() {
+        if name.trim().is_empty() {
+            return Err(bad(format!("log.redact_query[{i}]"), "must not be empty"));
+        }
+    }
+
+    let sub = &s.subscribers;
+    if sub.max_connections == 0 {
+        return Err(bad("subscribers.max_connections", "must be at least 1"));
+    }
+    if sub.queue_capacity == 0 {
+        return Err(bad("subscribers.queue_capacity", "must be at least 1"));
+    }
+    if sub.queue_bytes.0 == 0 {
+        return Err(bad("subscribers.queue_bytes", "must be at least 1 byte"));
+    }
+    if sub.max_filters == 0 {
+        return Err(bad("subscribers.max_filters", "must be at least 1"));
+    }
+    if sub.stall_timeout.is_zero() {
+        return Err(bad("subscribers.stall_timeout", "must be greater than 0s"));
+    }
+    if sub.token_source().count() > 1 {
+        return Err(bad("subscribers.auth_token", "set only one of auth_token, auth_token_env, auth_token_file"));
+    }
+    for (i, origin) in sub.allowed_origins.iter().enumerate() {
+        if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            return Err(bad(
+                format!("subscribers.allowed_origins[{i}]"),
+                format!("invalid origin {origin:?} (expected e.g. \"https://app.example.com\")"),
+            ));
+        }
+    }
+
+    let mut names = HashSet::new();
+    for (i, u) in s.upstreams.iter().enumerate() {
+        validate_upstream(u).map_err(|(k, m)| (format!("upstreams[{i}].{k}"), m))?;
+        if !names.insert(u.name.as_str()) {
+            return Err(bad(format!("upstreams[{i}].name"), format!("duplicate upstream name {:?}", u.name)));
+        }
+    }
+    for (i, sink) in s.sinks.iter().enumerate() {
+        validate_sink(sink, &names).map_err(|(k, m)| (format!("sinks[{i}].{k}"), m))?;
+    }
+    Ok(())
+}
+
+fn validate_upstream(u: &UpstreamConfig) -> Result<(), Invalid> {
+    if u.name.is_empty()
+        || u.name.len() > 64
+        || !u.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(bad("name", format!("invalid name {:?} (1 to 64 characters of [a-z0-9_-])", u.name)));
+    }
+    let secure = if u.url.starts_with("wss://") {
+        true
+    } else if u.url.starts_with("ws://") {
+        false
+    } else {
+        return Err(bad("url", format!("invalid url {:?} (must start with ws:// or wss://)", u.redacted_url())));
+    };
+    let uri: Uri = u.url.parse().map_err(|_| bad("url", format!("invalid url {:?}", u.redacted_url())))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("url", format!("invalid url {:?}: no host", u.redacted_url())));
+    }
+    for (name, value) in &u.headers {
+        HeaderName::try_from(name.as_str()).map_err(|_| bad(format!("headers.{name}"), "invalid header name"))?;
+        HeaderValue::try_from(value.as_str()).map_err(|_| bad(format!("headers.{name}"), "invalid header value"))?;
+    }
+    if u.connect_timeout.is_zero() {
+        return Err(bad("connect_timeout", "must be greater than 0s"));
+    }
+    if u.max_message_size.0 == 0 {
+        return Err(bad("max_message_size", "must be at least 1 byte"));
+    }
+    validate_auth(&u.auth).map_err(|(k, m)| (format!("auth.{k}"), m))?;
+    if !secure && u.tls != TlsConfig::default() {
+        return Err(bad("tls", "tls settings apply to wss:// urls only"));
+    }
+    if u.tls.client_cert_file.is_some() != u.tls.client_key_file.is_some() {
+        return Err(bad("tls.client_key_file", "client_cert_file and client_key_file go together"));
+    }
+    let hb = &u.heartbeat;
+    if hb.interval.is_zero() {
+        return Err(bad("heartbeat.interval", "must be greater than 0s"));
+    }
+    if hb.timeout.is_zero() {
+        return Err(bad("heartbeat.timeout", "must be greater than 0s"));
+    }
+    let r = &u.reconnect;
+    if r.initial.is_zero() {
+        return Err(bad("reconnect.initial", "must be greater than 0s"));
+    }
+    if r.max < r.initial {
+        return Err(bad("reconnect.max", format!("must be at least reconnect.initial ({})", r.initial)));
+    }
+    if !(r.multiplier.is_finite() && r.multiplier >= 1.0) {
+        return Err(bad("reconnect.multiplier", format!("must be >= 1, got {}", r.multiplier)));
+    }
+    if !(0.0..=1.0).contains(&r.jitter) {
+        return Err(bad("reconnect.jitter", format!("must be in [0, 1], got {}", r.jitter)));
+    }
+    if r.stable_after.is_zero() {
+        return Err(bad("reconnect.stable_after", "must be greater than 0s"));
+    }
+    if !(u.decode.topic.is_empty() || u.decode.topic.starts_with('/')) {
+        return Err(bad(
+            "decode.topic",
+            format!("invalid JSON pointer {:?} (must be empty or start with /)", u.decode.topic),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_auth(a: &AuthConfig) -> Result<(), Invalid> {
+    let src = a.token_source();
+    if src.count() > 1 {
+        return Err(bad("token", "set only one of token, token_env, token_file"));
+    }
+    let needs_token = match a.kind {
+        AuthKind::None => false,
+        AuthKind::Bearer | AuthKind::Basic | AuthKind::Header | AuthKind::Query => true,
+        AuthKind::Message => a.message.as_deref().is_some_and(|m| m.contains("{{token}}")),
+    };
+    if needs_token && !src.is_set() {
+        return Err(bad(
+            "token",
+            format!("auth kind {:?} needs one of token, token_env, token_file", a.kind).to_lowercase(),
+        ));
+    }
+    let only = |field: &str, present: bool, kind: AuthKind| -> Result<(), Invalid> {
+        if present && a.kind != kind {
+            return Err(bad(field, format!("only applies to auth kind {kind:?}").to_lowercase()));
+        }
+        if !present && a.kind == kind {
+            return Err(bad(field, format!("required for auth kind {kind:?}").to_lowercase()));
+        }
+        Ok(())
+    };
+    if a.kind == AuthKind::None && src.is_set() {
+        return Err(bad("kind", "a token is configured but auth kind is none"));
+    }
+    only("username", a.username.is_some(), AuthKind::Basic)?;
+    only("header_name", a.header_name.is_some(), AuthKind::Header)?;
+    only("param", a.param.is_some(), AuthKind::Query)?;
+    only("message", a.message.is_some(), AuthKind::Message)?;
+    only("success", a.success.is_some(), AuthKind::Message)?;
+    if a.failure.is_some() && a.kind != AuthKind::Message {
+        return Err(bad("failure", "only applies to auth kind message"));
+    }
+    if let Some(h) = &a.header_name {
+        HeaderName::try_from(h.as_str()).map_err(|_| bad("header_name", "invalid header name"))?;
+    }
+    for (field, m) in [("success", &a.success), ("failure", &a.failure)] {
+        if let Some(m) = m {
+            if !(m.pointer.is_empty() || m.pointer.starts_with('/')) {
+                return Err(bad(format!("{field}.pointer"), "invalid JSON pointer (must be empty or start with /)"));
+            }
+        }
+    }
+    if a.timeout.is_zero() {
+        return Err(bad("timeout", "must be greater than 0s"));
+    }
+    Ok(())
+}
+
+fn validate_sink(sink: &SinkConfig, upstreams: &HashSet<&str>) -> Result<(), Invalid> {
+    let (ups, _) = sink.filters();
+    for (i, u) in ups.iter().enumerate() {
+        if !upstreams.contains(u.as_str()) {
+            return Err(bad(format!("upstreams[{i}]"), format!("unknown upstream {u:?}")));
+        }
+    }
+    if sink.queue_bytes().0 == 0 {
+        return Err(bad("queue_bytes", "must be at least 1 byte"));
+    }
+    match sink {
+        SinkConfig::Stdout { .. } => {}
+        SinkConfig::File { path, .. } => {
+            if path.as_os_str().is_empty() {
+                return Err(bad("path", "must not be empty"));
+            }
+        }
+        SinkConfig::Webhook(w) => {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) || w.url.parse::<Uri>().is_err() {
+                return Err(bad(
+                    "url",
+                    format!("invalid url {:?} (must start with http:// or https://)", redact_webhook_url(&w.url)),
+                ));
+            }
+            if w.batch_size == 0 {
+                return Err(bad("batch_size", "must be at least 1"));
+            }
+            if w.batch_timeout.is_zero() {
+                return Err(bad("batch_timeout", "must be greater than 0s"));
+            }
+            if w.queue_capacity < w.batch_size {
+                return Err(bad("queue_capacity", "must be at least batch_size"));
+            }
+            if w.token_source().count() > 1 {
+                return Err(bad("auth_token", "set only one of auth_token, auth_token_env, auth_token_file"));
+            }
+        }
+    }
+    Ok(())
+}
