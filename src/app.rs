@@ -239,7 +239,7 @@ impl Gateway {
                             .board
                             .upstreams()
                             .iter()
-                            .any(|s| s.name == cfg.name && s.state() != crate::status::LinkState::Stopped) =>
+                            .any(|s| s.name == cfg.name && s.state() != crate::model::LinkState::Stopped) =>
                 {
                     report.unchanged.push(cfg.name.clone());
                     next.push((c, addr));

@@ -27,6 +27,7 @@ pub mod demo;
 pub mod fanout;
 pub mod health;
 pub mod http;
+pub mod model;
 pub mod status;
 pub mod subscriber;
 pub mod telemetry;

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use wsgate::app::Gateway;
 use wsgate::config::{AuthKind, Dur, Matcher, Overflow, Secret, Size, UpstreamConfig};
 use wsgate::fanout::{Delivery, Filter, Item, Next, QueueStream, SubQueue, Subscription};
-use wsgate::status::LinkState;
+use wsgate::model::LinkState;
 use wsgate::upstream::ReconnectPolicy;
 
 const LONG: Duration = Duration::from_secs(20);

@@ -17,7 +17,7 @@ use bytestring::ByteString;
 
 use super::message::{state_event, Delivery, Incoming};
 use super::queue::{Closed, Pushed, SubQueue};
-use crate::status::LinkState;
+use crate::model::LinkState;
 
 /// One (upstream, topic) pair of a subscriber's filter; `None` = any.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

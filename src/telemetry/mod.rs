@@ -16,7 +16,7 @@ use prometheus::{
 
 pub use logging::init_logging;
 
-use crate::status::{LinkState, Reason};
+use crate::model::{LinkState, Reason};
 
 /// Content type of `/metrics`: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;

@@ -31,8 +31,9 @@ use super::error::LinkError;
 use super::frames::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
 use super::policy::ReconnectPolicy;
 use crate::config::{scrub, AuthKind, Secret, UpstreamConfig};
-use crate::fanout::{DataKind, Incoming, Publisher};
-use crate::status::{LinkState, UpstreamStatus};
+use crate::fanout::{Incoming, Publisher};
+use crate::model::{DataKind, LinkState};
+use crate::status::UpstreamStatus;
 use crate::telemetry::UpstreamMetrics;
 
 type WsSink = SplitSink<Framed<BoxedSocket, Codec>, Message>;
@@ -535,7 +536,7 @@ impl Upstream {
     fn on_panic(&mut self, ctx: &mut Context<Self>) {
         error!(upstream = %self.name, "Handling upstream data panicked; restarting this upstream.");
         if self.state == LinkState::Connected {
-            self.deps.metrics.disconnected(crate::status::Reason::Panic);
+            self.deps.metrics.disconnected(crate::model::Reason::Panic);
             self.down_since.get_or_insert_with(Instant::now);
         }
         self.deps.status.set_error(format!("panic: {}", LinkError::Panic));

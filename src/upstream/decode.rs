@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 use super::frames::{Kind, Message};
 use crate::config::{DecodeConfig, DecodeFormat, InvalidPolicy};
-use crate::fanout::DataKind;
+use crate::model::DataKind;
 
 /// The decode result.
 #[derive(Debug, Clone, PartialEq, Eq)]

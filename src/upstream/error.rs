@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::status::Reason;
+use crate::model::Reason;
 
 /// A failure of one upstream link. The text never holds a secret: errors
 /// are built from our own words, and outside text is scrubbed before it is

@@ -24,7 +24,8 @@ pub use tls::client_config;
 
 use crate::config::UpstreamConfig;
 use crate::fanout::Hub;
-use crate::status::{LinkState, StatusBoard, UpstreamStatus};
+use crate::model::LinkState;
+use crate::status::{StatusBoard, UpstreamStatus};
 use crate::telemetry::Metrics;
 
 /// Starts the supervised actor of `cfg` on the current arbiter and registers
