@@ -16,12 +16,11 @@ use crate::config::{self, ConfigSource, Settings, UpstreamConfig};
 use crate::fanout::{Closed, Hub};
 use crate::health::ProbeTargets;
 use crate::http::{self, AppState};
-use crate::status::StatusBoard;
 use crate::subscriber::auth::{refuse_open, watch_token_file};
 use crate::subscriber::sinks::Sinks;
 use crate::subscriber::websocket::{tune_accepted_socket, SubscriberSettings, WsEndpoint};
 use crate::telemetry::Metrics;
-use crate::upstream::{self, Upstream};
+use crate::upstream::{self, StatusBoard, Upstream};
 
 /// A running gateway.
 pub struct Gateway {
@@ -98,7 +97,7 @@ impl Gateway {
         let ws = WsEndpoint {
             hub: hub.clone(),
             settings: Arc::clone(&subscriber_settings),
-            board: Arc::clone(&board),
+            shutdown: board.shutdown_flag(),
             metrics: Arc::clone(&metrics),
             live: Arc::default(),
         };

@@ -28,7 +28,6 @@ pub mod fanout;
 pub mod health;
 pub mod http;
 pub mod model;
-pub mod status;
 pub mod subscriber;
 pub mod telemetry;
 pub mod upstream;

@@ -1,8 +1,11 @@
 //! The vocabulary every layer speaks: link states, failure reasons, data
-//! kinds and WebSocket close codes.
+//! kinds, WebSocket close codes, and the shutdown flag.
 //!
 //! Architecture invariant: a leaf. Plain types only; no actix, no
 //! prometheus, nothing from any other module of the crate.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -150,4 +153,22 @@ pub mod close {
     pub const INTERNAL: u16 = 1011;
     /// 1012: the service is restarting (the demo feed's scripted drop).
     pub const RESTART: u16 = 1012;
+}
+
+/// The process-wide "shutdown has begun" flag: set once by the gateway,
+/// read by `/readyz` (through the status board) and by `/ws`, which takes
+/// no new subscriber from then on. Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownFlag(Arc<AtomicBool>);
+
+impl ShutdownFlag {
+    /// Marks the start of shutdown, for every clone.
+    pub fn begin(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown began.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }

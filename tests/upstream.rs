@@ -40,7 +40,7 @@ fn state(gw: &Gateway, name: &str) -> LinkState {
     gw.board.upstreams().iter().find(|u| u.name == name).map(|u| u.state()).expect("known upstream")
 }
 
-fn view(gw: &Gateway, name: &str) -> wsgate::status::UpstreamView {
+fn view(gw: &Gateway, name: &str) -> wsgate::upstream::UpstreamView {
     gw.board.upstreams().iter().find(|u| u.name == name).map(|u| u.view()).expect("known upstream")
 }
 

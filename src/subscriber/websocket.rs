@@ -25,7 +25,7 @@ use tracing::debug;
 
 pub use super::auth::SubscriberSettings;
 use crate::fanout::{Closed, Filter, Hub, HubError, Item, Next, Pair, SubQueue, Subscription};
-use crate::status::StatusBoard;
+use crate::model::ShutdownFlag;
 use crate::telemetry::{DropReason, Metrics, SubscriberMetrics};
 use crate::wsframe::FrameScan;
 
@@ -43,8 +43,8 @@ pub struct WsEndpoint {
     pub hub: Hub,
     /// Subscriber settings and the resolved token; replaced on reload.
     pub settings: Arc<RwLock<SubscriberSettings>>,
-    /// For the shutdown flag: no new subscribers once shutdown began.
-    pub board: Arc<StatusBoard>,
+    /// No new subscribers once shutdown began.
+    pub shutdown: ShutdownFlag,
     /// For the `websocket` subscriber counters.
     pub metrics: Arc<Metrics>,
     /// Live WebSocket subscribers, against `max_connections`.
@@ -121,7 +121,7 @@ pub async fn endpoint(
     ep: web::Data<WsEndpoint>,
 ) -> Result<HttpResponse, actix_web::Error> {
     use actix_web::http::StatusCode;
-    if ep.board.is_shutting_down() {
+    if ep.shutdown.is_set() {
         return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
     }
     let settings = ep.settings.read().unwrap_or_else(|p| p.into_inner()).clone();

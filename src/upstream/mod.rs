@@ -4,6 +4,7 @@
 //! `decode` and `policy` are plain code with no actix in them.
 
 mod actor;
+mod board;
 mod connect;
 mod connector;
 pub mod decode;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use actix::{Addr, Supervisor};
 
 pub use actor::{Retire, Shutdown, Upstream, UpstreamDeps};
+pub use board::{NotReady, StatusBoard, UpstreamStatus, UpstreamView};
 pub use connector::{parse_retry_after, Dialer};
 pub use error::LinkError;
 pub use policy::ReconnectPolicy;
@@ -25,7 +27,6 @@ pub use tls::client_config;
 use crate::config::UpstreamConfig;
 use crate::fanout::Hub;
 use crate::model::LinkState;
-use crate::status::{StatusBoard, UpstreamStatus};
 use crate::telemetry::Metrics;
 
 /// Starts the supervised actor of `cfg` on the current arbiter and registers

@@ -1,15 +1,15 @@
 //! The live state that `/status`, `/readyz` and `/` read: one
 //! [`UpstreamStatus`] per configured upstream, written only by its actor,
-//! plus the process-wide shutdown flag. Plain data behind short locks and
+//! plus the process-wide [`ShutdownFlag`]. Plain data behind short locks and
 //! atomics; no actix, so HTTP handlers read it without a message round trip.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::model::LinkState;
+use crate::model::{LinkState, ShutdownFlag};
 
 /// What `/status` shows of one upstream, except the counters kept in atomics.
 #[derive(Debug, Clone)]
@@ -168,7 +168,7 @@ pub struct UpstreamView {
 }
 
 /// RFC 3339 UTC with nanoseconds, as `/status` and envelopes use.
-pub fn rfc3339(t: SystemTime) -> String {
+fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
@@ -176,7 +176,8 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     upstreams: RwLock<Vec<Arc<UpstreamStatus>>>,
-    shutting_down: AtomicBool,
+    /// Shared with `/ws`, which refuses new subscribers once it is set.
+    shutting_down: ShutdownFlag,
 }
 
 impl StatusBoard {
@@ -206,12 +207,17 @@ impl StatusBoard {
 
     /// Marks the start of shutdown: `/readyz` answers 503 from now on.
     pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutting_down.begin();
     }
 
     /// True once shutdown began.
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
+        self.shutting_down.is_set()
+    }
+
+    /// The shutdown flag itself, for readers that need no upstream status.
+    pub fn shutdown_flag(&self) -> ShutdownFlag {
+        self.shutting_down.clone()
     }
 
     /// `Ok` when every required upstream is connected and no shutdown began;
