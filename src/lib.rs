@@ -30,5 +30,5 @@ pub mod http;
 pub mod model;
 pub mod subscriber;
 pub mod telemetry;
+pub mod transport;
 pub mod upstream;
-pub mod wsframe;

@@ -27,7 +27,7 @@ pub use super::auth::SubscriberSettings;
 use crate::fanout::{Closed, Filter, Hub, HubError, Item, Next, Pair, SubQueue, Subscription};
 use crate::model::ShutdownFlag;
 use crate::telemetry::{DropReason, Metrics, SubscriberMetrics};
-use crate::wsframe::FrameScan;
+use crate::transport::frame_guard::FrameScan;
 
 /// How often subscribers are pinged.
 const PING_EVERY: Duration = Duration::from_secs(15);

@@ -28,13 +28,13 @@ use tracing::{debug, error, info, warn};
 use super::connect::{encode_query, Attempt, Files, Upgraded};
 use super::decode::{Decoded, Decoder};
 use super::error::LinkError;
-use super::frames::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
 use super::board::UpstreamStatus;
 use super::policy::ReconnectPolicy;
 use crate::config::{scrub, AuthKind, Secret, UpstreamConfig};
 use crate::fanout::{Incoming, Publisher};
 use crate::model::{DataKind, LinkState};
 use crate::telemetry::UpstreamMetrics;
+use crate::transport::reassembly::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
 
 type WsSink = SplitSink<Framed<BoxedSocket, Codec>, Message>;
 

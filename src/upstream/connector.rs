@@ -33,7 +33,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::LinkError;
-use crate::wsframe::FrameScan;
+use crate::transport::frame_guard::FrameScan;
 
 /// How much of the response head is kept to find `Retry-After`.
 const HEAD_LIMIT: usize = 8 * 1024;
@@ -99,7 +99,7 @@ pub struct Dialer {
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     user_timeout: Duration,
     /// Largest WebSocket frame accepted from the peer, checked at the frame
-    /// header (see `crate::wsframe`); `None` for plain HTTP use.
+    /// header (see `crate::transport::frame_guard`); `None` for plain HTTP use.
     frame_limit: Option<u64>,
     state: Rc<RefCell<DialState>>,
 }

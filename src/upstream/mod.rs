@@ -9,7 +9,6 @@ mod connect;
 mod connector;
 pub mod decode;
 mod error;
-pub mod frames;
 mod policy;
 mod tls;
 
