@@ -18,8 +18,9 @@ use crate::health::ProbeTargets;
 use crate::http::{self, AppState};
 use crate::subscriber::auth::{refuse_open, watch_token_file};
 use crate::subscriber::sinks::Sinks;
-use crate::subscriber::websocket::{tune_accepted_socket, SubscriberSettings, WsEndpoint};
+use crate::subscriber::websocket::{SubscriberSettings, WsEndpoint};
 use crate::telemetry::Metrics;
+use crate::transport::socket;
 use crate::upstream::{self, StatusBoard, Upstream};
 
 /// A running gateway.
@@ -112,7 +113,7 @@ impl Gateway {
                 .app_data(web::Data::new(ws.clone()))
                 .configure(http::routes)
         })
-        .on_connect(move |conn, _| tune_accepted_socket(conn, stall))
+        .on_connect(move |conn, _| socket::tune_accepted(conn, stall))
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(timeout_secs)

@@ -18,7 +18,7 @@ use wsgate::app::Gateway;
 use wsgate::config::{AuthKind, Dur, Matcher, Overflow, Secret, Size, UpstreamConfig};
 use wsgate::fanout::{Delivery, Filter, Item, Next, QueueStream, SubQueue, Subscription};
 use wsgate::model::LinkState;
-use wsgate::upstream::ReconnectPolicy;
+use wsgate::transport::ReconnectPolicy;
 
 const LONG: Duration = Duration::from_secs(20);
 

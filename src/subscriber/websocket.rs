@@ -8,7 +8,7 @@
 //! while the HTTP/1 write buffer has room. So the session never decides
 //! anything about overflow; the hub does, on the queue (`fanout::SubQueue`).
 //! The socket itself is bounded by a small send buffer and TCP_USER_TIMEOUT
-//! set when the connection is accepted ([`tune_accepted_socket`]).
+//! set when the connection is accepted ([`crate::transport::socket::tune_accepted`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -49,18 +49,6 @@ pub struct WsEndpoint {
     pub metrics: Arc<Metrics>,
     /// Live WebSocket subscribers, against `max_connections`.
     pub live: Arc<AtomicUsize>,
-}
-
-/// Small send buffer and a user timeout on every accepted socket, so a
-/// client that never reads is closed by the kernel and frees its memory.
-pub fn tune_accepted_socket(conn: &dyn std::any::Any, stall: Duration) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        let sock = socket2::SockRef::from(tcp);
-        let _ = sock.set_nodelay(true);
-        let _ = sock.set_send_buffer_size(64 * 1024);
-        #[cfg(target_os = "linux")]
-        let _ = sock.set_tcp_user_timeout(Some(stall));
-    }
 }
 
 fn plain(status: actix_web::http::StatusCode, text: &str) -> HttpResponse {

@@ -29,12 +29,12 @@ use super::connect::{encode_query, Attempt, Files, Upgraded};
 use super::decode::{Decoded, Decoder};
 use super::error::LinkError;
 use super::board::UpstreamStatus;
-use super::policy::ReconnectPolicy;
 use crate::config::{scrub, AuthKind, Secret, UpstreamConfig};
 use crate::fanout::{Incoming, Publisher};
 use crate::model::{DataKind, LinkState};
 use crate::telemetry::UpstreamMetrics;
 use crate::transport::reassembly::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
+use crate::transport::ReconnectPolicy;
 
 type WsSink = SplitSink<Framed<BoxedSocket, Codec>, Message>;
 
@@ -676,7 +676,7 @@ impl StreamHandler<LinkEvent> for Upstream {
                 );
             }
             Some(Err(WsProtocolError::Io(e))) => {
-                match e.get_ref().and_then(|inner| inner.downcast_ref::<super::connector::FrameTooLarge>()) {
+                match e.get_ref().and_then(|inner| inner.downcast_ref::<crate::transport::FrameTooLarge>()) {
                     Some(big) => {
                         let err = LinkError::Oversize(big.to_string());
                         self.fail_closing(ctx, err, Some(1009));

@@ -1,16 +1,14 @@
-//! Upstreams: one supervised [`Upstream`] actor per configured feed.
+//! Upstreams: one supervised [`Upstream`] actor per configured feed, and
+//! the [`StatusBoard`] that shows their live state.
 //!
-//! Architecture invariant: only this module imports `awc`. `frames`,
-//! `decode` and `policy` are plain code with no actix in them.
+//! Architecture invariant: above `transport`, `fanout` and `model`, never
+//! beside `subscriber`; with the webhook sink, the only code that names `awc`.
 
 mod actor;
 mod board;
 mod connect;
-mod connector;
 pub mod decode;
 mod error;
-mod policy;
-mod tls;
 
 use std::sync::Arc;
 
@@ -18,10 +16,7 @@ use actix::{Addr, Supervisor};
 
 pub use actor::{Retire, Shutdown, Upstream, UpstreamDeps};
 pub use board::{NotReady, StatusBoard, UpstreamStatus, UpstreamView};
-pub use connector::{parse_retry_after, Dialer};
 pub use error::LinkError;
-pub use policy::ReconnectPolicy;
-pub use tls::client_config;
 
 use crate::config::UpstreamConfig;
 use crate::fanout::Hub;
