@@ -2,11 +2,11 @@
 //!
 //! awc is told the URL is `ws://host:port` (`http://host:port` for the
 //! webhook) and gets an already-encrypted stream from here, through
-//! actix-tls's connector service; this file never names awc. That gives us three things awc alone does not: failures
-//! classified as `dns`, `tcp` or `tls`; socket options; and the response
-//! head of a refused upgrade, from which `Retry-After` is read (awc keeps
-//! only the status). It is also where an HTTP CONNECT or SOCKS proxy will
-//! go (SPEC §11).
+//! actix-tls's connector service; this file never names awc. That gives us
+//! three things awc alone does not: failures classified as `dns`, `tcp` or
+//! `tls` ([`TransportError`]); socket options; and the response head of a
+//! refused upgrade, from which `Retry-After` is read (awc keeps only the
+//! status). It is also where an HTTP CONNECT or SOCKS proxy will go (SPEC §11).
 //!
 //! TCP is dialed "Happy Eyeballs" style (RFC 8305, SPEC §11): every address
 //! DNS returns, families interleaved, a new attempt every [`ATTEMPT_DELAY`]
@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use actix_http::Uri;
 use actix_rt::net::{ActixStream, TcpStream};
 use actix_service::Service;
-use actix_http::Uri;
 use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connection as TcpConnection};
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};

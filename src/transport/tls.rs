@@ -23,7 +23,8 @@ pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, TransportErro
             .map_err(|e| TransportError::Tls(format!("cannot read tls.ca_file {}: {e}", path.display())))?;
         let mut added = 0;
         for cert in certs {
-            let cert = cert.map_err(|e| TransportError::Tls(format!("bad PEM in tls.ca_file {}: {e}", path.display())))?;
+            let cert =
+                cert.map_err(|e| TransportError::Tls(format!("bad PEM in tls.ca_file {}: {e}", path.display())))?;
             roots
                 .add(cert)
                 .map_err(|e| TransportError::Tls(format!("bad certificate in tls.ca_file {}: {e}", path.display())))?;
@@ -43,12 +44,15 @@ pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, TransportErro
     };
     let mut config = match (&cfg.client_cert_file, &cfg.client_key_file) {
         (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| TransportError::Tls(format!("cannot read tls.client_cert_file {}: {e}", cert.display())))?;
+            let chain =
+                CertificateDer::pem_file_iter(cert).and_then(|it| it.collect::<Result<Vec<_>, _>>()).map_err(|e| {
+                    TransportError::Tls(format!("cannot read tls.client_cert_file {}: {e}", cert.display()))
+                })?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| TransportError::Tls(format!("cannot read tls.client_key_file {}: {e}", key.display())))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| TransportError::Tls(format!("client certificate: {e}")))?
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TransportError::Tls(format!("client certificate: {e}")))?
         }
         _ => builder.with_no_client_auth(),
     };

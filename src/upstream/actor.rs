@@ -25,10 +25,10 @@ use futures_util::stream::{SplitSink, StreamExt};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use super::connect::{encode_query, Attempt, Files, Upgraded};
+use super::attempt::{encode_query, Attempt, Files, Upgraded};
+use super::board::UpstreamStatus;
 use super::decode::{Decoded, Decoder};
 use super::error::LinkError;
-use super::board::UpstreamStatus;
 use crate::config::{scrub, AuthKind, Secret, UpstreamConfig};
 use crate::fanout::{Incoming, Publisher};
 use crate::model::{DataKind, LinkState};

@@ -5,8 +5,8 @@
 //! beside `subscriber`; with the webhook sink, the only code that names `awc`.
 
 mod actor;
+mod attempt;
 mod board;
-mod connect;
 pub mod decode;
 mod error;
 
