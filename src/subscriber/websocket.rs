@@ -25,7 +25,7 @@ use tracing::debug;
 
 pub use super::auth::SubscriberSettings;
 use crate::fanout::{Closed, Filter, Hub, HubError, Item, Next, Pair, SubQueue, Subscription};
-use crate::model::ShutdownFlag;
+use crate::model::{close, ShutdownFlag};
 use crate::telemetry::{DropReason, Metrics, SubscriberMetrics};
 use crate::transport::frame_guard::FrameScan;
 
@@ -49,6 +49,11 @@ pub struct WsEndpoint {
     pub metrics: Arc<Metrics>,
     /// Live WebSocket subscribers, against `max_connections`.
     pub live: Arc<AtomicUsize>,
+}
+
+/// A close frame with one of the codes of [`close`], and its words if any.
+fn closing(code: u16, description: Option<&str>) -> Option<ws::CloseReason> {
+    Some(ws::CloseReason { code: code.into(), description: description.map(str::to_string) })
 }
 
 fn plain(status: actix_web::http::StatusCode, text: &str) -> HttpResponse {
@@ -334,11 +339,7 @@ impl Actor for Session {
         ctx.run_interval(PING_EVERY, |act, ctx| {
             if act.last_heard.elapsed() > CLIENT_TIMEOUT {
                 debug!("Subscriber silent too long; closing.");
-                act.end(
-                    ctx,
-                    "error",
-                    Some(ws::CloseReason { code: ws::CloseCode::Away, description: Some("timeout".into()) }),
-                );
+                act.end(ctx, "error", closing(close::GOING_AWAY, Some("timeout")));
             } else {
                 ctx.ping(b"");
             }
@@ -389,13 +390,9 @@ impl StreamHandler<Next> for Session {
                 }
                 self.metrics.delivered(received);
             }
-            Next::Closed(Closed::Slow) => self.end(
-                ctx,
-                "slow",
-                Some(ws::CloseReason { code: ws::CloseCode::Policy, description: Some("slow consumer".into()) }),
-            ),
+            Next::Closed(Closed::Slow) => self.end(ctx, "slow", closing(close::POLICY, Some("slow consumer"))),
             Next::Closed(Closed::Shutdown | Closed::Reload) => {
-                self.end(ctx, "shutdown", Some(ws::CloseCode::Away.into()))
+                self.end(ctx, "shutdown", closing(close::GOING_AWAY, None))
             }
         }
     }
@@ -420,7 +417,7 @@ impl Session {
     /// Text that is not UTF-8 is a protocol failure: close 1007 (RFC 6455 §8.1).
     fn invalid_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         debug!("Subscriber sent text that is not UTF-8; closing with 1007.");
-        self.end(ctx, "error", Some(ws::CloseCode::Invalid.into()));
+        self.end(ctx, "error", closing(close::INVALID_DATA, None));
     }
 
     /// One frame of a fragmented message (RFC 6455 §5.4), reassembled up to
@@ -435,12 +432,12 @@ impl Session {
         if first == self.fragments.is_some() {
             // A new message inside one, or a continuation of nothing.
             debug!("Subscriber sent a continuation frame out of order; closing.");
-            return self.end(ctx, "error", Some(ws::CloseCode::Protocol.into()));
+            return self.end(ctx, "error", closing(close::PROTOCOL, None));
         }
         let (is_text, buf) = self.fragments.get_or_insert_with(|| (text, Vec::new()));
         if buf.len() + chunk.len() > MAX_CLIENT_FRAME {
             self.fragments = None;
-            return self.end(ctx, "error", Some(ws::CloseCode::Size.into()));
+            return self.end(ctx, "error", closing(close::TOO_BIG, None));
         }
         buf.extend_from_slice(&chunk);
         let is_text = *is_text;
@@ -479,8 +476,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     ws::ProtocolError::Io(io) => io.to_string() == PayloadError::Overflow.to_string(),
                     _ => false,
                 };
-                let code = if oversize { ws::CloseCode::Size } else { ws::CloseCode::Protocol };
-                self.end(ctx, "error", Some(code.into()));
+                let code = if oversize { close::TOO_BIG } else { close::PROTOCOL };
+                self.end(ctx, "error", closing(code, None));
             }
         }
     }
