@@ -412,17 +412,3 @@ impl Signals {
         }
     }
 }
-
-/// Waits for `cond` to hold, polling, up to `deadline`. For tests and the demo.
-pub async fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + deadline;
-    loop {
-        if cond() {
-            return true;
-        }
-        if std::time::Instant::now() >= end {
-            return false;
-        }
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
-}

@@ -24,7 +24,8 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 /// Subscriber kinds: the `kind` label.
 pub const SUBSCRIBER_KINDS: [&str; 4] = ["websocket", "stdout", "file", "webhook"];
 /// Why a subscriber lost a message: the `reason` label of drops.
-pub const DROP_REASONS: [&str; 4] = ["overflow", "error", "shutdown", "reload"];
+pub const DROP_REASONS: [&str; 4] =
+    [DropReason::Overflow.code(), DropReason::Error.code(), DropReason::Shutdown.code(), DropReason::Reload.code()];
 
 /// Why a subscriber or sink did not get a message (SPEC §11): the bounded
 /// `reason` label of `wsgate_subscriber_dropped_total`.

@@ -16,7 +16,6 @@ use actix::{Addr, Supervisor};
 
 pub use actor::{Retire, Shutdown, Upstream, UpstreamDeps};
 pub use board::{NotReady, StatusBoard, UpstreamStatus, UpstreamView};
-pub use error::LinkError;
 
 use crate::config::UpstreamConfig;
 use crate::fanout::Hub;
