@@ -7,17 +7,17 @@
 //! and frames, and nothing above it (never `upstream`, `subscriber`,
 //! `fanout` or `http`; only `model` and `config` below it).
 
-mod backoff;
 mod dialer;
 mod error;
 pub mod frame_guard;
 pub mod reassembly;
+mod reconnect;
 pub mod retry_after;
 pub mod socket;
 mod tls;
 
-pub use backoff::ReconnectPolicy;
 pub use dialer::{Dialer, UpstreamIo};
 pub use error::TransportError;
 pub use frame_guard::FrameTooLarge;
+pub use reconnect::ReconnectPolicy;
 pub use tls::client_config;
