@@ -16,12 +16,12 @@ use crate::config::{self, ConfigSource, Settings, UpstreamConfig};
 use crate::fanout::{Closed, Hub};
 use crate::health::ProbeTargets;
 use crate::http::{self, AppState};
-use crate::status::StatusBoard;
 use crate::subscriber::auth::{refuse_open, watch_token_file};
 use crate::subscriber::sinks::Sinks;
-use crate::subscriber::websocket::{tune_accepted_socket, SubscriberSettings, WsEndpoint};
+use crate::subscriber::websocket::{SubscriberSettings, WsEndpoint};
 use crate::telemetry::Metrics;
-use crate::upstream::{self, Upstream};
+use crate::transport::socket;
+use crate::upstream::{self, StatusBoard, Upstream};
 
 /// A running gateway.
 pub struct Gateway {
@@ -98,7 +98,7 @@ impl Gateway {
         let ws = WsEndpoint {
             hub: hub.clone(),
             settings: Arc::clone(&subscriber_settings),
-            board: Arc::clone(&board),
+            shutdown: board.shutdown_flag(),
             metrics: Arc::clone(&metrics),
             live: Arc::default(),
         };
@@ -113,7 +113,7 @@ impl Gateway {
                 .app_data(web::Data::new(ws.clone()))
                 .configure(http::routes)
         })
-        .on_connect(move |conn, _| tune_accepted_socket(conn, stall))
+        .on_connect(move |conn, _| socket::tune_accepted(conn, stall))
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(timeout_secs)
@@ -239,7 +239,7 @@ impl Gateway {
                             .board
                             .upstreams()
                             .iter()
-                            .any(|s| s.name == cfg.name && s.state() != crate::status::LinkState::Stopped) =>
+                            .any(|s| s.name == cfg.name && s.state() != crate::model::LinkState::Stopped) =>
                 {
                     report.unchanged.push(cfg.name.clone());
                     next.push((c, addr));
@@ -410,19 +410,5 @@ impl Signals {
             let _ = tokio::signal::ctrl_c().await;
             Signal::Terminate
         }
-    }
-}
-
-/// Waits for `cond` to hold, polling, up to `deadline`. For tests and the demo.
-pub async fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + deadline;
-    loop {
-        if cond() {
-            return true;
-        }
-        if std::time::Instant::now() >= end {
-            return false;
-        }
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -16,6 +16,7 @@ use actix_web_actors::ws;
 use anyhow::Context as _;
 
 use crate::config::{self, ConfigSource, Settings};
+use crate::model::close;
 
 /// How long the feed keeps a link before it drops it.
 const LINK_LIFETIME: Duration = Duration::from_secs(60);
@@ -114,7 +115,7 @@ impl Actor for FeedSession {
         });
         ctx.run_later(LINK_LIFETIME, |_, ctx| {
             ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Restart,
+                code: close::RESTART.into(),
                 description: Some("demo: the feed restarts every minute".into()),
             }));
             ctx.stop();

@@ -7,14 +7,19 @@
 //! - [`app`]: wiring: registry, hub, supervised upstreams, HTTP server, shutdown order.
 //! - [`http`]: routes only (`/healthz`, `/readyz`, `/status`, `/metrics`).
 //! - [`health`]: the liveness probe of the hub and every upstream mailbox.
-//! - [`upstream`]: the `Upstream` actor: connect, auth, heartbeat, backoff, decode.
+//! - [`upstream`]: the `Upstream` actor (connect, auth, heartbeat, decode) and
+//!   the `StatusBoard` of live upstream states that HTTP reads.
 //!   With the webhook sink's HTTP client, the only code that knows awc.
 //! - [`subscriber`]: WebSocket sessions and sinks, each draining a bounded hub queue.
+//!   Beside `upstream`, never importing it.
 //! - [`fanout`]: the hub, shared message type, bounded subscriber queues.
-//! - [`status`]: live upstream states read by HTTP; the bounded `Reason` set.
-//! - [`wsframe`]: frame-header scanning that caps frame sizes before buffering.
+//! - [`transport`]: a leaf under upstreams and the webhook: the dialer (Happy
+//!   Eyeballs, TLS, socket options), `Retry-After`, the frame-header guard,
+//!   fragment reassembly, the reconnect backoff. No actors.
 //! - [`config`]: the `Settings` tree; load, validate, secrets.
 //! - [`telemetry`]: metrics (the only module that touches prometheus) and logging.
+//! - [`model`]: the leaf vocabulary: `LinkState`, the bounded `Reason` set,
+//!   `DataKind`, close codes, the shutdown flag.
 //!
 //! See `ARCHITECTURE.md` for the actors and the messages between them.
 
@@ -27,8 +32,8 @@ pub mod demo;
 pub mod fanout;
 pub mod health;
 pub mod http;
-pub mod status;
+pub mod model;
 pub mod subscriber;
 pub mod telemetry;
+pub mod transport;
 pub mod upstream;
-pub mod wsframe;

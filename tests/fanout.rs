@@ -103,7 +103,7 @@ async fn two_hundred_subscribers_get_every_message() {
     let mut s = settings(vec![UpstreamConfig::new("feed", feed.url("/"))]);
     s.subscribers.queue_capacity = 25_000;
     let gw = start(s).await;
-    eventually(LONG, "upstream connected", || gw.board.upstreams()[0].state() == wsgate::status::LinkState::Connected)
+    eventually(LONG, "upstream connected", || gw.board.upstreams()[0].state() == wsgate::model::LinkState::Connected)
         .await;
 
     let url = ws_url(&gw, "");
@@ -164,7 +164,7 @@ async fn disconnect_policy_closes_a_slow_consumer_with_1008() {
     s.subscribers.queue_capacity = 64;
     s.subscribers.overflow = Overflow::Disconnect;
     let gw = start(s).await;
-    eventually(LONG, "connected", || gw.board.upstreams()[0].state() == wsgate::status::LinkState::Connected).await;
+    eventually(LONG, "connected", || gw.board.upstreams()[0].state() == wsgate::model::LinkState::Connected).await;
     let mut slow = ws_connect(&ws_url(&gw, ""), &[]).await.unwrap();
     go.store(true, Ordering::SeqCst);
     eventually(LONG, "slow subscriber dropped", || {
@@ -200,7 +200,7 @@ async fn gap_events_account_for_every_drop() {
     s.subscribers.queue_capacity = 64;
     s.subscribers.overflow = Overflow::DropNewest;
     let gw = start(s).await;
-    eventually(LONG, "connected", || gw.board.upstreams()[0].state() == wsgate::status::LinkState::Connected).await;
+    eventually(LONG, "connected", || gw.board.upstreams()[0].state() == wsgate::model::LinkState::Connected).await;
     let mut ws = ws_connect(&ws_url(&gw, ""), &[]).await.unwrap();
     go.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
@@ -248,7 +248,7 @@ async fn filters_control_ops_and_garbage() {
     let b = ticking_feed(Duration::from_millis(10));
     let gw = start(settings(vec![UpstreamConfig::new("a", a.url("/")), UpstreamConfig::new("b", b.url("/"))])).await;
     eventually(LONG, "both connected", || {
-        gw.board.upstreams().iter().all(|u| u.state() == wsgate::status::LinkState::Connected)
+        gw.board.upstreams().iter().all(|u| u.state() == wsgate::model::LinkState::Connected)
     })
     .await;
     let mut ws = ws_connect(&ws_url(&gw, "?upstream=a&topic=trade"), &[]).await.unwrap();
@@ -391,7 +391,7 @@ async fn state_events_and_shutdown_close() {
     let mut u = UpstreamConfig::new("a", feed.url("/"));
     u.reconnect.initial = Dur::ms(100);
     let gw = start(settings(vec![u])).await;
-    eventually(LONG, "connected", || gw.board.upstreams()[0].state() == wsgate::status::LinkState::Connected).await;
+    eventually(LONG, "connected", || gw.board.upstreams()[0].state() == wsgate::model::LinkState::Connected).await;
     let mut ws = ws_connect(&ws_url(&gw, ""), &[]).await.unwrap();
     let mut states = Vec::new();
     while states.len() < 4 {

@@ -12,7 +12,7 @@ use support::{
 };
 use wsgate::app::Gateway;
 use wsgate::config::{Dur, ReconnectConfig, UpstreamConfig};
-use wsgate::status::LinkState;
+use wsgate::model::LinkState;
 
 const LONG: Duration = Duration::from_secs(20);
 

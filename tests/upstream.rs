@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use wsgate::app::Gateway;
 use wsgate::config::{AuthKind, Dur, Matcher, Overflow, Secret, Size, UpstreamConfig};
 use wsgate::fanout::{Delivery, Filter, Item, Next, QueueStream, SubQueue, Subscription};
-use wsgate::status::LinkState;
-use wsgate::upstream::ReconnectPolicy;
+use wsgate::model::LinkState;
+use wsgate::transport::ReconnectPolicy;
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -40,7 +40,7 @@ fn state(gw: &Gateway, name: &str) -> LinkState {
     gw.board.upstreams().iter().find(|u| u.name == name).map(|u| u.state()).expect("known upstream")
 }
 
-fn view(gw: &Gateway, name: &str) -> wsgate::status::UpstreamView {
+fn view(gw: &Gateway, name: &str) -> wsgate::upstream::UpstreamView {
     gw.board.upstreams().iter().find(|u| u.name == name).map(|u| u.view()).expect("known upstream")
 }
 

@@ -25,8 +25,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use wsgate::config::{DecodeConfig, DecodeFormat, InvalidPolicy};
 use wsgate::fanout::{DataKind, Delivery, Incoming};
+use wsgate::transport::reassembly::{Fragment, FrameError, Kind, Reassembler};
 use wsgate::upstream::decode::{Decoded, Decoder};
-use wsgate::upstream::frames::{Fragment, FrameError, Kind, Reassembler};
 
 /// Pointers worth walking: the default, nested, arrays, escapes, odd ones.
 const POINTERS: &[&str] =
@@ -104,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check_decode(decoder: &Decoder, cfg: &DecodeConfig, kind: Kind, data: Bytes) {
-    let msg = wsgate::upstream::frames::Message { kind, data: data.clone() };
+    let msg = wsgate::transport::reassembly::Message { kind, data: data.clone() };
     let (topic, data_kind) = match decoder.decode(&msg) {
         Decoded::Ok { topic, kind } => (topic.into_owned(), kind),
         Decoded::Invalid { error, pass } => {

@@ -40,13 +40,13 @@ fuzz_target!(|data: &[u8]| {
     let upstreams: Vec<String> = pairs.iter().filter(|(k, _)| k == "upstream").map(|(_, v)| v.clone()).collect();
     let topics: Vec<String> = pairs.iter().filter(|(k, _)| k == "topic").map(|(_, v)| v.clone()).collect();
     let distinct = |list: &[String]| list.iter().collect::<std::collections::HashSet<_>>().len().max(1);
-    let pairs = distinct(&upstreams) * distinct(&topics);
+    let size = distinct(&upstreams) * distinct(&topics);
     let Ok(filter) = Filter::from_lists(&upstreams, &topics, MAX_FILTERS) else {
-        assert!(pairs > MAX_FILTERS, "{pairs} pairs refused");
+        assert!(size > MAX_FILTERS, "{size} pairs refused");
         return;
     };
-    assert!(pairs <= MAX_FILTERS);
-    assert_eq!(filter.len(), pairs);
+    assert!(size <= MAX_FILTERS);
+    assert_eq!(filter.len(), size);
     for (u, t) in pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())) {
         let want = (upstreams.is_empty() || upstreams.iter().any(|x| x == u))
             && (topics.is_empty() || topics.iter().any(|x| x == t));

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use wsgate::config::SubscribersConfig;
 use wsgate::fanout::Hub;
-use wsgate::status::StatusBoard;
+use wsgate::model::ShutdownFlag;
 use wsgate::subscriber::websocket::{endpoint, SubscriberSettings, WsEndpoint};
 use wsgate::telemetry::Metrics;
 
@@ -52,7 +52,7 @@ fn ws_endpoint() -> WsEndpoint {
                 WsEndpoint {
                     hub,
                     settings: Arc::new(RwLock::new(SubscriberSettings { cfg, token: None })),
-                    board: StatusBoard::new(),
+                    shutdown: ShutdownFlag::default(),
                     metrics: Metrics::new(),
                     live: Arc::new(AtomicUsize::new(0)),
                 }

@@ -17,7 +17,7 @@ use bytestring::ByteString;
 
 use super::message::{state_event, Delivery, Incoming};
 use super::queue::{Closed, Pushed, SubQueue};
-use crate::status::LinkState;
+use crate::model::LinkState;
 
 /// One (upstream, topic) pair of a subscriber's filter; `None` = any.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -254,11 +254,6 @@ impl Hub {
         t.upstreams.retain(|(s, _)| &*s.name != name);
     }
 
-    /// Names of the upstreams, in config order.
-    pub fn upstream_names(&self) -> Vec<Arc<str>> {
-        self.read().upstreams.iter().map(|(s, _)| Arc::clone(&s.name)).collect()
-    }
-
     /// True when `name` is a configured upstream.
     pub fn has_upstream(&self, name: &str) -> bool {
         self.read().upstreams.iter().any(|(s, _)| &*s.name == name)
@@ -281,9 +276,9 @@ impl Hub {
         }
         t.next_id += 1;
         let id = t.next_id;
-        t.subscribers.push(Sub { id, queue: Arc::clone(&queue), filter });
         queue.metrics().joined();
-        Ok(Subscription { id, hub: self.clone(), queue })
+        t.subscribers.push(Sub { id, queue, filter });
+        Ok(Subscription { id, hub: self.clone() })
     }
 
     /// True when the table can be read right now (liveness probe): false
@@ -371,15 +366,9 @@ impl Publisher {
 pub struct Subscription {
     id: u64,
     hub: Hub,
-    queue: Arc<SubQueue>,
 }
 
 impl Subscription {
-    /// The queue this subscriber drains.
-    pub fn queue(&self) -> &Arc<SubQueue> {
-        &self.queue
-    }
-
     /// Adds a pair to the filter; unknown upstreams are refused, and so is
     /// a new pair past `max` (`subscribers.max_filters`).
     pub fn add(&self, pair: Pair, max: usize) -> Result<(), HubError> {
@@ -407,11 +396,6 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.remove(self.id);
     }
-}
-
-/// Per-upstream counters of `seq`, for tests and status.
-pub fn seq_snapshot(hub: &Hub) -> HashMap<String, u64> {
-    hub.read().upstreams.iter().map(|(s, _)| (s.name.to_string(), s.seq.load(Ordering::Relaxed))).collect()
 }
 
 #[cfg(test)]

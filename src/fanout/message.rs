@@ -9,18 +9,7 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use crate::status::LinkState;
-
-/// How the message's `data` is represented in an envelope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataKind {
-    /// `raw` holds a valid JSON document: embedded verbatim.
-    Json,
-    /// `raw` holds UTF-8 text: embedded as a JSON string.
-    Text,
-    /// `raw` holds bytes: embedded as a base64 string.
-    Binary,
-}
+use crate::model::{DataKind, LinkState};
 
 /// A decoded message as an upstream hands it to the hub (no `seq` yet).
 #[derive(Debug, Clone)]

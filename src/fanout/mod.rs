@@ -8,6 +8,8 @@ mod hub;
 mod message;
 mod queue;
 
-pub use hub::{seq_snapshot, Filter, Hub, HubError, Pair, Publisher, Subscription};
-pub use message::{gap_event, state_event, DataKind, Delivery, Incoming};
+/// Re-exported from [`crate::model`], where it lives, for the hub's users.
+pub use crate::model::DataKind;
+pub use hub::{Filter, Hub, HubError, Pair, Publisher, Subscription};
+pub use message::{Delivery, Incoming};
 pub use queue::{Closed, Item, Next, Pushed, QueueStream, SubQueue};

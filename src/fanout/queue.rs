@@ -406,7 +406,8 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
-    use crate::fanout::message::{DataKind, Incoming};
+    use crate::fanout::message::Incoming;
+    use crate::model::DataKind;
     use crate::telemetry::Metrics;
 
     fn msg(upstream: &str, seq: u64) -> Arc<Delivery> {

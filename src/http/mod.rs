@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::fanout::Hub;
 use crate::health::{self, ProbeTargets};
-use crate::status::StatusBoard;
 use crate::telemetry::{Metrics, CONTENT_TYPE};
+use crate::upstream::StatusBoard;
 
 /// What every handler can read.
 #[derive(Clone)]

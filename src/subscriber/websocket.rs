@@ -8,7 +8,7 @@
 //! while the HTTP/1 write buffer has room. So the session never decides
 //! anything about overflow; the hub does, on the queue (`fanout::SubQueue`).
 //! The socket itself is bounded by a small send buffer and TCP_USER_TIMEOUT
-//! set when the connection is accepted ([`tune_accepted_socket`]).
+//! set when the connection is accepted ([`crate::transport::socket::tune_accepted`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -25,9 +25,9 @@ use tracing::debug;
 
 pub use super::auth::SubscriberSettings;
 use crate::fanout::{Closed, Filter, Hub, HubError, Item, Next, Pair, SubQueue, Subscription};
-use crate::status::StatusBoard;
+use crate::model::{close, ShutdownFlag};
 use crate::telemetry::{Left, Metrics, SubscriberMetrics};
-use crate::wsframe::FrameScan;
+use crate::transport::frame_guard::FrameScan;
 
 /// How often subscribers are pinged.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -43,24 +43,17 @@ pub struct WsEndpoint {
     pub hub: Hub,
     /// Subscriber settings and the resolved token; replaced on reload.
     pub settings: Arc<RwLock<SubscriberSettings>>,
-    /// For the shutdown flag: no new subscribers once shutdown began.
-    pub board: Arc<StatusBoard>,
+    /// No new subscribers once shutdown began.
+    pub shutdown: ShutdownFlag,
     /// For the `websocket` subscriber counters.
     pub metrics: Arc<Metrics>,
     /// Live WebSocket subscribers, against `max_connections`.
     pub live: Arc<AtomicUsize>,
 }
 
-/// Small send buffer and a user timeout on every accepted socket, so a
-/// client that never reads is closed by the kernel and frees its memory.
-pub fn tune_accepted_socket(conn: &dyn std::any::Any, stall: Duration) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        let sock = socket2::SockRef::from(tcp);
-        let _ = sock.set_nodelay(true);
-        let _ = sock.set_send_buffer_size(64 * 1024);
-        #[cfg(target_os = "linux")]
-        let _ = sock.set_tcp_user_timeout(Some(stall));
-    }
+/// A close frame with one of the codes of [`close`], and its words if any.
+fn closing(code: u16, description: Option<&str>) -> Option<ws::CloseReason> {
+    Some(ws::CloseReason { code: code.into(), description: description.map(str::to_string) })
 }
 
 fn plain(status: actix_web::http::StatusCode, text: &str) -> HttpResponse {
@@ -121,7 +114,7 @@ pub async fn endpoint(
     ep: web::Data<WsEndpoint>,
 ) -> Result<HttpResponse, actix_web::Error> {
     use actix_web::http::StatusCode;
-    if ep.board.is_shutting_down() {
+    if ep.shutdown.is_set() {
         return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
     }
     let settings = ep.settings.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -346,11 +339,7 @@ impl Actor for Session {
         ctx.run_interval(PING_EVERY, |act, ctx| {
             if act.last_heard.elapsed() > CLIENT_TIMEOUT {
                 debug!("Subscriber silent too long; closing.");
-                act.end(
-                    ctx,
-                    Left::Error,
-                    Some(ws::CloseReason { code: ws::CloseCode::Away, description: Some("timeout".into()) }),
-                );
+                act.end(ctx, Left::Error, closing(close::GOING_AWAY, Some("timeout")));
             } else {
                 ctx.ping(b"");
             }
@@ -395,13 +384,9 @@ impl StreamHandler<Next> for Session {
                 }
                 self.metrics.delivered(received);
             }
-            Next::Closed(Closed::Slow) => self.end(
-                ctx,
-                Left::Slow,
-                Some(ws::CloseReason { code: ws::CloseCode::Policy, description: Some("slow consumer".into()) }),
-            ),
+            Next::Closed(Closed::Slow) => self.end(ctx, Left::Slow, closing(close::POLICY, Some("slow consumer"))),
             Next::Closed(Closed::Shutdown | Closed::Reload) => {
-                self.end(ctx, Left::Shutdown, Some(ws::CloseCode::Away.into()))
+                self.end(ctx, Left::Shutdown, closing(close::GOING_AWAY, None))
             }
         }
     }
@@ -426,7 +411,7 @@ impl Session {
     /// Text that is not UTF-8 is a protocol failure: close 1007 (RFC 6455 §8.1).
     fn invalid_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         debug!("Subscriber sent text that is not UTF-8; closing with 1007.");
-        self.end(ctx, Left::Error, Some(ws::CloseCode::Invalid.into()));
+        self.end(ctx, Left::Error, closing(close::INVALID_DATA, None));
     }
 
     /// One frame of a fragmented message (RFC 6455 §5.4), reassembled up to
@@ -441,12 +426,12 @@ impl Session {
         if first == self.fragments.is_some() {
             // A new message inside one, or a continuation of nothing.
             debug!("Subscriber sent a continuation frame out of order; closing.");
-            return self.end(ctx, Left::Error, Some(ws::CloseCode::Protocol.into()));
+            return self.end(ctx, Left::Error, closing(close::PROTOCOL, None));
         }
         let (is_text, buf) = self.fragments.get_or_insert_with(|| (text, Vec::new()));
         if buf.len() + chunk.len() > MAX_CLIENT_FRAME {
             self.fragments = None;
-            return self.end(ctx, Left::Error, Some(ws::CloseCode::Size.into()));
+            return self.end(ctx, Left::Error, closing(close::TOO_BIG, None));
         }
         buf.extend_from_slice(&chunk);
         let is_text = *is_text;
@@ -485,8 +470,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     ws::ProtocolError::Io(io) => io.to_string() == PayloadError::Overflow.to_string(),
                     _ => false,
                 };
-                let code = if oversize { ws::CloseCode::Size } else { ws::CloseCode::Protocol };
-                self.end(ctx, Left::Error, Some(code.into()));
+                let code = if oversize { close::TOO_BIG } else { close::PROTOCOL };
+                self.end(ctx, Left::Error, closing(code, None));
             }
         }
     }

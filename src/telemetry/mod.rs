@@ -17,7 +17,7 @@ use prometheus::{
 pub use logging::init_logging;
 use tracing::{info, warn};
 
-use crate::status::{LinkState, Reason};
+use crate::model::{LinkState, Reason};
 
 /// Content type of `/metrics`: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -25,7 +25,8 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 /// Subscriber kinds: the `kind` label.
 pub const SUBSCRIBER_KINDS: [&str; 4] = ["websocket", "stdout", "file", "webhook"];
 /// Why a subscriber lost a message: the `reason` label of drops.
-pub const DROP_REASONS: [&str; 4] = ["overflow", "error", "shutdown", "reload"];
+pub const DROP_REASONS: [&str; 4] =
+    [DropReason::Overflow.code(), DropReason::Error.code(), DropReason::Shutdown.code(), DropReason::Reload.code()];
 
 /// Why a subscriber or sink did not get a message (SPEC §11): the bounded
 /// `reason` label of `wsgate_subscriber_dropped_total`.

@@ -18,14 +18,15 @@ use bytestring::ByteString;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use super::connect::{encode_query, Attempt, Files, Upgraded};
+use super::attempt::{encode_query, Attempt, Files, Upgraded};
+use super::board::UpstreamStatus;
 use super::error::LinkError;
 use super::inbound::Inbound;
 use super::link::{Action, Event, Lifecycle};
 use super::wire::{Closing, Link};
 use crate::config::{scrub, Secret, UpstreamConfig};
 use crate::fanout::Publisher;
-use crate::status::{LinkState, UpstreamStatus};
+use crate::model::LinkState;
 use crate::telemetry::UpstreamMetrics;
 
 /// How long a stop waits for the close frame to be flushed.

@@ -18,9 +18,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::frames::{Kind, Message};
 use crate::config::{DecodeConfig, DecodeFormat, InvalidPolicy};
-use crate::fanout::DataKind;
+use crate::model::DataKind;
+use crate::transport::reassembly::{Kind, Message};
 
 /// The decode result.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::status::Reason;
+use crate::model::Reason;
+use crate::transport::TransportError;
 
 /// A failure of one upstream link. The text never holds a secret: errors
 /// are built from our own words, and outside text is scrubbed before it is
@@ -111,6 +112,17 @@ impl LinkError {
     }
 }
 
+impl From<TransportError> for LinkError {
+    /// A dial failure keeps its class and its words.
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Dns { host, detail } => LinkError::Dns { host, detail },
+            TransportError::Tcp(detail) => LinkError::Tcp(detail),
+            TransportError::Tls(detail) => LinkError::Tls(detail),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +140,18 @@ mod tests {
         assert_eq!(r(302), Reason::Protocol);
         assert!(!LinkError::Shutdown.is_retryable());
         assert!(LinkError::Http { status: 401, retry_after: None }.is_retryable());
+    }
+
+    /// A transport failure keeps its reason and its text as a link failure.
+    #[test]
+    fn from_transport() {
+        for t in [
+            TransportError::Dns { host: "feed.example".into(), detail: "no such host".into() },
+            TransportError::Tcp("127.0.0.1:1: refused".into()),
+            TransportError::Tls("bad certificate".into()),
+        ] {
+            let l = LinkError::from(t.clone());
+            assert_eq!((l.reason(), l.to_string()), (t.reason(), t.to_string()));
+        }
     }
 }

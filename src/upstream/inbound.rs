@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::decode::{Decoded, Decoder};
-use super::frames::{Kind, Message};
 use crate::config::UpstreamConfig;
 use crate::fanout::{DataKind, Incoming, Publisher};
 use crate::telemetry::UpstreamMetrics;
+use crate::transport::reassembly::{Kind, Message};
 
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,9 +17,9 @@
 use std::time::{Duration, Instant};
 
 use super::error::LinkError;
-use super::policy::ReconnectPolicy;
 use crate::config::UpstreamConfig;
-use crate::status::{LinkState, Reason};
+use crate::model::{close, LinkState, Reason};
+use crate::transport::ReconnectPolicy;
 
 /// Where a link slot is, and what that state owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,11 +211,13 @@ pub enum Action {
 /// The close frame for a link that ends with `error`: decided here only.
 pub fn goodbye(error: &LinkError) -> Goodbye {
     match error {
-        LinkError::Oversize(_) => Goodbye::Code(1009),
-        LinkError::Protocol(_) => Goodbye::Code(1002),
-        LinkError::InvalidText(_) => Goodbye::Code(1007),
-        LinkError::Idle(_) | LinkError::Auth(_) | LinkError::Shutdown | LinkError::Reload => Goodbye::Code(1000),
-        LinkError::Panic => Goodbye::Code(1011),
+        LinkError::Oversize(_) => Goodbye::Code(close::TOO_BIG),
+        LinkError::Protocol(_) => Goodbye::Code(close::PROTOCOL),
+        LinkError::InvalidText(_) => Goodbye::Code(close::INVALID_DATA),
+        LinkError::Idle(_) | LinkError::Auth(_) | LinkError::Shutdown | LinkError::Reload => {
+            Goodbye::Code(close::NORMAL)
+        }
+        LinkError::Panic => Goodbye::Code(close::INTERNAL),
         // Echo the server's close with its own code.
         LinkError::Closed { code: Some(c), .. } => Goodbye::Code(*c),
         LinkError::Closed { code: None, .. } => Goodbye::Empty,

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use super::error::LinkError;
 use super::link::{goodbye, Action, Event, Goodbye, Lifecycle, Phase};
-use super::policy::ReconnectPolicy;
 use crate::config::{Dur, ReconnectConfig};
-use crate::status::{LinkState, Reason};
+use crate::model::{LinkState, Reason};
+use crate::transport::ReconnectPolicy;
 
 /// No jitter: delays are exact (500 ms, x2, up to 4 s).
 fn policy(max_elapsed_ms: u64) -> ReconnectPolicy {

@@ -1,21 +1,19 @@
-//! Upstreams: one supervised [`Upstream`] actor per configured feed.
+//! Upstreams: one supervised [`Upstream`] actor per configured feed, and
+//! the [`StatusBoard`] that shows their live state.
 //!
-//! Architecture invariant: only this module imports `awc`. `frames`,
-//! `decode` and `policy` are plain code with no actix in them.
+//! Architecture invariant: above `transport`, `fanout` and `model`, never
+//! beside `subscriber`; with the webhook sink, the only code that names `awc`.
 
 mod actor;
-mod connect;
-mod connector;
+mod attempt;
+mod board;
 pub mod decode;
 mod error;
-pub mod frames;
 pub mod heartbeat;
 mod inbound;
 pub mod link;
 #[cfg(test)]
 mod link_tests;
-mod policy;
-mod tls;
 mod wire;
 
 use std::sync::Arc;
@@ -23,14 +21,11 @@ use std::sync::Arc;
 use actix::{Addr, Supervisor};
 
 pub use actor::{Retire, Shutdown, Upstream, UpstreamDeps};
-pub use connector::{parse_retry_after, Dialer};
-pub use error::LinkError;
-pub use policy::ReconnectPolicy;
-pub use tls::client_config;
+pub use board::{NotReady, StatusBoard, UpstreamStatus, UpstreamView};
 
 use crate::config::UpstreamConfig;
 use crate::fanout::Hub;
-use crate::status::{LinkState, StatusBoard, UpstreamStatus};
+use crate::model::LinkState;
 use crate::telemetry::Metrics;
 
 /// Starts the supervised actor of `cfg` on the current arbiter and registers

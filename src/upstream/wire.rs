@@ -17,12 +17,12 @@ use bytestring::ByteString;
 use futures_util::stream::{SplitSink, StreamExt};
 
 use super::actor::Upstream;
-use super::connect::Upgraded;
+use super::attempt::Upgraded;
 use super::error::LinkError;
-use super::frames::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
 use super::heartbeat::{Beat, Heartbeat};
 use super::inbound::Outcome;
 use super::link::{Event, Goodbye, Phase};
+use crate::transport::reassembly::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
 
 /// The write half of a link's socket.
 pub(super) type WsSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, Codec>, Message>>;
@@ -267,7 +267,8 @@ impl StreamHandler<LinkEvent> for Upstream {
                 self.failed(ctx, LinkError::Oversize(format!("frame exceeds max_message_size {limit}")));
             }
             Some(Err(WsProtocolError::Io(e))) => {
-                match e.get_ref().and_then(|inner| inner.downcast_ref::<super::connector::FrameTooLarge>()) {
+                match e.get_ref().and_then(|inner| inner.downcast_ref::<crate::transport::frame_guard::FrameTooLarge>())
+                {
                     Some(big) => self.failed(ctx, LinkError::Oversize(big.to_string())),
                     None => self.failed(ctx, LinkError::Tcp(e.to_string())),
                 }

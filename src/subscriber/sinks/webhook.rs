@@ -32,7 +32,8 @@ use crate::config::{
 };
 use crate::fanout::{Closed, Delivery, Item, Next, SubQueue, Subscription};
 use crate::telemetry::Left;
-use crate::upstream::{client_config, Dialer, ReconnectPolicy};
+use crate::transport::retry_after::parse_retry_after;
+use crate::transport::{client_config, Dialer, ReconnectPolicy};
 
 /// Longest wait for one POST, from dialing to the end of the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -174,16 +175,6 @@ fn verdict(answer: &Answer) -> Verdict {
     }
 }
 
-/// `Retry-After` in seconds or as an HTTP date, as a delay from `now`.
-fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
-}
-
 /// The envelopes as one JSON array, without re-serializing them.
 fn json_array(batch: &[Arc<Delivery>]) -> Bytes {
     let size = batch.iter().map(|d| d.envelope().len() + 1).sum::<usize>() + 2;
@@ -210,7 +201,7 @@ async fn post(req: awc::ClientRequest, body: Bytes) -> Answer {
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        .and_then(|v| parse_retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
     // Reading the body lets awc reuse the connection; its start goes into a warning.
     let body = resp.body().limit(MAX_ANSWER).await.unwrap_or_default();
     let detail = String::from_utf8_lossy(&body).chars().take(ANSWER_IN_LOG).collect::<String>().trim().to_string();
@@ -639,17 +630,6 @@ mod tests {
         for (answer, want) in table {
             assert_eq!(verdict(&answer), want, "{answer:?}");
         }
-    }
-
-    /// Retry-After in seconds or as a date; capped; garbage ignored.
-    #[test]
-    fn retry_after() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("99999", now), Some(MAX_RETRY_AFTER));
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     /// The body is a JSON array of the envelopes, in order.

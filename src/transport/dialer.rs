@@ -1,11 +1,12 @@
-//! Our own transport under awc: DNS, TCP (keepalive, user timeout), TLS.
+//! Our own dialer under awc: DNS, TCP (socket options from [`super::socket`]), TLS.
 //!
-//! awc is told the URL is `ws://host:port` and gets an already-encrypted
-//! stream from here. That gives us three things awc alone does not: failures
-//! classified as `dns`, `tcp` or `tls`; socket options; and the response
-//! head of a refused upgrade, from which `Retry-After` is read (awc keeps
-//! only the status). It is also where an HTTP CONNECT or SOCKS proxy will
-//! go (SPEC §11).
+//! awc is told the URL is `ws://host:port` (`http://host:port` for the
+//! webhook) and gets an already-encrypted stream from here, through
+//! actix-tls's connector service; this file never names awc. That gives us
+//! three things awc alone does not: failures classified as `dns`, `tcp` or
+//! `tls` ([`TransportError`]); socket options; and the response head of a
+//! refused upgrade, from which `Retry-After` is read (awc keeps only the
+//! status). It is also where an HTTP CONNECT or SOCKS proxy will go (SPEC §11).
 //!
 //! TCP is dialed "Happy Eyeballs" style (RFC 8305, SPEC §11): every address
 //! DNS returns, families interleaved, a new attempt every [`ATTEMPT_DELAY`]
@@ -22,18 +23,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use actix_http::Uri;
 use actix_rt::net::{ActixStream, TcpStream};
 use actix_service::Service;
 use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connection as TcpConnection};
-use awc::http::Uri;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::error::LinkError;
-use crate::wsframe::FrameScan;
+use super::error::TransportError;
+use super::frame_guard::{FrameScan, FrameTooLarge};
+use super::retry_after::retry_after_in_head;
+use super::socket::tune_dialed;
 
 /// How much of the response head is kept to find `Retry-After`.
 const HEAD_LIMIT: usize = 8 * 1024;
@@ -46,7 +49,7 @@ pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 #[derive(Debug, Default)]
 pub struct DialState {
     /// Our classification of a transport failure (awc would flatten it).
-    pub failure: Option<LinkError>,
+    pub failure: Option<TransportError>,
     head: Vec<u8>,
     head_done: bool,
 }
@@ -73,25 +76,11 @@ impl DialState {
 
     /// The `Retry-After` of the response head, as a delay from now.
     pub fn retry_after(&self) -> Option<Duration> {
-        parse_retry_after(&self.head, SystemTime::now())
+        retry_after_in_head(&self.head, SystemTime::now())
     }
 }
 
-/// Finds `Retry-After` (seconds or HTTP date) in a response head.
-pub fn parse_retry_after(head: &[u8], now: SystemTime) -> Option<Duration> {
-    let text = String::from_utf8_lossy(head);
-    let value = text.split("\r\n").skip(1).find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("retry-after").then(|| value.trim().to_string())
-    })?;
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(24 * 3600)));
-    }
-    let at = httpdate::parse_http_date(&value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(Duration::from_secs(24 * 3600)))
-}
-
-/// The awc connector service of one attempt.
+/// The connector service awc dials through, for one upstream attempt or one webhook endpoint.
 #[derive(Clone)]
 pub struct Dialer {
     host: String,
@@ -99,19 +88,9 @@ pub struct Dialer {
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     user_timeout: Duration,
     /// Largest WebSocket frame accepted from the peer, checked at the frame
-    /// header (see `crate::wsframe`); `None` for plain HTTP use.
+    /// header (see `crate::transport::frame_guard`); `None` for plain HTTP use.
     frame_limit: Option<u64>,
     state: Rc<RefCell<DialState>>,
-}
-
-/// The error a read returns when the peer declares a frame over the limit.
-#[derive(Debug, thiserror::Error)]
-#[error("peer declared a {declared}-byte frame, over the limit of {limit}")]
-pub struct FrameTooLarge {
-    /// The length in the frame header.
-    pub declared: u64,
-    /// The configured limit.
-    pub limit: u64,
 }
 
 impl Dialer {
@@ -121,12 +100,12 @@ impl Dialer {
         port: u16,
         tls: Option<Arc<ClientConfig>>,
         user_timeout: Duration,
-    ) -> Result<Self, LinkError> {
+    ) -> Result<Self, TransportError> {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let tls = match tls {
             Some(cfg) => {
                 let name = ServerName::try_from(host.clone())
-                    .map_err(|_| LinkError::Tls(format!("invalid server name {host:?}")))?;
+                    .map_err(|_| TransportError::Tls(format!("invalid server name {host:?}")))?;
                 Some((cfg, name))
             }
             None => None,
@@ -145,8 +124,8 @@ impl Dialer {
         Rc::clone(&self.state)
     }
 
-    async fn dial(&self) -> Result<UpstreamIo, LinkError> {
-        let dns = |detail: String| LinkError::Dns { host: self.host.clone(), detail };
+    async fn dial(&self) -> Result<UpstreamIo, TransportError> {
+        let dns = |detail: String| TransportError::Dns { host: self.host.clone(), detail };
         let addrs: Vec<SocketAddr> =
             tokio::net::lookup_host((self.host.as_str(), self.port)).await.map_err(|e| dns(e.to_string()))?.collect();
         if addrs.is_empty() {
@@ -158,15 +137,15 @@ impl Dialer {
             TcpStream::connect(addr).await.map_err(|e| format!("{addr}: {e}"))
         })
         .await
-        .map_err(|mut errors| LinkError::Tcp(errors.pop().unwrap_or_default()))?;
-        tune_socket(&tcp, self.user_timeout);
+        .map_err(|mut errors| TransportError::Tcp(errors.pop().unwrap_or_default()))?;
+        tune_dialed(&tcp, self.user_timeout);
         let inner = match &self.tls {
             None => Inner::Plain(tcp),
             Some((cfg, name)) => {
                 let tls = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
                     .connect(name.clone(), tcp)
                     .await
-                    .map_err(|e| LinkError::Tls(e.to_string()))?;
+                    .map_err(|e| TransportError::Tls(e.to_string()))?;
                 Inner::Tls(Box::new(tls))
             }
         };
@@ -235,18 +214,6 @@ where
             () = &mut next_start, if more => {}
         }
     }
-}
-
-/// Keepalive and a user timeout, so the kernel also gives up on a dead peer.
-fn tune_socket(tcp: &TcpStream, user_timeout: Duration) {
-    let sock = socket2::SockRef::from(tcp);
-    let _ = sock.set_nodelay(true);
-    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30)).with_interval(Duration::from_secs(10));
-    let _ = sock.set_tcp_keepalive(&ka);
-    #[cfg(target_os = "linux")]
-    let _ = sock.set_tcp_user_timeout(Some(user_timeout));
-    #[cfg(not(target_os = "linux"))]
-    let _ = user_timeout;
 }
 
 impl Service<ConnectInfo<Uri>> for Dialer {
@@ -359,24 +326,6 @@ impl ActixStream for UpstreamIo {
             Inner::Plain(s) => ActixStream::poll_write_ready(s, cx),
             Inner::Tls(s) => ActixStream::poll_write_ready(s.get_ref().0, cx),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Retry-After in seconds and as an HTTP date; absent otherwise.
-    #[test]
-    fn retry_after() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        let head = b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\n\r\n";
-        assert_eq!(parse_retry_after(head, now), Some(Duration::from_secs(7)));
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        let head = format!("HTTP/1.1 503 x\r\nRetry-After: {date}\r\n\r\n");
-        assert_eq!(parse_retry_after(head.as_bytes(), now), Some(Duration::from_secs(30)));
-        assert_eq!(parse_retry_after(b"HTTP/1.1 503 x\r\nX: 1\r\n\r\n", now), None);
-        assert_eq!(parse_retry_after(b"HTTP/1.1 503 x\r\nRetry-After: soon\r\n\r\n", now), None);
     }
 }
 

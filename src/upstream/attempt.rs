@@ -13,10 +13,9 @@ use awc::ws::Codec;
 use awc::BoxedSocket;
 use base64::Engine as _;
 
-use super::connector::Dialer;
 use super::error::LinkError;
-use super::tls;
 use crate::config::{AuthKind, Secret, UpstreamConfig};
+use crate::transport::{client_config, Dialer};
 
 /// Everything needed for one attempt, resolved at attempt time (so a
 /// rotated `token_file` or CA file applies at every reconnect).
@@ -85,7 +84,7 @@ impl Files {
     fn read_now(cfg: &UpstreamConfig) -> Result<Files, LinkError> {
         let token =
             cfg.auth.token_source().resolve().map_err(|e| LinkError::Auth(format!("cannot read token: {e}")))?;
-        let tls = if cfg.url.starts_with("wss://") { Some(tls::client_config(&cfg.tls)?) } else { None };
+        let tls = if cfg.url.starts_with("wss://") { Some(client_config(&cfg.tls)?) } else { None };
         Ok(Files { token, tls })
     }
 }
@@ -177,7 +176,7 @@ impl Attempt {
             Ok(Err(e)) => {
                 let mut st = state.borrow_mut();
                 if let Some(f) = st.failure.take() {
-                    return Err(f);
+                    return Err(f.into());
                 }
                 Err(classify(e, || st.retry_after(), self.timeout))
             }

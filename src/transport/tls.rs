@@ -1,4 +1,4 @@
-//! The rustls client config of one upstream: bundled roots plus `ca_file`,
+//! The rustls client config of one upstream or webhook: bundled roots plus `ca_file`,
 //! optional client certificate, ALPN `http/1.1` only (awc cannot tunnel a
 //! WebSocket over h2), and the test-only `insecure_skip_verify`.
 
@@ -10,32 +10,33 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use super::error::LinkError;
+use super::error::TransportError;
 use crate::config::TlsConfig;
 
 /// Builds the client config; files are read now, so a rotated CA or client
 /// certificate applies at the next connect.
-pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, LinkError> {
+pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &cfg.ca_file {
         let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| LinkError::Tls(format!("cannot read tls.ca_file {}: {e}", path.display())))?;
+            .map_err(|e| TransportError::Tls(format!("cannot read tls.ca_file {}: {e}", path.display())))?;
         let mut added = 0;
         for cert in certs {
-            let cert = cert.map_err(|e| LinkError::Tls(format!("bad PEM in tls.ca_file {}: {e}", path.display())))?;
+            let cert =
+                cert.map_err(|e| TransportError::Tls(format!("bad PEM in tls.ca_file {}: {e}", path.display())))?;
             roots
                 .add(cert)
-                .map_err(|e| LinkError::Tls(format!("bad certificate in tls.ca_file {}: {e}", path.display())))?;
+                .map_err(|e| TransportError::Tls(format!("bad certificate in tls.ca_file {}: {e}", path.display())))?;
             added += 1;
         }
         if added == 0 {
-            return Err(LinkError::Tls(format!("no certificate in tls.ca_file {}", path.display())));
+            return Err(TransportError::Tls(format!("no certificate in tls.ca_file {}", path.display())));
         }
     }
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| LinkError::Tls(e.to_string()))?;
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
     let builder = if cfg.insecure_skip_verify {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
     } else {
@@ -43,12 +44,15 @@ pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, LinkError> {
     };
     let mut config = match (&cfg.client_cert_file, &cfg.client_key_file) {
         (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| LinkError::Tls(format!("cannot read tls.client_cert_file {}: {e}", cert.display())))?;
+            let chain =
+                CertificateDer::pem_file_iter(cert).and_then(|it| it.collect::<Result<Vec<_>, _>>()).map_err(|e| {
+                    TransportError::Tls(format!("cannot read tls.client_cert_file {}: {e}", cert.display()))
+                })?;
             let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| LinkError::Tls(format!("cannot read tls.client_key_file {}: {e}", key.display())))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| LinkError::Tls(format!("client certificate: {e}")))?
+                .map_err(|e| TransportError::Tls(format!("cannot read tls.client_key_file {}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TransportError::Tls(format!("client certificate: {e}")))?
         }
         _ => builder.with_no_client_auth(),
     };

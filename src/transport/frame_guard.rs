@@ -6,6 +6,16 @@
 //! the codec: the first header over the limit fails the stream at once
 //! (SPEC §10: no input may grow memory without bound).
 
+/// The error a read returns when the peer declares a frame over the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("peer declared a {declared}-byte frame, over the limit of {limit}")]
+pub struct FrameTooLarge {
+    /// The length in the frame header.
+    pub declared: u64,
+    /// The configured limit.
+    pub limit: u64,
+}
+
 /// Follows frame boundaries in a WebSocket byte stream (RFC 6455 §5.2)
 /// without buffering payloads: only a header (at most 14 bytes) is kept.
 #[derive(Debug, Default)]

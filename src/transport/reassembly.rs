@@ -3,6 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::model::close;
+
 /// Text or binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -48,9 +50,9 @@ impl FrameError {
     /// The close code to send for this error.
     pub fn close_code(&self) -> u16 {
         match self {
-            FrameError::Oversize { .. } => 1009,
-            FrameError::Sequence(_) => 1002,
-            FrameError::Utf8 => 1007,
+            FrameError::Oversize { .. } => close::TOO_BIG,
+            FrameError::Sequence(_) => close::PROTOCOL,
+            FrameError::Utf8 => close::INVALID_DATA,
         }
     }
 }

@@ -1,51 +1,15 @@
 //! The live state that `/status`, `/readyz` and `/` read: one
 //! [`UpstreamStatus`] per configured upstream, written only by its actor,
-//! plus the process-wide shutdown flag. Plain data behind short locks and
+//! plus the process-wide [`ShutdownFlag`]. Plain data behind short locks and
 //! atomics; no actix, so HTTP handlers read it without a message round trip.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-/// The states of SPEC §4. `Connected` is the only one that counts as up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkState {
-    /// TCP, TLS and the upgrade are in progress.
-    Connecting,
-    /// Upgraded; waiting for the auth reply.
-    Authenticating,
-    /// Live: data flows to the hub.
-    Connected,
-    /// Waiting before the next attempt.
-    Backoff,
-    /// Gave up after `max_elapsed`, or shut down.
-    Stopped,
-}
-
-impl LinkState {
-    /// Every state, for one-hot metric series.
-    pub const ALL: [LinkState; 5] = [
-        LinkState::Connecting,
-        LinkState::Authenticating,
-        LinkState::Connected,
-        LinkState::Backoff,
-        LinkState::Stopped,
-    ];
-
-    /// The label and JSON value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            LinkState::Connecting => "connecting",
-            LinkState::Authenticating => "authenticating",
-            LinkState::Connected => "connected",
-            LinkState::Backoff => "backoff",
-            LinkState::Stopped => "stopped",
-        }
-    }
-}
+use crate::model::{LinkState, ShutdownFlag};
 
 /// What `/status` shows of one upstream, except the counters kept in atomics.
 #[derive(Debug, Clone)]
@@ -204,7 +168,7 @@ pub struct UpstreamView {
 }
 
 /// RFC 3339 UTC with nanoseconds, as `/status` and envelopes use.
-pub fn rfc3339(t: SystemTime) -> String {
+fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
@@ -212,7 +176,8 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     upstreams: RwLock<Vec<Arc<UpstreamStatus>>>,
-    shutting_down: AtomicBool,
+    /// Shared with `/ws`, which refuses new subscribers once it is set.
+    shutting_down: ShutdownFlag,
 }
 
 impl StatusBoard {
@@ -242,12 +207,17 @@ impl StatusBoard {
 
     /// Marks the start of shutdown: `/readyz` answers 503 from now on.
     pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutting_down.begin();
     }
 
     /// True once shutdown began.
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
+        self.shutting_down.is_set()
+    }
+
+    /// The shutdown flag itself, for readers that need no upstream status.
+    pub fn shutdown_flag(&self) -> ShutdownFlag {
+        self.shutting_down.clone()
     }
 
     /// `Ok` when every required upstream is connected and no shutdown began;
@@ -287,81 +257,4 @@ pub struct NotReady {
     pub state: Option<LinkState>,
     /// Why, in words.
     pub reason: String,
-}
-
-/// Why a link failed or ended (SPEC §10a): the bounded `reason` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// Name resolution failed.
-    Dns,
-    /// TCP connect failed, or a reset/EOF mid-stream.
-    Tcp,
-    /// TLS handshake or certificate failure.
-    Tls,
-    /// `connect_timeout` passed.
-    Timeout,
-    /// The upgrade got a 4xx other than 401/403.
-    Http4xx,
-    /// The upgrade got a 5xx.
-    Http5xx,
-    /// 401/403, an auth failure reply, or the auth timeout.
-    Auth,
-    /// The server sent a close frame.
-    Closed,
-    /// No frame of any kind within `heartbeat.timeout`.
-    DeadLink,
-    /// No data message within `heartbeat.idle_timeout`.
-    Idle,
-    /// A message over `max_message_size`.
-    Oversize,
-    /// Bad frames, invalid UTF-8, a 2xx/3xx answer to the upgrade, a wrong subprotocol.
-    Protocol,
-    /// Handling this upstream's data panicked.
-    Panic,
-    /// The process is shutting down.
-    Shutdown,
-    /// A reload removed or changed the upstream.
-    Reload,
-}
-
-impl Reason {
-    /// Every reason, so metric series exist from the start.
-    pub const ALL: [Reason; 15] = [
-        Reason::Dns,
-        Reason::Tcp,
-        Reason::Tls,
-        Reason::Timeout,
-        Reason::Http4xx,
-        Reason::Http5xx,
-        Reason::Auth,
-        Reason::Closed,
-        Reason::DeadLink,
-        Reason::Idle,
-        Reason::Oversize,
-        Reason::Protocol,
-        Reason::Panic,
-        Reason::Shutdown,
-        Reason::Reload,
-    ];
-
-    /// The label value.
-    pub const fn code(self) -> &'static str {
-        match self {
-            Reason::Dns => "dns",
-            Reason::Tcp => "tcp",
-            Reason::Tls => "tls",
-            Reason::Timeout => "timeout",
-            Reason::Http4xx => "http_4xx",
-            Reason::Http5xx => "http_5xx",
-            Reason::Auth => "auth",
-            Reason::Closed => "closed",
-            Reason::DeadLink => "dead_link",
-            Reason::Idle => "idle",
-            Reason::Oversize => "oversize",
-            Reason::Protocol => "protocol",
-            Reason::Panic => "panic",
-            Reason::Shutdown => "shutdown",
-            Reason::Reload => "reload",
-        }
-    }
 }

@@ -1,4 +1,4 @@
-//! Happy Eyeballs (RFC 8305) in `connector.rs`: [`interleave`] as a table,
+//! Happy Eyeballs (RFC 8305) in `dialer.rs`: [`interleave`] as a table,
 //! [`race`] with injected attempts on tokio's paused clock (exact virtual
 //! times, no real sleeps), and once with real sockets on loopback.
 
@@ -162,5 +162,5 @@ async fn dialer_connects_on_loopback() {
     assert!(matches!(io.inner, Inner::Plain(_)));
     drop(listener);
     let err = dialer.dial().await.err().unwrap();
-    assert!(matches!(err, LinkError::Tcp(ref t) if t.contains(&port.to_string())), "{err:?}");
+    assert!(matches!(err, TransportError::Tcp(ref t) if t.contains(&port.to_string())), "{err:?}");
 }
