@@ -18,7 +18,7 @@ use bytestring::ByteString;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use super::attempt::{encode_query, Attempt, Files, Upgraded};
+use super::attempt::{encode_query, json_escape, Attempt, Files, Upgraded};
 use super::board::UpstreamStatus;
 use super::error::LinkError;
 use super::inbound::Inbound;
@@ -232,12 +232,6 @@ impl Upstream {
             let _ = actix_rt::time::timeout(STOP_FLUSH, rx).await;
         })
     }
-}
-
-/// JSON-escapes `s` for use inside a JSON string of a message template.
-fn json_escape(s: &str) -> String {
-    let quoted = serde_json::to_string(s).unwrap_or_default();
-    quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_string()
 }
 
 // === impl Actor ===

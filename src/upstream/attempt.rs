@@ -221,3 +221,10 @@ mod tests {
         assert_eq!(encode_query("Az09-._~"), "Az09-._~");
     }
 }
+
+/// JSON-escapes `s` for use inside a JSON string of a message template
+/// (the token in `auth.message`).
+pub(super) fn json_escape(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_string()
+}
