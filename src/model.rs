@@ -80,11 +80,21 @@ pub enum Reason {
     Shutdown,
     /// A reload removed or changed the upstream.
     Reload,
+    /// The proxy refused or failed (407, refused CONNECT, SOCKS errors) (§12).
+    Proxy,
+    /// A handshake step that is not an auth step failed or timed out (§13).
+    Handshake,
+    /// The link was replaced by a rotation (§14).
+    Rotate,
+    /// A sequence gap with `on_gap = "reconnect"` (§13).
+    Sequence,
+    /// A stale topic with `on_stale = "reconnect"` (§13).
+    Stale,
 }
 
 impl Reason {
     /// Every reason, so metric series exist from the start.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Dns,
         Reason::Tcp,
         Reason::Tls,
@@ -100,6 +110,11 @@ impl Reason {
         Reason::Panic,
         Reason::Shutdown,
         Reason::Reload,
+        Reason::Proxy,
+        Reason::Handshake,
+        Reason::Rotate,
+        Reason::Sequence,
+        Reason::Stale,
     ];
 
     /// The label value.
@@ -120,6 +135,11 @@ impl Reason {
             Reason::Panic => "panic",
             Reason::Shutdown => "shutdown",
             Reason::Reload => "reload",
+            Reason::Proxy => "proxy",
+            Reason::Handshake => "handshake",
+            Reason::Rotate => "rotate",
+            Reason::Sequence => "sequence",
+            Reason::Stale => "stale",
         }
     }
 }

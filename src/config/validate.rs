@@ -14,6 +14,7 @@ use http::Uri;
 
 use super::redact::redact_webhook_url;
 use super::schema::{AuthConfig, AuthKind, Settings, SinkConfig, TlsConfig, UpstreamConfig};
+use super::template::Template;
 
 /// One problem: the key path and what is wrong with it.
 type Invalid = (String, String);
@@ -37,6 +38,17 @@ pub fn validate(s: &Settings) -> Result<(), Invalid> {
         if name.trim().is_empty() {
             return Err(bad(format!("log.redact_query[{i}]"), "must not be empty"));
         }
+    }
+
+    let gov = &s.reconnect_governor;
+    if gov.max_in_flight == 0 {
+        return Err(bad("reconnect_governor.max_in_flight", "must be at least 1"));
+    }
+    if gov.rate_per_second().is_none() {
+        return Err(bad(
+            "reconnect_governor.per_host_rate",
+            format!("invalid rate {:?} (expected e.g. \"10/s\" or \"300/m\")", gov.per_host_rate),
+        ));
     }
 
     let sub = &s.subscribers;
@@ -108,7 +120,8 @@ fn validate_upstream(u: &UpstreamConfig) -> Result<(), Invalid> {
     if u.max_message_size.0 == 0 {
         return Err(bad("max_message_size", "must be at least 1 byte"));
     }
-    validate_auth(&u.auth).map_err(|(k, m)| (format!("auth.{k}"), m))?;
+    let token_used = validate_integrity(u)?;
+    validate_auth(&u.auth, token_used || u.token_command.is_some()).map_err(|(k, m)| (format!("auth.{k}"), m))?;
     if !secure && u.tls != TlsConfig::default() {
         return Err(bad("tls", "tls settings apply to wss:// urls only"));
     }
@@ -147,7 +160,73 @@ fn validate_upstream(u: &UpstreamConfig) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn validate_auth(a: &AuthConfig) -> Result<(), Invalid> {
+/// SPEC §13: handshake steps (templates parsed here, once), secrets,
+/// token_command, sequence, freshness. Returns whether a step uses `{{token}}`.
+fn validate_integrity(u: &UpstreamConfig) -> Result<bool, Invalid> {
+    if !u.handshake.is_empty() && (!u.on_connect.is_empty() || u.auth.kind == AuthKind::Message) {
+        return Err(bad(
+            "handshake",
+            "[[upstreams.handshake]] excludes on_connect and auth.kind = \"message\" (write them as steps)",
+        ));
+    }
+    for (name, spec) in &u.secrets {
+        if spec.source().count() != 1 {
+            return Err(bad(format!("secrets.{name}"), "set exactly one of value, env, file"));
+        }
+    }
+    let has_token = u.auth.token_source().is_set() || u.token_command.is_some();
+    let mut token_used = false;
+    for (i, step) in u.handshake.iter().enumerate() {
+        let key = |field: &str| format!("handshake[{i}].{field}");
+        let t = Template::parse(&step.send).map_err(|e| bad(key("send"), e))?;
+        if let Some(unknown) = t.secrets().into_iter().find(|n| !u.secrets.contains_key(*n)) {
+            return Err(bad(key("send"), format!("unknown secret {unknown:?} (not in [upstreams.secrets])")));
+        }
+        if t.uses_token() && !has_token {
+            return Err(bad(
+                key("send"),
+                "{{token}} needs one of auth.token, auth.token_env, auth.token_file or [upstreams.token_command]",
+            ));
+        }
+        token_used |= t.uses_token();
+        if step.timeout.is_zero() {
+            return Err(bad(key("timeout"), "must be greater than 0s"));
+        }
+        for (field, m) in [("expect", &step.expect), ("fail", &step.fail)] {
+            if m.as_ref().is_some_and(|m| !(m.pointer.is_empty() || m.pointer.starts_with('/'))) {
+                return Err(bad(
+                    key(&format!("{field}.pointer")),
+                    "invalid JSON pointer (must be empty or start with /)",
+                ));
+            }
+        }
+    }
+    if let Some(tc) = &u.token_command {
+        if tc.command.first().is_none_or(|c| c.trim().is_empty()) {
+            return Err(bad("token_command.command", "must name a program"));
+        }
+        if tc.timeout.is_zero() {
+            return Err(bad("token_command.timeout", "must be greater than 0s"));
+        }
+    }
+    if let Some(seq) = &u.sequence {
+        if !seq.pointer.starts_with('/') {
+            return Err(bad("sequence.pointer", "invalid JSON pointer (must start with /)"));
+        }
+        if !(seq.key.is_empty() || seq.key.starts_with('/')) {
+            return Err(bad("sequence.key", "invalid JSON pointer (must be empty or start with /)"));
+        }
+        if seq.max_keys == 0 {
+            return Err(bad("sequence.max_keys", "must be at least 1"));
+        }
+    }
+    if u.freshness.max_topics == 0 {
+        return Err(bad("freshness.max_topics", "must be at least 1"));
+    }
+    Ok(token_used)
+}
+
+fn validate_auth(a: &AuthConfig, token_used_elsewhere: bool) -> Result<(), Invalid> {
     let src = a.token_source();
     if src.count() > 1 {
         return Err(bad("token", "set only one of token, token_env, token_file"));
@@ -172,7 +251,7 @@ fn validate_auth(a: &AuthConfig) -> Result<(), Invalid> {
         }
         Ok(())
     };
-    if a.kind == AuthKind::None && src.is_set() {
+    if a.kind == AuthKind::None && src.is_set() && !token_used_elsewhere {
         return Err(bad("kind", "a token is configured but auth kind is none"));
     }
     only("username", a.username.is_some(), AuthKind::Basic)?;

@@ -18,13 +18,15 @@ use bytestring::ByteString;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use super::attempt::{encode_query, json_escape, Attempt, Files, Upgraded};
+use super::attempt::{encode_query, Attempt, Files, Upgraded};
 use super::board::UpstreamStatus;
+use super::credentials::{CachedToken, Credentials};
 use super::error::LinkError;
+use super::handshake::{Plan, Values};
 use super::inbound::Inbound;
 use super::link::{Action, Event, Lifecycle};
 use super::wire::{Closing, Link};
-use crate::config::{scrub, Secret, UpstreamConfig};
+use crate::config::{scrub, UpstreamConfig};
 use crate::fanout::Publisher;
 use crate::model::LinkState;
 use crate::telemetry::UpstreamMetrics;
@@ -68,8 +70,13 @@ pub struct Upstream {
     pub(super) closing: Vec<Closing>,
     /// Decoder and topics.
     pub(super) inbound: Inbound,
-    /// The token of the current attempt: sent in the auth message, scrubbed from error text.
-    token: Option<Secret>,
+    /// The handshake steps, built once from the config.
+    pub(super) plan: Plan,
+    /// The token and named secrets of the current attempt: rendered into
+    /// handshake steps, scrubbed from error text.
+    creds: Credentials,
+    /// What `token_command` printed last, for its `refresh`.
+    command_token: CachedToken,
     /// Shutdown callers waiting for the close frame to be flushed.
     close_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -79,12 +86,14 @@ impl Upstream {
     pub fn new(cfg: Arc<UpstreamConfig>, deps: UpstreamDeps) -> Self {
         Upstream {
             life: Lifecycle::new(&cfg),
+            plan: Plan::new(&cfg),
             inbound: Inbound::new(&cfg),
             cfg,
             deps,
             link: None,
             closing: Vec::new(),
-            token: None,
+            creds: Credentials::default(),
+            command_token: None,
             close_waiters: Vec::new(),
         }
     }
@@ -105,20 +114,9 @@ impl Upstream {
                 }
                 self.dial(ctx, epoch);
             }
-            Action::Handshake { epoch, step } => {
-                // The one step there is today: the auth message.
-                let template = self.cfg.auth.message.clone().unwrap_or_default();
-                let token = self.token.as_ref().map(|t| json_escape(t.expose())).unwrap_or_default();
-                self.write(Message::Text(ByteString::from(template.replace("{{token}}", &token))));
-                let after = self.cfg.auth.timeout.get();
-                ctx.run_later(after, move |act, ctx| {
-                    act.apply(ctx, Event::StepTimeout { epoch, step, now: Instant::now(), after });
-                });
-            }
+            Action::Handshake { epoch, step } => self.send_step(ctx, epoch, step),
             Action::Live { epoch, conn } => {
-                for m in self.cfg.on_connect.clone() {
-                    self.write(Message::Text(ByteString::from(m)));
-                }
+                self.deps.status.set_conn(conn);
                 self.fresh_data();
                 self.deps.metrics.connected(&self.cfg.redacted_url());
                 debug!(upstream = %self.cfg.name, conn, "Link is live.");
@@ -158,7 +156,31 @@ impl Upstream {
         }
     }
 
+    /// Sends handshake step `step` (rendered now, one clock reading) and,
+    /// when it waits for a reply, shows it in `/status` and arms its timeout.
+    fn send_step(&mut self, ctx: &mut Context<Self>, epoch: u64, step: usize) {
+        let Some(s) = self.plan.steps.get(step) else { return };
+        let values = Values { token: self.creds.token.as_ref(), secrets: &self.creds.secrets };
+        let text = match s.render(&values, std::time::SystemTime::now()) {
+            Ok((text, _shown)) => text,
+            Err(error) => return self.apply(ctx, Event::Failed { epoch, now: Instant::now(), error }),
+        };
+        let (label, timeout, waits) = (s.label.clone(), s.timeout, s.expect.is_some());
+        let kind = if s.auth { "auth reply" } else { "reply" };
+        let error = s.error(&format!("no {kind} within {timeout:?}"));
+        self.write(Message::Text(ByteString::from(text)));
+        if waits {
+            self.deps.status.set_handshake_step(Some(label));
+            ctx.run_later(timeout, move |act, ctx| {
+                act.apply(ctx, Event::StepTimeout { epoch, step, now: Instant::now(), error });
+            });
+        }
+    }
+
     fn set_state(&mut self, state: LinkState) {
+        if state != LinkState::Authenticating {
+            self.deps.status.set_handshake_step(None);
+        }
         debug!(upstream = %self.cfg.name, to = state.as_str(), "Upstream state changed.");
         self.deps.status.set_state(state);
         self.deps.metrics.state(state);
@@ -168,11 +190,15 @@ impl Upstream {
     /// Reads the secret and TLS files off this thread (SPEC §11), then dials
     /// and upgrades; results come back tagged with `epoch`.
     fn dial(&mut self, ctx: &mut Context<Self>, epoch: u64) {
-        let files = Files::read(Arc::clone(&self.cfg));
+        let files = Files::read(Arc::clone(&self.cfg), self.command_token.clone());
         ctx.spawn(files.into_actor(self).map(move |files, act, ctx| {
             if act.life.epoch() != epoch {
                 return;
             }
+            let files = files.inspect(|f| {
+                act.command_token = f.creds.cached.clone();
+                act.creds = f.creds.clone();
+            });
             let attempt = match files.and_then(|f| Attempt::prepare(&act.cfg, f)) {
                 Ok(a) => a,
                 Err(error) => return act.apply(ctx, Event::Failed { epoch, now: Instant::now(), error }),
@@ -180,7 +206,6 @@ impl Upstream {
             if attempt.insecure {
                 warn!(upstream = %act.cfg.name, "TLS certificate verification is OFF (tls.insecure_skip_verify); use only in tests.");
             }
-            act.token = attempt.token.clone();
             debug!(upstream = %act.cfg.name, url = %act.cfg.redacted_url(), "Connecting to upstream.");
             ctx.spawn(attempt.run().into_actor(act).map(move |res, act, ctx| {
                 if act.life.epoch() != epoch {
@@ -211,10 +236,11 @@ impl Upstream {
     /// texts that come from libraries.
     fn scrub(&self, text: String) -> String {
         let mut secrets = self.cfg.url_secrets();
-        if let Some(t) = &self.token {
+        if let Some(t) = &self.creds.token {
             secrets.push(t.expose().to_string());
             secrets.push(encode_query(t.expose()));
         }
+        secrets.extend(self.creds.secrets.values().map(|s| s.expose().to_string()));
         scrub(&text, &secrets)
     }
 

@@ -13,6 +13,7 @@ use awc::ws::Codec;
 use awc::BoxedSocket;
 use base64::Engine as _;
 
+use super::credentials::{self, CachedToken, Credentials};
 use super::error::LinkError;
 use crate::config::{AuthKind, Secret, UpstreamConfig};
 use crate::transport::{client_config, Dialer};
@@ -27,8 +28,6 @@ pub struct Attempt {
     max_frame: usize,
     timeout: Duration,
     dialer: Dialer,
-    /// The token, kept to send the auth message and to scrub error text.
-    pub token: Option<Secret>,
     /// Whether certificate checks are off (warned at every connect).
     pub insecure: bool,
 }
@@ -66,26 +65,28 @@ pub(super) fn encode_query(value: &str) -> String {
 /// the TLS config with its CA and client certificate files. Read on
 /// tokio's blocking pool ([`Files::read`]), never on the actor's thread.
 pub struct Files {
-    /// The auth token, if one is configured.
+    /// The token and named secrets (`credentials.rs`).
+    pub creds: Credentials,
+    /// The auth token, if one is configured (or `token_command` printed one).
     token: Option<Secret>,
     /// The rustls config, for `wss://`.
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Files {
-    /// Reads the token and the TLS files of `cfg`, off the calling thread.
-    pub async fn read(cfg: Arc<UpstreamConfig>) -> Result<Files, LinkError> {
-        tokio::task::spawn_blocking(move || Files::read_now(&cfg))
+    /// Reads the token, the named secrets and the TLS files of `cfg`, off
+    /// the calling thread; `cached` is what `token_command` printed last.
+    pub async fn read(cfg: Arc<UpstreamConfig>, cached: CachedToken) -> Result<Files, LinkError> {
+        tokio::task::spawn_blocking(move || Files::read_now(&cfg, cached))
             .await
             .unwrap_or_else(|e| Err(LinkError::Protocol(format!("reading the secret and TLS files failed: {e}"))))
     }
 
     /// The blocking part of [`Files::read`].
-    fn read_now(cfg: &UpstreamConfig) -> Result<Files, LinkError> {
-        let token =
-            cfg.auth.token_source().resolve().map_err(|e| LinkError::Auth(format!("cannot read token: {e}")))?;
+    fn read_now(cfg: &UpstreamConfig, cached: CachedToken) -> Result<Files, LinkError> {
+        let creds = credentials::read(cfg, cached)?;
         let tls = if cfg.url.starts_with("wss://") { Some(client_config(&cfg.tls)?) } else { None };
-        Ok(Files { token, tls })
+        Ok(Files { token: creds.token.clone(), creds, tls })
     }
 }
 
@@ -103,7 +104,7 @@ impl Attempt {
             None => (None, authority),
         };
 
-        let Files { token, tls } = files;
+        let Files { token, tls, .. } = files;
         let need = |t: &Option<Secret>| t.clone().ok_or_else(|| LinkError::Auth("no token configured".into()));
 
         let mut path_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
@@ -150,7 +151,6 @@ impl Attempt {
             max_frame: cfg.max_message_size.bytes(),
             timeout: cfg.connect_timeout.get(),
             dialer,
-            token,
             insecure: secure && cfg.tls.insecure_skip_verify,
         })
     }
@@ -220,11 +220,4 @@ mod tests {
         assert_eq!(encode_query("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
         assert_eq!(encode_query("Az09-._~"), "Az09-._~");
     }
-}
-
-/// JSON-escapes `s` for use inside a JSON string of a message template
-/// (the token in `auth.message`).
-pub(super) fn json_escape(s: &str) -> String {
-    let quoted = serde_json::to_string(s).unwrap_or_default();
-    quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_string()
 }

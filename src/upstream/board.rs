@@ -21,6 +21,12 @@ struct Snapshot {
     last_error: Option<String>,
     last_close_code: Option<u16>,
     rtt_ms: Option<f64>,
+    /// The handshake step waiting for its reply, by name.
+    handshake_step: Option<String>,
+    /// Waiting for the reconnect governor (a slot or a token).
+    waiting: bool,
+    /// The number of the current (or last) link.
+    conn: u64,
 }
 
 /// One upstream's live status. Written by its actor, read by HTTP.
@@ -54,6 +60,9 @@ impl UpstreamStatus {
                 last_error: None,
                 last_close_code: None,
                 rtt_ms: None,
+                handshake_step: None,
+                waiting: false,
+                conn: 0,
             }),
             messages: AtomicU64::new(0),
             last_message_ns: AtomicU64::new(0),
@@ -105,6 +114,21 @@ impl UpstreamStatus {
         self.with(|s| s.rtt_ms = Some(rtt.as_secs_f64() * 1000.0));
     }
 
+    /// The handshake step that waits for its reply (`None` when none does).
+    pub fn set_handshake_step(&self, step: Option<String>) {
+        self.with(|s| s.handshake_step = step);
+    }
+
+    /// Whether a connect waits for the reconnect governor.
+    pub fn set_waiting(&self, waiting: bool) {
+        self.with(|s| s.waiting = waiting);
+    }
+
+    /// The number of the link that went live.
+    pub fn set_conn(&self, conn: u64) {
+        self.with(|s| s.conn = conn);
+    }
+
     /// Counts one delivered message at `at`.
     pub fn message(&self, at: SystemTime) {
         self.messages.fetch_add(1, Ordering::Relaxed);
@@ -134,6 +158,9 @@ impl UpstreamStatus {
             last_error: s.last_error,
             last_close_code: s.last_close_code,
             rtt_ms: s.rtt_ms,
+            handshake_step: s.handshake_step,
+            waiting: s.waiting,
+            conn: s.conn,
         }
     }
 }
@@ -165,6 +192,12 @@ pub struct UpstreamView {
     pub last_close_code: Option<u16>,
     /// The last ping round trip in milliseconds.
     pub rtt_ms: Option<f64>,
+    /// The handshake step waiting for its reply (null when none runs).
+    pub handshake_step: Option<String>,
+    /// Waiting for the reconnect governor (SPEC §13).
+    pub waiting: bool,
+    /// The number of the current (or last) link, from 1 (0: none yet).
+    pub conn: u64,
 }
 
 /// RFC 3339 UTC with nanoseconds, as `/status` and envelopes use.

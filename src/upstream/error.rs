@@ -39,6 +39,15 @@ pub enum LinkError {
     /// Message auth failed or timed out; or the token could not be read.
     #[error("auth: {0}")]
     Auth(String),
+    /// A handshake step that is not an auth step failed or timed out.
+    #[error("handshake: {0}")]
+    Handshake(String),
+    /// A sequence gap, with `on_gap = "reconnect"`.
+    #[error("sequence: {0}")]
+    Sequence(String),
+    /// A stale topic, with `on_stale = "reconnect"`.
+    #[error("stale: {0}")]
+    Stale(String),
     /// The server sent a close frame.
     #[error("server closed the link with code {code:?}{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
     Closed {
@@ -86,6 +95,9 @@ impl LinkError {
             LinkError::Http { status: 500..=599, .. } => Reason::Http5xx,
             LinkError::Http { .. } => Reason::Protocol,
             LinkError::Auth(_) => Reason::Auth,
+            LinkError::Handshake(_) => Reason::Handshake,
+            LinkError::Sequence(_) => Reason::Sequence,
+            LinkError::Stale(_) => Reason::Stale,
             LinkError::Closed { .. } => Reason::Closed,
             LinkError::DeadLink(_) => Reason::DeadLink,
             LinkError::Idle(_) => Reason::Idle,

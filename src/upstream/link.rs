@@ -109,8 +109,8 @@ pub enum Event {
         step: usize,
         /// When.
         now: Instant,
-        /// The timeout, for the error text.
-        after: Duration,
+        /// The step's failure (reason `auth` or `handshake`).
+        error: LinkError,
     },
     /// The attempt or link of `epoch` failed (connect error, close frame,
     /// EOF, bad frame, dead link, idle, auth reply or timeout).
@@ -214,9 +214,13 @@ pub fn goodbye(error: &LinkError) -> Goodbye {
         LinkError::Oversize(_) => Goodbye::Code(close::TOO_BIG),
         LinkError::Protocol(_) => Goodbye::Code(close::PROTOCOL),
         LinkError::InvalidText(_) => Goodbye::Code(close::INVALID_DATA),
-        LinkError::Idle(_) | LinkError::Auth(_) | LinkError::Shutdown | LinkError::Reload => {
-            Goodbye::Code(close::NORMAL)
-        }
+        LinkError::Idle(_)
+        | LinkError::Auth(_)
+        | LinkError::Handshake(_)
+        | LinkError::Sequence(_)
+        | LinkError::Stale(_)
+        | LinkError::Shutdown
+        | LinkError::Reload => Goodbye::Code(close::NORMAL),
         LinkError::Panic => Goodbye::Code(close::INTERNAL),
         // Echo the server's close with its own code.
         LinkError::Closed { code: Some(c), .. } => Goodbye::Code(*c),
@@ -242,8 +246,9 @@ pub struct Lifecycle {
     conns: u64,
     /// Attempts since the backoff was last reset.
     attempts: u32,
-    /// Handshake steps to run after the upgrade (1 for `auth.kind = "message"`).
-    steps: usize,
+    /// The handshake steps run after the upgrade: whether each waits for a
+    /// reply (`expect`) or lets the next follow at once.
+    expects: Vec<bool>,
     /// When backoff delays are due.
     policy: ReconnectPolicy,
     /// Set when a live link is lost; the next data message observes downtime.
@@ -255,18 +260,18 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// A slot for `cfg`, before its first attempt.
     pub fn new(cfg: &UpstreamConfig) -> Self {
-        let steps = usize::from(cfg.auth.kind == crate::config::AuthKind::Message);
-        Self::with(ReconnectPolicy::new(&cfg.reconnect), steps)
+        Self::with(ReconnectPolicy::new(&cfg.reconnect), super::handshake::Plan::new(cfg).expects())
     }
 
-    /// A slot with this policy and number of handshake steps (tests).
-    pub fn with(policy: ReconnectPolicy, steps: usize) -> Self {
+    /// A slot with this policy and handshake steps (`true`: the step waits
+    /// for its reply).
+    pub fn with(policy: ReconnectPolicy, expects: Vec<bool>) -> Self {
         Lifecycle {
             phase: Phase::Connecting { attempt: 0 },
             epoch: 0,
             conns: 0,
             attempts: 0,
-            steps,
+            expects,
             policy,
             down_since: None,
             after_panic: false,
@@ -306,30 +311,19 @@ impl Lifecycle {
                     return Vec::new();
                 }
                 self.conns += 1;
-                let conn = self.conns;
-                if self.steps == 0 {
-                    self.go_live(conn, now)
-                } else {
-                    self.phase = Phase::Handshaking { conn, step: 0 };
-                    vec![Action::State(LinkState::Authenticating), Action::Handshake { epoch: self.epoch, step: 0 }]
-                }
+                self.advance(self.conns, 0, now)
             }
             Event::StepDone { epoch, now } => {
                 let Phase::Handshaking { conn, step } = self.phase else { return Vec::new() };
                 if epoch != self.epoch {
                     return Vec::new();
                 }
-                if step + 1 < self.steps {
-                    self.phase = Phase::Handshaking { conn, step: step + 1 };
-                    return vec![Action::Handshake { epoch, step: step + 1 }];
-                }
-                self.go_live(conn, now)
+                self.advance(conn, step + 1, now)
             }
-            Event::StepTimeout { epoch, step, now, after } => {
+            Event::StepTimeout { epoch, step, now, error } => {
                 if !matches!(self.phase, Phase::Handshaking { step: s, .. } if s == step) {
                     return Vec::new();
                 }
-                let error = LinkError::Auth(format!("no auth reply within {after:?}"));
                 self.on(Event::Failed { epoch, now, error })
             }
             Event::Failed { epoch, now, error } => {
@@ -404,6 +398,26 @@ impl Lifecycle {
         self.epoch += 1;
         self.phase = Phase::Connecting { attempt: self.attempts };
         vec![Action::State(LinkState::Connecting), Action::Dial { epoch: self.epoch, retry }]
+    }
+
+    /// Runs the handshake from step `from`: steps that wait for no reply are
+    /// sent one after the other; the first that waits holds the slot in
+    /// `Handshaking`; after the last, the link is live.
+    fn advance(&mut self, conn: u64, from: usize, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for step in from..self.expects.len() {
+            if self.expects[step] {
+                if !matches!(self.phase, Phase::Handshaking { .. }) {
+                    actions.push(Action::State(LinkState::Authenticating));
+                }
+                self.phase = Phase::Handshaking { conn, step };
+                actions.push(Action::Handshake { epoch: self.epoch, step });
+                return actions;
+            }
+            actions.push(Action::Handshake { epoch: self.epoch, step });
+        }
+        actions.extend(self.go_live(conn, now));
+        actions
     }
 
     fn go_live(&mut self, conn: u64, now: Instant) -> Vec<Action> {

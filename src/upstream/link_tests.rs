@@ -27,7 +27,7 @@ fn ms(n: u64) -> Duration {
 
 /// A lifecycle that has dialed once (epoch 1).
 fn dialing(steps: usize) -> (Lifecycle, Instant) {
-    let mut l = Lifecycle::with(policy(0), steps);
+    let mut l = Lifecycle::with(policy(0), vec![true; steps]);
     let now = Instant::now();
     assert_eq!(
         l.on(Event::Started { now }),
@@ -72,6 +72,43 @@ fn connect_to_live() {
     l.on(Event::Upgraded { epoch: 1, now });
     assert_eq!(l.on(Event::StepDone { epoch: 1, now }), [Action::Handshake { epoch: 1, step: 1 }]);
     assert_eq!(l.phase(), &Phase::Handshaking { conn: 1, step: 1 });
+}
+
+/// Steps that wait for no reply are sent at once; the slot is
+/// `authenticating` only while a step waits; after the last, live.
+#[test]
+fn steps_with_and_without_replies() {
+    let mut l = Lifecycle::with(policy(0), vec![false, true, false]);
+    let now = Instant::now();
+    l.on(Event::Started { now });
+    assert_eq!(
+        l.on(Event::Upgraded { epoch: 1, now }),
+        [
+            Action::Handshake { epoch: 1, step: 0 },
+            Action::State(LinkState::Authenticating),
+            Action::Handshake { epoch: 1, step: 1 }
+        ]
+    );
+    assert_eq!(
+        l.on(Event::StepDone { epoch: 1, now }),
+        [
+            Action::Handshake { epoch: 1, step: 2 },
+            Action::Live { epoch: 1, conn: 1 },
+            Action::State(LinkState::Connected)
+        ]
+    );
+    // Only fire-and-forget steps (on_connect): never authenticating.
+    let mut l = Lifecycle::with(policy(0), vec![false, false]);
+    l.on(Event::Started { now });
+    assert_eq!(
+        l.on(Event::Upgraded { epoch: 1, now }),
+        [
+            Action::Handshake { epoch: 1, step: 0 },
+            Action::Handshake { epoch: 1, step: 1 },
+            Action::Live { epoch: 1, conn: 1 },
+            Action::State(LinkState::Connected)
+        ]
+    );
 }
 
 /// Every connect failure reason: no close frame on a link that never was,
@@ -149,15 +186,17 @@ fn handshake_failure() {
 fn step_timeouts() {
     let (mut l, now) = dialing(1);
     l.on(Event::Upgraded { epoch: 1, now });
-    let timeout = |step| Event::StepTimeout { epoch: 1, step, now, after: ms(5) };
+    let error = LinkError::Auth("step \"login\": no reply within 5ms".into());
+    let timeout = |step| Event::StepTimeout { epoch: 1, step, now, error: error.clone() };
     assert_eq!(l.on(timeout(1)), [], "not the step that waits");
     let actions = l.on(timeout(0));
-    assert_eq!(actions[1], Action::Report { error: LinkError::Auth("no auth reply within 5ms".into()), live: false });
+    assert_eq!(actions[1], Action::Report { error: error.clone(), live: false });
 
     let (mut l, now) = dialing(1);
     l.on(Event::Upgraded { epoch: 1, now });
     l.on(Event::StepDone { epoch: 1, now });
-    assert_eq!(l.on(Event::StepTimeout { epoch: 1, step: 0, now, after: ms(5) }), [], "answered in time");
+    let late = Event::StepTimeout { epoch: 1, step: 0, now, error: LinkError::Handshake("late".into()) };
+    assert_eq!(l.on(late), [], "answered in time");
     assert_eq!(l.phase().state(), LinkState::Connected);
 }
 
@@ -226,7 +265,7 @@ fn backoff_growth_reset_and_conn_numbers() {
 /// after that moves it.
 #[test]
 fn gives_up_after_max_elapsed() {
-    let mut l = Lifecycle::with(policy(100), 0);
+    let mut l = Lifecycle::with(policy(100), vec![]);
     let now = Instant::now();
     l.on(Event::Started { now });
     let actions = l.on(failed(1, now, LinkError::Tcp("refused".into())));

@@ -7,8 +7,10 @@
 mod actor;
 mod attempt;
 mod board;
+mod credentials;
 pub mod decode;
 mod error;
+pub mod handshake;
 pub mod heartbeat;
 mod inbound;
 pub mod link;

@@ -219,33 +219,46 @@ impl Upstream {
         if let Some(l) = self.link.as_mut() {
             l.beat.on_data(now);
         }
-        match self.life.phase() {
-            Phase::Handshaking { .. } => self.handshake_reply(ctx, &msg),
-            Phase::Live { .. } => match self.inbound.deliver(msg, now, &self.deps.publisher, &self.deps.metrics) {
-                Outcome::Published => {
-                    if let Some(down) = self.life.first_message(now) {
-                        self.deps.metrics.downtime(down);
-                    }
-                    self.deps.status.message(std::time::SystemTime::now());
-                }
-                Outcome::Dropped => {}
-                Outcome::Panicked => self.apply(ctx, Event::Panicked { now }),
-            },
+        match *self.life.phase() {
+            Phase::Handshaking { step, .. } => self.handshake_reply(ctx, msg, step, now),
+            Phase::Live { .. } => self.deliver(ctx, msg, now),
             _ => {}
         }
     }
 
-    /// A reply during the handshake: replies that match neither pointer are
-    /// ignored and not delivered (SPEC §10a).
-    fn handshake_reply(&mut self, ctx: &mut Context<Self>, msg: &WsMessage) {
-        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&msg.data) else { return };
-        let auth = &self.cfg.auth;
-        if auth.failure.as_ref().is_some_and(|f| f.matches(&doc)) {
-            return self.failed(ctx, LinkError::Auth("server rejected the credentials".into()));
+    /// A reply during the handshake. One that matches the waiting step's
+    /// `fail` or `expect` is not delivered; any other is data with
+    /// `[[upstreams.handshake]]` and dropped with the legacy auth message
+    /// (SPEC §10a, §14a).
+    fn handshake_reply(&mut self, ctx: &mut Context<Self>, msg: WsMessage, step: usize, now: Instant) {
+        let Some(s) = self.plan.steps.get(step) else { return };
+        let doc = serde_json::from_slice::<serde_json::Value>(&msg.data).ok();
+        let matches =
+            |m: &Option<crate::config::Matcher>| m.as_ref().is_some_and(|m| doc.as_ref().is_some_and(|d| m.matches(d)));
+        if matches(&s.fail) {
+            let error = s.error("the server answered with the step's `fail` reply");
+            return self.failed(ctx, error);
         }
-        if auth.success.as_ref().is_some_and(|s| s.matches(&doc)) {
+        if matches(&s.expect) {
             let epoch = self.life.epoch();
-            self.apply(ctx, Event::StepDone { epoch, now: Instant::now() });
+            return self.apply(ctx, Event::StepDone { epoch, now });
+        }
+        if self.plan.deliver_unmatched {
+            self.deliver(ctx, msg, now);
+        }
+    }
+
+    /// Decodes and publishes one data message.
+    fn deliver(&mut self, ctx: &mut Context<Self>, msg: WsMessage, now: Instant) {
+        match self.inbound.deliver(msg, now, &self.deps.publisher, &self.deps.metrics) {
+            Outcome::Published => {
+                if let Some(down) = self.life.first_message(now) {
+                    self.deps.metrics.downtime(down);
+                }
+                self.deps.status.message(std::time::SystemTime::now());
+            }
+            Outcome::Dropped => {}
+            Outcome::Panicked => self.apply(ctx, Event::Panicked { now }),
         }
     }
 }

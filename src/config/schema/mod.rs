@@ -12,6 +12,7 @@
 //! This file holds the root and the process-wide tables; the per-feed
 //! `[[upstreams]]` tree is in `upstream.rs`, `[[sinks]]` in `sink.rs`.
 
+mod integrity;
 mod sink;
 mod upstream;
 
@@ -23,6 +24,9 @@ use super::redact::DEFAULT_REDACT_QUERY;
 use super::secret::{Secret, SecretSource};
 use super::units::{Dur, Size};
 
+pub use integrity::{
+    FreshnessConfig, GovernorConfig, HandshakeStep, OnProblem, SecretSpec, SequenceConfig, TokenCommand,
+};
 pub use sink::{SinkConfig, WebhookConfig};
 pub use upstream::{
     AuthConfig, AuthKind, DecodeConfig, DecodeFormat, HeartbeatConfig, InvalidPolicy, Matcher, ReconnectConfig,
@@ -45,6 +49,8 @@ pub struct Settings {
     /// `[[sinks]]`: extra subscribers that are not WebSocket sessions
     /// (SPEC §6). Cannot be set from the environment. Default: `[]`.
     pub sinks: Vec<SinkConfig>,
+    /// `[reconnect_governor]`: connects rationed across all upstreams.
+    pub reconnect_governor: GovernorConfig,
 }
 
 // === [server] ===

@@ -10,8 +10,9 @@ use serde::Serialize;
 use super::*;
 
 /// The schema sources, read as text.
-const SOURCES: [(&str, &str); 3] = [
+const SOURCES: [(&str, &str); 4] = [
     ("mod.rs", include_str!("mod.rs")),
+    ("integrity.rs", include_str!("integrity.rs")),
     ("upstream.rs", include_str!("upstream.rs")),
     ("sink.rs", include_str!("sink.rs")),
 ];
@@ -106,6 +107,12 @@ fn written_defaults_are_the_real_ones() {
         ("HeartbeatConfig", defaults::<HeartbeatConfig>("")),
         ("ReconnectConfig", defaults::<ReconnectConfig>("")),
         ("DecodeConfig", defaults::<DecodeConfig>("")),
+        ("HandshakeStep", defaults::<HandshakeStep>("send = \"x\"")),
+        ("SecretSpec", defaults::<SecretSpec>("")),
+        ("TokenCommand", defaults::<TokenCommand>("command = [\"x\"]")),
+        ("SequenceConfig", defaults::<SequenceConfig>("pointer = \"/s\"")),
+        ("FreshnessConfig", defaults::<FreshnessConfig>("")),
+        ("GovernorConfig", defaults::<GovernorConfig>("")),
         ("Stdout", defaults::<SinkConfig>("kind = \"stdout\"")),
         ("File", defaults::<SinkConfig>("kind = \"file\"\npath = \"/x\"")),
         ("WebhookConfig", defaults::<SinkConfig>("kind = \"webhook\"\nurl = \"https://h/\"")),

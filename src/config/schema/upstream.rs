@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::empty_is_none;
+use super::integrity::{FreshnessConfig, HandshakeStep, SecretSpec, SequenceConfig, TokenCommand};
 use crate::config::redact::{redact_url, redacted_headers, Redactor};
 use crate::config::secret::{Secret, SecretSource};
 use crate::config::units::{Dur, Size};
@@ -64,6 +65,25 @@ pub struct UpstreamConfig {
     /// `[upstreams.decode]`: how frames become messages.
     #[serde(default)]
     pub decode: DecodeConfig,
+    /// `[[upstreams.handshake]]`: steps sent (and answered) at every
+    /// (re)connect; excludes `on_connect` and `auth.kind = "message"`.
+    /// Default: `[]`.
+    #[serde(default)]
+    pub handshake: Vec<HandshakeStep>,
+    /// `[upstreams.secrets]`: named secrets for templates, each one of
+    /// `value`, `env`, `file`. Default: `{}`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSpec>,
+    /// `[upstreams.token_command]`: the token is this command's output.
+    /// Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_command: Option<TokenCommand>,
+    /// `[upstreams.sequence]`: gap and duplicate detection. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceConfig>,
+    /// `[upstreams.freshness]`: stale topics.
+    #[serde(default)]
+    pub freshness: FreshnessConfig,
     /// Not a key: `log.redact_query`, put here by [`load`](crate::config::load())
     /// (through [`Settings::share_redactor`](crate::config::Settings::share_redactor))
     /// so that every place that shows this upstream's URL redacts it the
@@ -99,6 +119,11 @@ impl UpstreamConfig {
             heartbeat: HeartbeatConfig::default(),
             reconnect: ReconnectConfig::default(),
             decode: DecodeConfig::default(),
+            handshake: Vec::new(),
+            secrets: BTreeMap::new(),
+            token_command: None,
+            sequence: None,
+            freshness: FreshnessConfig::default(),
             redactor: Redactor::default(),
         }
     }
@@ -140,6 +165,11 @@ impl fmt::Debug for UpstreamConfig {
             heartbeat,
             reconnect,
             decode,
+            handshake,
+            secrets,
+            token_command,
+            sequence,
+            freshness,
             redactor,
         } = self;
         f.debug_struct("UpstreamConfig")
@@ -156,6 +186,11 @@ impl fmt::Debug for UpstreamConfig {
             .field("heartbeat", heartbeat)
             .field("reconnect", reconnect)
             .field("decode", decode)
+            .field("handshake", handshake)
+            .field("secrets", secrets)
+            .field("token_command", token_command)
+            .field("sequence", sequence)
+            .field("freshness", freshness)
             .finish_non_exhaustive()
     }
 }
