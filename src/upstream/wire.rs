@@ -236,7 +236,8 @@ impl Upstream {
         let matches =
             |m: &Option<crate::config::Matcher>| m.as_ref().is_some_and(|m| doc.as_ref().is_some_and(|d| m.matches(d)));
         if matches(&s.fail) {
-            let error = s.error("the server answered with the step's `fail` reply");
+            let why = if s.auth { "the server rejected the credentials" } else { "the server answered with `fail`" };
+            let error = s.error(why);
             return self.failed(ctx, error);
         }
         if matches(&s.expect) {
