@@ -128,7 +128,9 @@ fn binance_verify(login: &Value) -> bool {
 /// secret fails the login step: reason `auth`, and `last_error` names the step.
 #[actix_rt::test]
 async fn venue_examples_log_in_and_subscribe() {
-    let cases: Vec<(&str, Vec<(&str, &str)>, fn(&Value) -> bool, Value, Value, Value, Value)> = vec![
+    /// File, test secrets, the venue's check, its replies (ok, bad, subscribed, data).
+    type Case = (&'static str, Vec<(&'static str, &'static str)>, fn(&Value) -> bool, Value, Value, Value, Value);
+    let cases: Vec<Case> = vec![
         (
             "okx.toml",
             vec![("api_key", "okx-key"), ("api_secret", "okx-secret"), ("passphrase", "okx-pass")],
