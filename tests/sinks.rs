@@ -76,6 +76,7 @@ fn incoming(upstream: &str, n: u64) -> Incoming {
         kind: DataKind::Json,
         received_at: SystemTime::now(),
         received: Instant::now(),
+        conn: 1,
     }
 }
 

@@ -146,6 +146,7 @@ fn check_decode(decoder: &Decoder, cfg: &DecodeConfig, kind: Kind, data: Bytes) 
             kind: data_kind,
             received_at: SystemTime::now(),
             received: Instant::now(),
+            conn: 1,
         },
         1,
     );

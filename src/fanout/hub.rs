@@ -355,6 +355,12 @@ impl Publisher {
         seq
     }
 
+    /// Tells the envelope subscribers that follow this upstream an event
+    /// (`upstream_gap`, `stale`, `fresh`): queued like state events.
+    pub fn announce(&self, event: ByteString) {
+        self.hub.write().tell(&self.slot.name, &event);
+    }
+
     /// Records a state change and tells the subscribers that follow this upstream.
     pub fn set_state(&self, state: LinkState) {
         self.hub.set_state(&self.slot, state);

@@ -28,6 +28,8 @@ pub struct Incoming {
     pub received_at: SystemTime,
     /// Monotonic clock at receipt, for the fan-out latency histogram.
     pub received: Instant,
+    /// The number of the link that delivered it (SPEC §13 `conn`), from 1.
+    pub conn: u64,
 }
 
 /// A numbered message, shared by all subscribers.
@@ -81,6 +83,8 @@ fn encode_envelope(d: &Delivery) -> Bytes {
     put_json_str(&mut out, &m.topic);
     out.put_slice(b",\"seq\":");
     out.put_slice(itoa(d.seq).as_bytes());
+    out.put_slice(b",\"conn\":");
+    out.put_slice(itoa(m.conn).as_bytes());
     out.put_slice(b",\"received_at\":\"");
     out.put_slice(humantime::format_rfc3339_nanos(m.received_at).to_string().as_bytes());
     out.put_slice(b"\",\"data\":");
@@ -123,6 +127,32 @@ pub fn gap_event(upstream: &str, missed: u64) -> ByteString {
     ByteString::from(format!(r#"{{"event":"gap","upstream":{},"missed":{missed}}}"#, json_str(upstream)))
 }
 
+/// `upstream_gap` (SPEC §13): the feed skipped sequence numbers.
+pub fn upstream_gap_event(upstream: &str, key: Option<&str>, expected: u64, got: u64, across: bool) -> ByteString {
+    let mut text = format!(r#"{{"event":"upstream_gap","upstream":{}"#, json_str(upstream));
+    if let Some(k) = key {
+        text.push_str(&format!(r#","key":{}"#, json_str(k)));
+    }
+    text.push_str(&format!(r#","expected":{expected},"got":{got}"#));
+    if across {
+        text.push_str(r#","across_reconnect":true"#);
+    }
+    text.push('}');
+    ByteString::from(text)
+}
+
+/// `stale` (with the age) or `fresh` (SPEC §13) for a watched topic.
+pub fn freshness_event(upstream: &str, topic: &str, stale_age_ms: Option<u128>) -> ByteString {
+    ByteString::from(match stale_age_ms {
+        Some(age) => format!(
+            r#"{{"event":"stale","upstream":{},"topic":{},"age_ms":{age}}}"#,
+            json_str(upstream),
+            json_str(topic)
+        ),
+        None => format!(r#"{{"event":"fresh","upstream":{},"topic":{}}}"#, json_str(upstream), json_str(topic)),
+    })
+}
+
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
@@ -140,6 +170,7 @@ mod tests {
             kind,
             received_at: SystemTime::UNIX_EPOCH,
             received: Instant::now(),
+            conn: 1,
         }
     }
 

@@ -11,5 +11,5 @@ mod queue;
 /// Re-exported from [`crate::model`], where it lives, for the hub's users.
 pub use crate::model::DataKind;
 pub use hub::{Filter, Hub, HubError, Pair, Publisher, Subscription};
-pub use message::{Delivery, Incoming};
+pub use message::{freshness_event, upstream_gap_event, Delivery, Incoming};
 pub use queue::{Closed, Item, Next, Pushed, QueueStream, SubQueue};

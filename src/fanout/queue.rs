@@ -420,6 +420,7 @@ mod tests {
                 kind: DataKind::Json,
                 received_at: SystemTime::now(),
                 received: Instant::now(),
+                conn: 1,
             },
             seq,
         )

@@ -4,6 +4,7 @@
 //! it is counted. Labels come from config or from bounded enums, never from
 //! a subscriber.
 
+mod integrity;
 mod logging;
 
 use std::sync::Arc;
@@ -121,6 +122,8 @@ pub struct Metrics {
     subscriber_dropped: IntCounterVec,
     subscriber_disconnects: IntCounterVec,
     fanout_latency: Histogram,
+    /// The SPEC §13 families.
+    integrity: integrity::Families,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -215,6 +218,7 @@ impl Metrics {
                 &["reason"],
             ),
             fanout_latency,
+            integrity: integrity::Families::register(&r),
             registry: r,
         };
         for kind in SUBSCRIBER_KINDS {
@@ -250,6 +254,7 @@ impl Metrics {
             self.connect_failures.with_label_values(&[name, reason.code()]);
             self.disconnects.with_label_values(&[name, reason.code()]);
         }
+        self.integrity.init(name);
         UpstreamMetrics {
             name: name.to_string(),
             up: self.upstream_up.with_label_values(l),
@@ -276,6 +281,7 @@ impl Metrics {
         let _ = self.last_message.remove_label_values(l);
         let _ = self.ping_rtt.remove_label_values(l);
         let _ = self.downtime.remove_label_values(l);
+        self.integrity.remove(name);
         for state in LinkState::ALL {
             let _ = self.upstream_state.remove_label_values(&[name, state.as_str()]);
         }

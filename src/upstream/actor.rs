@@ -117,6 +117,7 @@ impl Upstream {
             Action::Handshake { epoch, step } => self.send_step(ctx, epoch, step),
             Action::Live { epoch, conn } => {
                 self.deps.status.set_conn(conn);
+                self.inbound.new_link(conn, Instant::now());
                 self.fresh_data();
                 self.deps.metrics.connected(&self.cfg.redacted_url());
                 debug!(upstream = %self.cfg.name, conn, "Link is live.");

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::decode::{Decoded, Decoder};
-use crate::config::UpstreamConfig;
-use crate::fanout::{DataKind, Incoming, Publisher};
+use super::freshness::{Change, Freshness};
+use super::sequence::{Check, Sequencer};
+use crate::config::{OnProblem, UpstreamConfig};
+use crate::fanout::{freshness_event, upstream_gap_event, DataKind, Incoming, Publisher};
 use crate::telemetry::UpstreamMetrics;
 use crate::transport::reassembly::{Kind, Message};
 
@@ -18,7 +20,10 @@ use crate::transport::reassembly::{Kind, Message};
 pub enum Outcome {
     /// Numbered and queued for the subscribers.
     Published,
-    /// Invalid and dropped (counted).
+    /// Published after a sequence gap with `on_gap = "reconnect"`: the
+    /// caller replaces the link (a resync).
+    Resync,
+    /// Invalid or a sequence duplicate: dropped (counted).
     Dropped,
     /// Handling it panicked: the caller restarts the upstream.
     Panicked,
@@ -33,12 +38,64 @@ pub struct Inbound {
     decoder: Decoder,
     /// Topics seen, shared by every message that has them.
     topics: Topics,
+    /// `[upstreams.sequence]`, when configured.
+    sequence: Option<Sequencer>,
+    /// A gap replaces the link.
+    resync_on_gap: bool,
+    /// The next link follows a resync.
+    resync_next: bool,
+    /// `[upstreams.freshness]`, when `max_age > 0`.
+    freshness: Option<Freshness>,
+    /// A stale topic replaces the link.
+    reconnect_on_stale: bool,
+    /// The number of the live link, put in every message.
+    conn: u64,
 }
 
 impl Inbound {
     /// The decoder of `cfg`.
     pub fn new(cfg: &UpstreamConfig) -> Self {
-        Inbound { name: Arc::from(cfg.name.as_str()), decoder: Decoder::new(&cfg.decode), topics: Topics::default() }
+        Inbound {
+            name: Arc::from(cfg.name.as_str()),
+            decoder: Decoder::new(&cfg.decode),
+            topics: Topics::default(),
+            sequence: cfg.sequence.as_ref().map(Sequencer::new),
+            resync_on_gap: cfg.sequence.as_ref().is_some_and(|s| s.on_gap == OnProblem::Reconnect),
+            resync_next: false,
+            freshness: Freshness::new(&cfg.freshness),
+            reconnect_on_stale: cfg.freshness.on_stale == OnProblem::Reconnect,
+            conn: 0,
+        }
+    }
+
+    /// Link `conn` went live at `now`: sequence and freshness start a new link.
+    pub fn new_link(&mut self, conn: u64, now: Instant) {
+        self.conn = conn;
+        if let Some(s) = self.sequence.as_mut() {
+            s.new_link(std::mem::take(&mut self.resync_next));
+        }
+        if let Some(f) = self.freshness.as_mut() {
+            f.new_link(now);
+        }
+    }
+
+    /// Freshness at `now`: announces the topics that turned stale, updates
+    /// the configured topics' gauges; `true` when a stale topic should
+    /// replace the link (`on_stale = "reconnect"`).
+    pub fn freshness_tick(&mut self, now: Instant, publisher: &Publisher, metrics: &UpstreamMetrics) -> bool {
+        let Some(f) = self.freshness.as_mut() else { return false };
+        let mut stale = false;
+        for change in f.tick(now) {
+            if let Change::Stale(topic, age) = change {
+                metrics.topic_freshness(&topic, true);
+                publisher.announce(freshness_event(&self.name, &topic, Some(age.as_millis())));
+                stale = true;
+            }
+        }
+        for (topic, age, is_stale) in f.configured_ages(now) {
+            metrics.topic_age(topic, age, is_stale);
+        }
+        stale && self.reconnect_on_stale
     }
 
     /// Decodes `msg` and publishes it; invalid data is counted (and its log
@@ -53,6 +110,23 @@ impl Inbound {
         let received_at = SystemTime::now();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             test_hook(&msg);
+            let mut resync = false;
+            if let Some(seq) = self.sequence.as_mut() {
+                match seq.check(&msg.data) {
+                    Check::Duplicate => {
+                        metrics.duplicate();
+                        return Outcome::Dropped;
+                    }
+                    Check::Gap { key, expected, got, across_reconnect } => {
+                        metrics.sequence_gap(got - expected, key.as_deref(), across_reconnect);
+                        let event = upstream_gap_event(&self.name, key.as_deref(), expected, got, across_reconnect);
+                        publisher.announce(event);
+                        resync = self.resync_on_gap;
+                        self.resync_next = resync;
+                    }
+                    Check::InOrder | Check::Untracked => {}
+                }
+            }
             let (topic, kind) = match self.decoder.decode(&msg) {
                 Decoded::Ok { topic, kind } => (self.topics.intern(&topic), kind),
                 Decoded::Invalid { error, pass } => {
@@ -63,6 +137,10 @@ impl Inbound {
                     (self.topics.intern(""), DataKind::Text)
                 }
             };
+            if let Some(Change::Fresh(t)) = self.freshness.as_mut().and_then(|f| f.on_message(&topic, received)) {
+                metrics.topic_freshness(&t, false);
+                publisher.announce(freshness_event(&self.name, &t, None));
+            }
             publisher.publish(Incoming {
                 upstream: Arc::clone(&self.name),
                 topic,
@@ -71,13 +149,18 @@ impl Inbound {
                 kind,
                 received_at,
                 received,
+                conn: self.conn,
             });
-            Outcome::Published
+            if resync {
+                Outcome::Resync
+            } else {
+                Outcome::Published
+            }
         }));
         match outcome {
-            Ok(Outcome::Published) => {
+            Ok(o @ (Outcome::Published | Outcome::Resync)) => {
                 metrics.message(received_at);
-                Outcome::Published
+                o
             }
             Ok(other) => other,
             Err(_) => Outcome::Panicked,

@@ -10,12 +10,14 @@ mod board;
 mod credentials;
 pub mod decode;
 mod error;
+pub mod freshness;
 pub mod handshake;
 pub mod heartbeat;
 mod inbound;
 pub mod link;
 #[cfg(test)]
 mod link_tests;
+pub mod sequence;
 mod wire;
 
 use std::sync::Arc;

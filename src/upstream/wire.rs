@@ -153,6 +153,9 @@ impl Upstream {
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let live = matches!(self.life.phase(), Phase::Live { .. });
+        if live && self.inbound.freshness_tick(Instant::now(), &self.deps.publisher, &self.deps.metrics) {
+            return self.failed(ctx, LinkError::Stale("a watched topic is stale: resync".into()));
+        }
         let Some(link) = self.link.as_mut() else { return };
         match link.beat.tick(Instant::now(), live) {
             Beat::Quiet => {}
@@ -252,11 +255,14 @@ impl Upstream {
     /// Decodes and publishes one data message.
     fn deliver(&mut self, ctx: &mut Context<Self>, msg: WsMessage, now: Instant) {
         match self.inbound.deliver(msg, now, &self.deps.publisher, &self.deps.metrics) {
-            Outcome::Published => {
+            o @ (Outcome::Published | Outcome::Resync) => {
                 if let Some(down) = self.life.first_message(now) {
                     self.deps.metrics.downtime(down);
                 }
                 self.deps.status.message(std::time::SystemTime::now());
+                if o == Outcome::Resync {
+                    self.failed(ctx, LinkError::Sequence("a gap in the feed's sequence: resync".into()));
+                }
             }
             Outcome::Dropped => {}
             Outcome::Panicked => self.apply(ctx, Event::Panicked { now }),

@@ -90,6 +90,7 @@ fn delivery(n: u64) -> Arc<Delivery> {
             kind: DataKind::Json,
             received_at: SystemTime::now(),
             received: std::time::Instant::now(),
+            conn: 1,
         },
         n,
     )

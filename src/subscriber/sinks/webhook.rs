@@ -645,6 +645,7 @@ mod tests {
                     kind: DataKind::Json,
                     received_at: SystemTime::UNIX_EPOCH,
                     received: Instant::now(),
+                    conn: 1,
                 },
                 seq,
             )
