@@ -21,7 +21,7 @@ use crate::subscriber::sinks::Sinks;
 use crate::subscriber::websocket::{SubscriberSettings, WsEndpoint};
 use crate::telemetry::Metrics;
 use crate::transport::socket;
-use crate::upstream::{self, StatusBoard, Upstream};
+use crate::upstream::{self, Governor, StatusBoard, Upstream};
 
 /// A running gateway.
 pub struct Gateway {
@@ -40,6 +40,8 @@ pub struct Gateway {
     subscriber_settings: Arc<std::sync::RwLock<SubscriberSettings>>,
     /// The upstream actors `/healthz` probes; follows `upstreams`.
     probes: ProbeTargets,
+    /// Rations connects across all upstreams (SPEC §13).
+    governor: Arc<Governor>,
     /// Keeps the subscriber token of `auth_token_file` current.
     token_watch: tokio::task::JoinHandle<()>,
     sinks: Sinks,
@@ -75,13 +77,14 @@ impl Gateway {
         let metrics = Metrics::new();
         let board = StatusBoard::new();
         let hub = Hub::new();
+        let governor = Governor::new(&settings.reconnect_governor);
 
         let upstreams = settings
             .upstreams
             .iter()
             .map(|u| {
                 let cfg = Arc::new(u.clone());
-                (Arc::clone(&cfg), upstream::spawn(cfg, &hub, &metrics, &board))
+                (Arc::clone(&cfg), upstream::spawn(cfg, &hub, &metrics, &board, &governor))
             })
             .collect();
 
@@ -132,6 +135,7 @@ impl Gateway {
             upstreams,
             subscriber_settings,
             probes,
+            governor,
             token_watch,
             sinks,
             server: handle,
@@ -215,6 +219,9 @@ impl Gateway {
         if new.log != self.settings.log {
             warn!("[log] changes need a restart.");
         }
+        if new.reconnect_governor != self.settings.reconnect_governor {
+            warn!("[reconnect_governor] changes need a restart.");
+        }
         // === prepare: everything that can fail ===
         let subscribers = SubscriberSettings::resolve(&new.subscribers)?;
         let mut effective = new.clone();
@@ -247,12 +254,18 @@ impl Gateway {
                 Some((_, addr)) => {
                     let _ = addr.send(upstream::Retire).await;
                     let cfg = Arc::new(cfg.clone());
-                    next.push((Arc::clone(&cfg), upstream::spawn(cfg, &self.hub, &self.metrics, &self.board)));
+                    next.push((
+                        Arc::clone(&cfg),
+                        upstream::spawn(cfg, &self.hub, &self.metrics, &self.board, &self.governor),
+                    ));
                     report.restarted.push(new_name(&next));
                 }
                 None => {
                     let cfg = Arc::new(cfg.clone());
-                    next.push((Arc::clone(&cfg), upstream::spawn(cfg, &self.hub, &self.metrics, &self.board)));
+                    next.push((
+                        Arc::clone(&cfg),
+                        upstream::spawn(cfg, &self.hub, &self.metrics, &self.board, &self.governor),
+                    ));
                     report.added.push(new_name(&next));
                 }
             }
@@ -295,7 +308,7 @@ impl Gateway {
         for (cfg, addr) in &mut self.upstreams {
             if !addr.connected() {
                 error!(upstream = %cfg.name, "Upstream actor died; starting it again.");
-                *addr = upstream::spawn(Arc::clone(cfg), &self.hub, &self.metrics, &self.board);
+                *addr = upstream::spawn(Arc::clone(cfg), &self.hub, &self.metrics, &self.board, &self.governor);
                 revived.push(cfg.name.clone());
             }
         }

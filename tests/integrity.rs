@@ -259,3 +259,254 @@ async fn token_command_output_is_the_token() {
     eventually(LONG, "connected with the command's token", || state(&gw, "cmd") == Some(LinkState::Connected)).await;
     gw.shutdown().await;
 }
+
+/// Sequence per SPEC §13: a gap is announced (`upstream_gap`) before the
+/// message that reveals it, a duplicate is dropped for every subscriber, a
+/// gap across a reconnect says so; gaps, missed and duplicates are counted;
+/// `conn` numbers the links in every envelope.
+#[actix_rt::test]
+async fn sequence_gaps_duplicates_and_conn() {
+    let go = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&go);
+    let feed = Feed::start(move |mut c| {
+        let go = Arc::clone(&flag);
+        async move {
+            while !go.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let seqs: &[u64] = if c.index == 0 { &[1, 2, 5, 5, 6] } else { &[9] };
+            for s in seqs {
+                c.send_text(json!({"type": "t", "s": s}).to_string()).await;
+            }
+            if c.index == 0 {
+                let _ = futures_util::SinkExt::close(&mut c.ws).await;
+                return;
+            }
+            c.drain().await
+        }
+    });
+    let mut u = UpstreamConfig::new("seq", feed.url("/"));
+    u.sequence = Some(config::SequenceConfig {
+        pointer: "/s".into(),
+        key: String::new(),
+        on_gap: config::OnProblem::Event,
+        max_keys: 10,
+        reset_on_reconnect: false,
+    });
+    u.reconnect.initial = Dur::ms(50);
+    let gw = start(support::settings(vec![u])).await;
+    let mut ws = ws_connect(&format!("ws://{}/ws", gw.addr), &[]).await.unwrap();
+    go.store(true, Ordering::SeqCst);
+    let mut got = Vec::new();
+    while got.len() < 7 {
+        let v = next_json(&mut ws, LONG).await;
+        if v["event"] == "upstream" {
+            continue;
+        }
+        got.push(v);
+    }
+    let brief: Vec<String> = got
+        .iter()
+        .map(|v| match v["event"].as_str() {
+            Some(e) => format!(
+                "{e}:{}->{}{}",
+                v["expected"],
+                v["got"],
+                if v["across_reconnect"] == true { ":across" } else { "" }
+            ),
+            None => format!("{}@{}", v["data"]["s"], v["conn"]),
+        })
+        .collect();
+    assert_eq!(brief, ["1@1", "2@1", "upstream_gap:3->5", "5@1", "6@1", "upstream_gap:7->9:across", "9@2"]);
+    let text = String::from_utf8(gw.metrics.encode()).unwrap();
+    for (series, want) in [
+        (r#"wsgate_upstream_sequence_gaps_total{upstream="seq"}"#, 2.0),
+        (r#"wsgate_upstream_sequence_missed_total{upstream="seq"}"#, 4.0),
+        (r#"wsgate_upstream_duplicates_total{upstream="seq"}"#, 1.0),
+    ] {
+        assert_eq!(support::metric(&text, series), Some(want), "{series}");
+    }
+    assert_eq!(view(&gw, "seq")["conn"], 2);
+    gw.shutdown().await;
+}
+
+/// `on_gap = "reconnect"`: the gap replaces the link (reason `sequence`)
+/// and the new link's first number sets the expectation (no gap event for
+/// the snapshot that jumps ahead).
+#[actix_rt::test]
+async fn gap_resync_reconnects() {
+    let feed = Feed::start(|mut c| async move {
+        let seqs: &[u64] = if c.index == 0 { &[1, 3] } else { &[100, 101] };
+        for s in seqs {
+            c.send_text(json!({"type": "t", "s": s}).to_string()).await;
+        }
+        c.drain().await
+    });
+    let mut u = UpstreamConfig::new("rs", feed.url("/"));
+    u.sequence = Some(config::SequenceConfig {
+        pointer: "/s".into(),
+        key: String::new(),
+        on_gap: config::OnProblem::Reconnect,
+        max_keys: 10,
+        reset_on_reconnect: false,
+    });
+    u.reconnect.initial = Dur::ms(50);
+    let gw = start(support::settings(vec![u])).await;
+    let series = r#"wsgate_upstream_disconnects_total{reason="sequence",upstream="rs"}"#;
+    eventually(LONG, "a resync", || {
+        support::metric(&String::from_utf8(gw.metrics.encode()).unwrap(), series) == Some(1.0)
+    })
+    .await;
+    eventually(LONG, "the second link's messages", || gw.board.upstreams()[0].messages() == 4).await;
+    let text = String::from_utf8(gw.metrics.encode()).unwrap();
+    assert_eq!(support::metric(&text, r#"wsgate_upstream_sequence_gaps_total{upstream="rs"}"#), Some(1.0));
+    gw.shutdown().await;
+}
+
+/// Freshness: a watched topic with no message is `stale` after max_age
+/// (event with its age, gauge 1), `fresh` when messages return.
+#[actix_rt::test]
+async fn stale_and_fresh_topics() {
+    let go = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&go);
+    let feed = Feed::start(move |mut c| {
+        let go = Arc::clone(&flag);
+        async move {
+            while !go.load(Ordering::SeqCst) {
+                if !c.send_text(json!({"type": "book"}).to_string()).await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            c.send_text(json!({"type": "trade"}).to_string()).await;
+            c.drain().await
+        }
+    });
+    let mut u = UpstreamConfig::new("fr", feed.url("/"));
+    u.freshness = config::FreshnessConfig {
+        max_age: Dur::ms(300),
+        topics: vec!["trade".into()],
+        on_stale: config::OnProblem::Event,
+        max_topics: 10,
+    };
+    let gw = start(support::settings(vec![u])).await;
+    let mut ws = ws_connect(&format!("ws://{}/ws?topic=trade", gw.addr), &[]).await.unwrap();
+    let stale = loop {
+        let v = next_json(&mut ws, LONG).await;
+        if v["event"] == "stale" {
+            break v;
+        }
+    };
+    assert_eq!((stale["upstream"].as_str(), stale["topic"].as_str()), (Some("fr"), Some("trade")));
+    assert!(stale["age_ms"].as_u64().unwrap_or(0) >= 300, "{stale}");
+    let gauge = r#"wsgate_topic_stale{topic="trade",upstream="fr"}"#;
+    eventually(LONG, "the gauge", || {
+        support::metric(&String::from_utf8(gw.metrics.encode()).unwrap(), gauge) == Some(1.0)
+    })
+    .await;
+    go.store(true, Ordering::SeqCst);
+    let fresh = loop {
+        let v = next_json(&mut ws, LONG).await;
+        if v["event"] == "fresh" {
+            break v;
+        }
+    };
+    assert_eq!(fresh["topic"], "trade");
+    assert_eq!(next_data(&mut ws).await["topic"], "trade", "the fresh event comes before the message");
+    gw.shutdown().await;
+}
+
+/// The governor: 30 upstreams of one host connect, are all dropped at once,
+/// and reconnect at `per_host_rate` (burst = rate), never more than
+/// `max_in_flight` handshakes at once (measured at the feed, which holds
+/// each handshake 100 ms); every connect is observed in
+/// `wsgate_connect_wait_seconds`.
+#[test]
+fn governor_rations_reconnects() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    struct Seen {
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+        accepted: Mutex<Vec<Instant>>,
+        /// Links of an older generation are dropped (a blip).
+        generation: AtomicUsize,
+    }
+    let seen = Arc::new(Seen {
+        in_flight: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+        accepted: Mutex::new(Vec::new()),
+        generation: AtomicUsize::new(0),
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server_seen = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let seen = Arc::clone(&server_seen);
+                tokio::spawn(async move {
+                    let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen.most.fetch_max(now, Ordering::SeqCst);
+                    seen.accepted.lock().unwrap().push(Instant::now());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let ws = tokio_tungstenite::accept_async(tcp).await;
+                    seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    let Ok(mut ws) = ws else { return };
+                    let generation = seen.generation.load(Ordering::SeqCst);
+                    use futures_util::StreamExt;
+                    loop {
+                        if seen.generation.load(Ordering::SeqCst) != generation {
+                            return; // dropped without a close frame: a blip
+                        }
+                        tokio::select! {
+                            m = ws.next() => if m.is_none() { return },
+                            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                        }
+                    }
+                });
+            }
+        });
+    });
+    let addr: std::net::SocketAddr = rx.recv().unwrap();
+    let sys = actix_rt::System::new();
+    sys.block_on(async move {
+        let ups: Vec<UpstreamConfig> = (0..30)
+            .map(|i| {
+                let mut u = UpstreamConfig::new(format!("u{i}"), format!("ws://{addr}/"));
+                u.reconnect.initial = Dur::ms(10);
+                u.reconnect.max = Dur::ms(20);
+                u
+            })
+            .collect();
+        let mut s = support::settings(ups);
+        s.reconnect_governor = config::GovernorConfig { max_in_flight: 4, per_host_rate: "10/s".into() };
+        let gw = start(s).await;
+        eventually(Duration::from_secs(60), "all 30 connected", || gw.board.readiness().is_ok()).await;
+        let first_round = seen.accepted.lock().unwrap().len();
+        assert_eq!(first_round, 30);
+        // Drop every link at once; count the reconnects' accept times.
+        let dropped_at = Instant::now();
+        seen.generation.store(1, Ordering::SeqCst);
+        eventually(Duration::from_secs(60), "all 30 back", || seen.accepted.lock().unwrap().len() >= 60).await;
+        let times: Vec<Duration> = seen.accepted.lock().unwrap()[first_round..]
+            .iter()
+            .map(|t| t.saturating_duration_since(dropped_at))
+            .collect();
+        let within_first_second = times.iter().filter(|t| **t < Duration::from_millis(900)).count();
+        assert!(within_first_second <= 19, "burst 10 + 10/s: {within_first_second} reconnects in the first 0.9 s");
+        let last = times.iter().max().copied().unwrap_or_default();
+        assert!(last >= Duration::from_millis(1800), "30 reconnects at 10/s (burst 10) take 2 s, took {last:?}");
+        let most = seen.most.load(Ordering::SeqCst);
+        assert!(most <= 4, "{most} handshakes in flight at once, over max_in_flight 4");
+        let text = String::from_utf8(gw.metrics.encode()).unwrap();
+        let waits = support::metric(&text, "wsgate_connect_wait_seconds_count").unwrap_or(0.0);
+        assert!(waits >= 60.0, "every connect observed: {waits}");
+        gw.shutdown().await;
+    });
+}

@@ -76,6 +76,11 @@ impl Metrics {
 }
 
 impl UpstreamMetrics {
+    /// A connect of this upstream waited `wait` for the reconnect governor.
+    pub fn connect_waited(&self, wait: Duration) {
+        self.all.connect_waited(wait);
+    }
+
     /// The feed skipped `missed` sequence numbers.
     pub fn sequence_gap(&self, missed: u64, key: Option<&str>, across_reconnect: bool) {
         let f = &self.all.integrity;

@@ -22,6 +22,7 @@ use super::attempt::{encode_query, Attempt, Files, Upgraded};
 use super::board::UpstreamStatus;
 use super::credentials::{CachedToken, Credentials};
 use super::error::LinkError;
+use super::governor::{Governor, Permit};
 use super::handshake::{Plan, Values};
 use super::inbound::Inbound;
 use super::link::{Action, Event, Lifecycle};
@@ -54,6 +55,8 @@ pub struct UpstreamDeps {
     pub metrics: UpstreamMetrics,
     /// This upstream's live status.
     pub status: Arc<UpstreamStatus>,
+    /// The reconnect governor shared by every upstream.
+    pub governor: Arc<Governor>,
 }
 
 /// The actor of one upstream.
@@ -191,6 +194,20 @@ impl Upstream {
     /// Reads the secret and TLS files off this thread (SPEC §11), then dials
     /// and upgrades; results come back tagged with `epoch`.
     fn dial(&mut self, ctx: &mut Context<Self>, epoch: u64) {
+        self.deps.status.set_waiting(true);
+        let admit = Arc::clone(&self.deps.governor).admit(host_port(&self.cfg.url));
+        ctx.spawn(admit.into_actor(self).map(move |(permit, waited), act, ctx| {
+            act.deps.status.set_waiting(false);
+            act.deps.metrics.connect_waited(waited);
+            if act.life.epoch() == epoch {
+                act.dial_admitted(ctx, epoch, permit);
+            }
+        }));
+    }
+
+    /// The governor let this connect go: it holds `permit` until the
+    /// upgrade is done.
+    fn dial_admitted(&mut self, ctx: &mut Context<Self>, epoch: u64, permit: Permit) {
         let files = Files::read(Arc::clone(&self.cfg), self.command_token.clone());
         ctx.spawn(files.into_actor(self).map(move |files, act, ctx| {
             if act.life.epoch() != epoch {
@@ -209,6 +226,7 @@ impl Upstream {
             }
             debug!(upstream = %act.cfg.name, url = %act.cfg.redacted_url(), "Connecting to upstream.");
             ctx.spawn(attempt.run().into_actor(act).map(move |res, act, ctx| {
+                drop(permit);
                 if act.life.epoch() != epoch {
                     return;
                 }
@@ -258,6 +276,20 @@ impl Upstream {
         Box::pin(async move {
             let _ = actix_rt::time::timeout(STOP_FLUSH, rx).await;
         })
+    }
+}
+
+/// `host:port` of a `ws://` or `wss://` URL, the governor's per-host key.
+fn host_port(url: &str) -> String {
+    let secure = url.starts_with("wss://");
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let has_port = hostport.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()));
+    if has_port {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:{}", if secure { 443 } else { 80 })
     }
 }
 

@@ -11,6 +11,7 @@ mod credentials;
 pub mod decode;
 mod error;
 pub mod freshness;
+pub mod governor;
 pub mod handshake;
 pub mod heartbeat;
 mod inbound;
@@ -26,6 +27,7 @@ use actix::{Addr, Supervisor};
 
 pub use actor::{Retire, Shutdown, Upstream, UpstreamDeps};
 pub use board::{NotReady, StatusBoard, UpstreamStatus, UpstreamView};
+pub use governor::Governor;
 
 use crate::config::UpstreamConfig;
 use crate::fanout::Hub;
@@ -34,11 +36,17 @@ use crate::telemetry::Metrics;
 
 /// Starts the supervised actor of `cfg` on the current arbiter and registers
 /// its status, metric series and hub slot.
-pub fn spawn(cfg: Arc<UpstreamConfig>, hub: &Hub, metrics: &Arc<Metrics>, board: &StatusBoard) -> Addr<Upstream> {
+pub fn spawn(
+    cfg: Arc<UpstreamConfig>,
+    hub: &Hub,
+    metrics: &Arc<Metrics>,
+    board: &StatusBoard,
+    governor: &Arc<Governor>,
+) -> Addr<Upstream> {
     let status = Arc::new(UpstreamStatus::new(&cfg.name, cfg.redacted_url(), cfg.required));
     board.insert(Arc::clone(&status));
     let m = metrics.upstream(&cfg.name);
     m.state(LinkState::Connecting);
-    let deps = UpstreamDeps { publisher: hub.publisher(&cfg.name), metrics: m, status };
+    let deps = UpstreamDeps { publisher: hub.publisher(&cfg.name), metrics: m, status, governor: Arc::clone(governor) };
     Supervisor::start(move |_| Upstream::new(cfg, deps))
 }
