@@ -36,6 +36,24 @@ const SPEC_METRICS: &[(&str, &str, &[&str])] = &[
     ("wsgate_fanout_latency_seconds", "histogram", &[]),
 ];
 
+/// SPEC §8 "Added by §12-§15": checked (type and labels) when present;
+/// some exist only when configured (watched topics, links, a cluster).
+const SPEC_ADDED_METRICS: &[(&str, &str, &[&str])] = &[
+    ("wsgate_upstream_wire_bytes_total", "counter", &["upstream"]),
+    ("wsgate_upstream_sequence_gaps_total", "counter", &["upstream"]),
+    ("wsgate_upstream_sequence_missed_total", "counter", &["upstream"]),
+    ("wsgate_upstream_duplicates_total", "counter", &["upstream"]),
+    ("wsgate_topic_last_message_age_seconds", "gauge", &["upstream", "topic"]),
+    ("wsgate_topic_stale", "gauge", &["upstream", "topic"]),
+    ("wsgate_connect_wait_seconds", "histogram", &[]),
+    ("wsgate_upstream_rotations_total", "counter", &["upstream"]),
+    ("wsgate_upstream_link_up", "gauge", &["upstream", "link"]),
+    ("wsgate_upstream_link_first_total", "counter", &["upstream", "link"]),
+    ("wsgate_cluster_owned_upstreams", "gauge", &[]),
+    ("wsgate_cluster_lease_changes_total", "counter", &["upstream"]),
+    ("wsgate_upstream_paused_seconds_total", "counter", &["upstream"]),
+];
+
 fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("wsgate.toml");
     std::fs::write(&path, text).unwrap();
@@ -222,8 +240,23 @@ required = false
         got.sort();
         assert_eq!(got, want, "{name} labels");
     }
-    let extra: Vec<_> =
-        fams.keys().filter(|n| n.starts_with("wsgate_") && !SPEC_METRICS.iter().any(|(m, _, _)| m == n)).collect();
+    for (name, kind, labels) in SPEC_ADDED_METRICS {
+        if let Some((got_kind, got_labels)) = fams.get(*name) {
+            assert_eq!(got_kind, kind, "{name} type");
+            let (mut want, mut got): (Vec<_>, Vec<_>) =
+                (labels.to_vec(), got_labels.iter().map(String::as_str).collect());
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{name} labels");
+        }
+    }
+    for always in ["wsgate_upstream_sequence_gaps_total", "wsgate_connect_wait_seconds"] {
+        assert!(fams.contains_key(always), "{always} missing from /metrics");
+    }
+    let extra: Vec<_> = fams
+        .keys()
+        .filter(|n| n.starts_with("wsgate_") && !SPEC_METRICS.iter().chain(SPEC_ADDED_METRICS).any(|(m, _, _)| m == n))
+        .collect();
     assert!(extra.is_empty(), "families not in SPEC §8: {extra:?}");
     assert!(fams.contains_key("process_cpu_seconds_total") && fams.contains_key("process_resident_memory_bytes"));
     assert!(text.contains(r#"wsgate_upstream_state{state="connected",upstream="feed"} 1"#), "{text}");

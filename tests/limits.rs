@@ -159,11 +159,11 @@ async fn max_filters_caps_the_query_and_the_ops() {
 
 /// A subscriber that never reads, fed 4 MiB messages: its queue holds at
 /// most `queue_bytes` (8 MiB), the overflow is counted, and the daemon's
-/// RSS stays far below what the messages add up to (240 MiB; before,
+/// RSS stays far below what the messages add up to (400 MiB; before,
 /// `queue_capacity` alone let 1 024 of them queue).
 #[test]
 fn queue_bytes_bounds_a_never_reading_subscriber() {
-    const COUNT: usize = 60;
+    const COUNT: usize = 100;
     let go = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let feed = {
         let go = std::sync::Arc::clone(&go);
@@ -213,10 +213,12 @@ fn queue_bytes_bounds_a_never_reading_subscriber() {
     });
     peak = peak.max(support::rss_bytes(pid));
     let dropped = m(r#"wsgate_subscriber_dropped_total{kind="websocket",reason="overflow"}"#).unwrap_or(0.0);
-    assert!(dropped >= 40.0, "overflow drops counted: {dropped}");
+    assert!(dropped >= 80.0, "overflow drops counted: {dropped}");
     let grew = peak.saturating_sub(before) >> 20;
     eprintln!("queue_bytes: RSS {} MiB -> peak {} MiB, {dropped} overflow drops", before >> 20, peak >> 20);
-    assert!(grew < 100, "RSS grew by {grew} MiB for {COUNT} x 4 MiB into a never-reading subscriber");
+    // Allocator slack aside (freed 4 MiB buffers are not always returned to
+    // the system), far below the 400 MiB the messages add up to.
+    assert!(grew < 200, "RSS grew by {grew} MiB for {COUNT} x 4 MiB into a never-reading subscriber");
     drop(sub);
 }
 

@@ -92,12 +92,12 @@ fn json_lines(path: &Path) -> Vec<Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"))).collect()
 }
 
-/// Asserts `v` is a §5 envelope: exactly these fields, `received_at` RFC 3339.
+/// Asserts `v` is a §5 envelope (with §13's `conn`): exactly these fields, `received_at` RFC 3339.
 fn assert_envelope(v: &Value) {
     let keys: Vec<&str> = v.as_object().expect("an object").keys().map(String::as_str).collect();
     let mut sorted = keys.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, ["data", "received_at", "seq", "topic", "upstream"], "{v}");
+    assert_eq!(sorted, ["conn", "data", "received_at", "seq", "topic", "upstream"], "{v}");
     assert!(v["seq"].as_u64().is_some_and(|s| s >= 1), "{v}");
     let at = v["received_at"].as_str().expect("received_at is a string");
     assert!(humantime::parse_rfc3339(at).is_ok() && at.ends_with('Z'), "{at}");
