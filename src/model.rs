@@ -80,11 +80,13 @@ pub enum Reason {
     Shutdown,
     /// A reload removed or changed the upstream.
     Reload,
+    /// The proxy refused or failed (407, a refused CONNECT, a SOCKS error; SPEC §12).
+    Proxy,
 }
 
 impl Reason {
     /// Every reason, so metric series exist from the start.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Dns,
         Reason::Tcp,
         Reason::Tls,
@@ -100,6 +102,7 @@ impl Reason {
         Reason::Panic,
         Reason::Shutdown,
         Reason::Reload,
+        Reason::Proxy,
     ];
 
     /// The label value.
@@ -120,6 +123,7 @@ impl Reason {
             Reason::Panic => "panic",
             Reason::Shutdown => "shutdown",
             Reason::Reload => "reload",
+            Reason::Proxy => "proxy",
         }
     }
 }

@@ -24,6 +24,7 @@
 
 mod files;
 mod load;
+pub mod proxy;
 mod redact;
 mod schema;
 mod secret;
@@ -35,8 +36,8 @@ pub use load::{load, load_with_env, ConfigError, ConfigSource, DEFAULT_PATH, ENV
 pub use redact::{redact_url, redact_webhook_url, scrub, Redactor, DEFAULT_REDACT_QUERY};
 pub use schema::{
     AuthConfig, AuthKind, DecodeConfig, DecodeFormat, HeartbeatConfig, InvalidPolicy, LogConfig, LogFormat, Matcher,
-    Overflow, ReconnectConfig, ServerConfig, Settings, SinkConfig, SubscribersConfig, TlsConfig, UpstreamConfig,
-    WebhookConfig,
+    Overflow, ProxyConfig, ReconnectConfig, ServerConfig, Settings, SinkConfig, SubscribersConfig, TlsConfig,
+    UpstreamConfig, WebhookConfig,
 };
 pub use secret::{Secret, SecretError, SecretSource, REDACTED};
 pub use units::{parse_duration, parse_size, Dur, Size};

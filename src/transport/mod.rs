@@ -10,6 +10,7 @@
 mod dialer;
 mod error;
 pub mod frame_guard;
+pub mod proxy;
 pub mod reassembly;
 mod reconnect;
 pub mod retry_after;

@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use actix_codec::Framed;
 use awc::error::{ConnectError, SendRequestError, WsClientError};
-use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST, SEC_WEBSOCKET_PROTOCOL};
+use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL, USER_AGENT};
 use awc::http::Uri;
 use awc::ws::Codec;
 use awc::BoxedSocket;
 use base64::Engine as _;
 
 use super::error::LinkError;
+use crate::config::proxy::ProxyUrl;
 use crate::config::{AuthKind, Secret, UpstreamConfig};
-use crate::transport::{client_config, Dialer};
+use crate::transport::{client_config, proxy, Dialer};
 
 /// Everything needed for one attempt, resolved at attempt time (so a
 /// rotated `token_file` or CA file applies at every reconnect).
@@ -70,6 +71,8 @@ pub struct Files {
     token: Option<Secret>,
     /// The rustls config, for `wss://`.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The proxy on the way, with its password read (SPEC §12).
+    proxy: Option<ProxyUrl>,
 }
 
 impl Files {
@@ -84,9 +87,22 @@ impl Files {
     fn read_now(cfg: &UpstreamConfig) -> Result<Files, LinkError> {
         let token =
             cfg.auth.token_source().resolve().map_err(|e| LinkError::Auth(format!("cannot read token: {e}")))?;
-        let tls = if cfg.url.starts_with("wss://") { Some(client_config(&cfg.tls)?) } else { None };
-        Ok(Files { token, tls })
+        let secure = cfg.url.starts_with("wss://");
+        let tls = if secure { Some(client_config(&cfg.tls)?) } else { None };
+        Ok(Files { token, tls, proxy: proxy_for(cfg, secure)? })
     }
+}
+
+/// The proxy for `cfg` (none over a Unix socket), its password read now.
+fn proxy_for(cfg: &UpstreamConfig, secure: bool) -> Result<Option<ProxyUrl>, LinkError> {
+    if cfg.unix_socket.is_some() {
+        return Ok(None);
+    }
+    let host = cfg.url.parse::<Uri>().ok().and_then(|u| u.host().map(str::to_string)).unwrap_or_default();
+    let p = &cfg.proxy;
+    let password =
+        p.password_source().resolve().map_err(|e| LinkError::Proxy(format!("cannot read the proxy password: {e}")))?;
+    Ok(proxy::choose(&p.url, p.username.as_deref(), password, secure, &host, &|k| std::env::var(k).ok())?)
 }
 
 impl Attempt {
@@ -103,11 +119,16 @@ impl Attempt {
             None => (None, authority),
         };
 
-        let Files { token, tls } = files;
+        let Files { token, tls, proxy } = files;
         let need = |t: &Option<Secret>| t.clone().ok_or_else(|| LinkError::Auth("no token configured".into()));
 
         let mut path_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
         let mut headers = Vec::new();
+        let agent = cfg.user_agent.clone().unwrap_or_else(|| format!("wsgate/{}", env!("CARGO_PKG_VERSION")));
+        headers.push(header(USER_AGENT.as_str(), &agent)?);
+        if let Some(origin) = &cfg.origin {
+            headers.push(header(ORIGIN.as_str(), origin)?);
+        }
         for (k, v) in &cfg.headers {
             headers.push(header(k, v)?);
         }
@@ -141,7 +162,10 @@ impl Attempt {
 
         let tls = if secure { tls } else { None };
         let user_timeout = cfg.heartbeat.interval.get() + cfg.heartbeat.timeout.get();
-        let dialer = Dialer::new(&host, port, tls, user_timeout)?.with_frame_limit(cfg.max_message_size.0);
+        let dialer = Dialer::new(&host, port, tls, user_timeout)?
+            .with_frame_limit(cfg.max_message_size.0)
+            .with_proxy(proxy)
+            .with_unix_socket(cfg.unix_socket.clone());
         Ok(Attempt {
             url: format!("ws://{host}:{port}{path_query}"),
             host_header: hostport.to_string(),
@@ -210,6 +234,13 @@ fn classify(e: WsClientError, retry_after: impl FnOnce() -> Option<Duration>, ti
     }
 }
 
+/// JSON-escapes `s` for use inside a JSON string of a message template
+/// (the token in `auth.message`).
+pub(super) fn json_escape(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,11 +251,4 @@ mod tests {
         assert_eq!(encode_query("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
         assert_eq!(encode_query("Az09-._~"), "Az09-._~");
     }
-}
-
-/// JSON-escapes `s` for use inside a JSON string of a message template
-/// (the token in `auth.message`).
-pub(super) fn json_escape(s: &str) -> String {
-    let quoted = serde_json::to_string(s).unwrap_or_default();
-    quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_string()
 }

@@ -12,6 +12,7 @@
 //! This file holds the root and the process-wide tables; the per-feed
 //! `[[upstreams]]` tree is in `upstream.rs`, `[[sinks]]` in `sink.rs`.
 
+mod reach;
 mod sink;
 mod upstream;
 
@@ -23,6 +24,7 @@ use super::redact::DEFAULT_REDACT_QUERY;
 use super::secret::{Secret, SecretSource};
 use super::units::{Dur, Size};
 
+pub use reach::ProxyConfig;
 pub use sink::{SinkConfig, WebhookConfig};
 pub use upstream::{
     AuthConfig, AuthKind, DecodeConfig, DecodeFormat, HeartbeatConfig, InvalidPolicy, Matcher, ReconnectConfig,

@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::*;
 
 /// The schema sources, read as text.
-const SOURCES: [(&str, &str); 3] = [
+const SOURCES: [(&str, &str); 4] = [
+    ("reach.rs", include_str!("reach.rs")),
     ("mod.rs", include_str!("mod.rs")),
     ("upstream.rs", include_str!("upstream.rs")),
     ("sink.rs", include_str!("sink.rs")),
@@ -106,6 +107,7 @@ fn written_defaults_are_the_real_ones() {
         ("HeartbeatConfig", defaults::<HeartbeatConfig>("")),
         ("ReconnectConfig", defaults::<ReconnectConfig>("")),
         ("DecodeConfig", defaults::<DecodeConfig>("")),
+        ("ProxyConfig", defaults::<ProxyConfig>("")),
         ("Stdout", defaults::<SinkConfig>("kind = \"stdout\"")),
         ("File", defaults::<SinkConfig>("kind = \"file\"\npath = \"/x\"")),
         ("WebhookConfig", defaults::<SinkConfig>("kind = \"webhook\"\nurl = \"https://h/\"")),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::empty_is_none;
+use super::reach::ProxyConfig;
 use crate::config::redact::{redact_url, redacted_headers, Redactor};
 use crate::config::secret::{Secret, SecretSource};
 use crate::config::units::{Dur, Size};
@@ -64,6 +65,30 @@ pub struct UpstreamConfig {
     /// `[upstreams.decode]`: how frames become messages.
     #[serde(default)]
     pub decode: DecodeConfig,
+    /// Path of a Unix socket to connect over instead of TCP; `url` still
+    /// gives the `Host` header and the path. Default: unset.
+    #[serde(default, deserialize_with = "empty_is_none", skip_serializing_if = "Option::is_none")]
+    pub unix_socket: Option<PathBuf>,
+    /// The `Origin` header of the handshake, for servers that want one.
+    /// Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The `User-Agent` header of the handshake; unset sends `wsgate/` and
+    /// the version. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Duration to wait for the server's close frame (or EOF) after ours
+    /// before the socket is dropped. Greater than 0. Default: `"1s"`.
+    #[serde(default = "default_close_timeout")]
+    pub close_timeout: Dur,
+    /// Log every frame of this upstream at debug level (opcode, length,
+    /// first 200 bytes) and the handshake headers, secrets as `***`.
+    /// Default: `false`.
+    #[serde(default)]
+    pub trace: bool,
+    /// `[upstreams.proxy]`: an HTTP CONNECT or SOCKS5 proxy on the way.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
     /// Not a key: `log.redact_query`, put here by [`load`](crate::config::load())
     /// (through [`Settings::share_redactor`](crate::config::Settings::share_redactor))
     /// so that every place that shows this upstream's URL redacts it the
@@ -80,6 +105,9 @@ const fn default_connect_timeout() -> Dur {
 }
 const fn default_max_message_size() -> Size {
     Size::mib(16)
+}
+const fn default_close_timeout() -> Dur {
+    Dur::secs(1)
 }
 
 impl UpstreamConfig {
@@ -99,6 +127,12 @@ impl UpstreamConfig {
             heartbeat: HeartbeatConfig::default(),
             reconnect: ReconnectConfig::default(),
             decode: DecodeConfig::default(),
+            unix_socket: None,
+            origin: None,
+            user_agent: None,
+            close_timeout: default_close_timeout(),
+            trace: false,
+            proxy: ProxyConfig::default(),
             redactor: Redactor::default(),
         }
     }
@@ -140,6 +174,12 @@ impl fmt::Debug for UpstreamConfig {
             heartbeat,
             reconnect,
             decode,
+            unix_socket,
+            origin,
+            user_agent,
+            close_timeout,
+            trace,
+            proxy,
             redactor,
         } = self;
         f.debug_struct("UpstreamConfig")
@@ -156,6 +196,12 @@ impl fmt::Debug for UpstreamConfig {
             .field("heartbeat", heartbeat)
             .field("reconnect", reconnect)
             .field("decode", decode)
+            .field("unix_socket", unix_socket)
+            .field("origin", origin)
+            .field("user_agent", user_agent)
+            .field("close_timeout", close_timeout)
+            .field("trace", trace)
+            .field("proxy", proxy)
             .finish_non_exhaustive()
     }
 }

