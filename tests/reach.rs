@@ -206,3 +206,106 @@ async fn unreachable_proxy_is_reason_proxy() {
     assert_eq!(feed.log.attempts().len(), 0);
     gw.shutdown().await;
 }
+
+/// `unix_socket`: the link goes over a Unix socket (Python `websockets`'
+/// `unix_serve`), with the Host header and the path taken from `url`; a
+/// socket path that does not exist is reason `tcp`.
+#[actix_rt::test]
+async fn unix_socket_link() {
+    if !support::proxies::require_py_websockets() {
+        return;
+    }
+    let server = support::proxies::py_server(true, &[]);
+    let mut u = upstream("local", "ws://feed.internal:9999/stream?depth=5".into());
+    u.unix_socket = Some(server.socket.clone());
+    let mut missing = upstream("missing", "ws://feed.internal/".into());
+    missing.unix_socket = Some(server.socket.with_file_name("no-such.sock"));
+    let gw = start(vec![u, missing]).await;
+    let mut t = tap(&gw);
+    connected(&gw, "local").await;
+    let hello: serde_json::Value = serde_json::from_slice(&t.next_of("local").await.msg.raw).unwrap();
+    assert_eq!(hello["path"], "/stream?depth=5");
+    assert_eq!(hello["host"], "feed.internal:9999");
+    assert_eq!(hello["user_agent"], format!("wsgate/{}", env!("CARGO_PKG_VERSION")));
+    fails_with(&gw, "missing", "tcp").await;
+    gw.shutdown().await;
+}
+
+/// `origin`, `user_agent`, subprotocols and custom headers reach the feed's
+/// handshake as configured; the server's subprotocol pick is accepted.
+#[actix_rt::test]
+async fn handshake_options_reach_the_feed() {
+    let gate: support::Gate = Arc::new(|_, seen| match seen.header("sec-websocket-protocol") {
+        Some(_) => Ok(vec![("Sec-WebSocket-Protocol".into(), "v1.feed".into())]),
+        None => Ok(vec![]),
+    });
+    let feed = Feed::start_gated(gate, None, |mut c| async move { c.drain().await });
+    let mut u = upstream("opts", feed.url("/opts"));
+    u.origin = Some("https://app.example".into());
+    u.user_agent = Some("feed-client/7".into());
+    u.subprotocols = vec!["v2.feed".into(), "v1.feed".into()];
+    u.headers.insert("X-Client".into(), "wsgate-test".into());
+    let plain = upstream("plain", feed.url("/plain"));
+    let gw = start(vec![u, plain]).await;
+    connected(&gw, "opts").await;
+    connected(&gw, "plain").await;
+    let seen = feed.log.attempts();
+    let opts = seen.iter().find(|s| s.uri == "/opts").unwrap();
+    assert_eq!(opts.header("origin"), Some("https://app.example"));
+    assert_eq!(opts.header("user-agent"), Some("feed-client/7"));
+    let offered = opts.header("sec-websocket-protocol").unwrap_or_default().replace(' ', "");
+    assert_eq!(offered, "v2.feed,v1.feed");
+    assert_eq!(opts.header("x-client"), Some("wsgate-test"));
+    let plain = seen.iter().find(|s| s.uri == "/plain").unwrap();
+    assert_eq!(plain.header("origin"), None);
+    assert_eq!(plain.header("user-agent"), Some(format!("wsgate/{}", env!("CARGO_PKG_VERSION")).as_str()));
+    assert_eq!(plain.header("sec-websocket-protocol"), None);
+    gw.shutdown().await;
+}
+
+/// After our close frame the old socket is kept (and read) for
+/// `close_timeout`, then dropped: a feed that never answers the close sees
+/// EOF about `close_timeout` after it, for a short and a long setting.
+#[actix_rt::test]
+async fn close_timeout_bounds_the_wait_for_the_close_reply() {
+    use tokio::io::AsyncReadExt;
+    let waits = Arc::new(std::sync::Mutex::new(Vec::<(String, Duration)>::new()));
+    let w = Arc::clone(&waits);
+    let feed = Feed::start(move |mut c| {
+        let w = Arc::clone(&w);
+        async move {
+            let path = c.log.attempts().last().map(|s| s.uri.clone()).unwrap_or_default();
+            // Silent: the gateway's idle_timeout closes the link with 1000.
+            loop {
+                match c.ws.next().await {
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => break,
+                    Some(Ok(_)) => continue,
+                    _ => return,
+                }
+            }
+            // Never answer: read the raw socket until the gateway drops it.
+            let at = std::time::Instant::now();
+            let mut buf = [0u8; 256];
+            while matches!(c.ws.get_mut().read(&mut buf).await, Ok(n) if n > 0) {}
+            w.lock().unwrap().push((path, at.elapsed()));
+        }
+    });
+    let mut short = upstream("short", feed.url("/short"));
+    short.close_timeout = Dur::ms(200);
+    let mut long = upstream("long", feed.url("/long"));
+    long.close_timeout = Dur::secs(3);
+    for u in [&mut short, &mut long] {
+        u.heartbeat.interval = Dur::ms(100);
+        u.heartbeat.idle_timeout = Dur::ms(300);
+        u.reconnect.initial = Dur::secs(30);
+        u.reconnect.max = Dur::secs(30);
+    }
+    let gw = start(vec![short, long]).await;
+    eventually(LONG, "both links dropped", || waits.lock().unwrap().len() >= 2).await;
+    let got = waits.lock().unwrap().clone();
+    let wait = |p: &str| got.iter().find(|(path, _)| path == p).map(|(_, d)| *d).unwrap();
+    assert!(wait("/short") < Duration::from_millis(1500), "{got:?}");
+    assert!(wait("/long") >= Duration::from_millis(2500), "{got:?}");
+    assert!(wait("/long") < Duration::from_secs(10), "{got:?}");
+    gw.shutdown().await;
+}

@@ -27,9 +27,6 @@ use crate::transport::reassembly::{Fragment, FrameError, Kind, Message as WsMess
 /// The write half of a link's socket.
 pub(super) type WsSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, Codec>, Message>>;
 
-/// How long an old link is still read after our close frame before it is
-/// closed and dropped (the peer's close reply or EOF usually comes first).
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// After the server's close reply, how long the sink gets to flush ours.
 const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -54,7 +51,7 @@ pub(super) struct Link {
 }
 
 /// A link we sent a close frame on, still read until the server's close
-/// reply or EOF (or [`CLOSE_GRACE`]).
+/// reply or EOF (or `close_timeout`).
 pub(super) struct Closing {
     epoch: u64,
     sink: WsSink,
@@ -100,7 +97,7 @@ impl Upstream {
     /// Drops the current link after queueing `bye`.
     ///
     /// The old link is still read (and ignored: its epoch is old) for
-    /// [`CLOSE_GRACE`]: dropping a socket with unread data sends RST, and the
+    /// `close_timeout` (SPEC §12, default 1 s): dropping a socket with unread data sends RST, and the
     /// peer would lose our close frame. The sink is closed only then, because
     /// actix-codec's `Framed::close` does not flush its own write buffer: a
     /// frame queued just before `close()` would be discarded.
@@ -117,7 +114,7 @@ impl Upstream {
         }
         let epoch = link.epoch;
         self.closing.push(Closing { epoch, sink: link.sink, stream: link.stream, scheduled: false });
-        ctx.run_later(CLOSE_GRACE, move |act, ctx| act.finish_closing(ctx, epoch));
+        ctx.run_later(self.cfg.close_timeout.get(), move |act, ctx| act.finish_closing(ctx, epoch));
     }
 
     /// Closes the sink of an old link and stops reading it.

@@ -108,3 +108,65 @@ pub fn microsocks(bin: &Path, auth: Option<(&str, &str)>) -> ProxyProcess {
     wait_listening(addr, &mut child, "microsocks");
     ProxyProcess { child, addr, log, _dir: dir }
 }
+
+/// `tests/support/py/ws_server.py` (Python `websockets`) as a child process.
+pub struct PyServer {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// The Unix socket path, with `--unix`.
+    pub socket: PathBuf,
+    /// The TCP port, without `--unix`.
+    pub port: u16,
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether python3 with the `websockets` library is there (one skip line if not).
+pub fn require_py_websockets() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import websockets"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: python3 with the websockets library is not installed (scripts/install-test-tools.sh installs it)"
+        );
+    }
+    ok
+}
+
+/// Starts the Python server on a Unix socket (`unix`) or a free TCP port,
+/// with `env` (`WS_SEND`, `WS_COMPRESSION`), and waits for its "ready".
+pub fn py_server(unix: bool, env: &[(&str, &str)]) -> PyServer {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("feed.sock");
+    let port = super::free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/py/ws_server.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script);
+    if unix {
+        cmd.arg("--unix").arg(&socket);
+    } else {
+        cmd.arg("--port").arg(port.to_string());
+    }
+    cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    assert_eq!(line.trim(), "ready", "the Python server did not start");
+    PyServer { child, _dir: dir, socket, port }
+}
