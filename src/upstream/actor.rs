@@ -69,7 +69,7 @@ pub struct Upstream {
     /// Decoder and topics.
     pub(super) inbound: Inbound,
     /// The token of the current attempt: sent in the auth message, scrubbed from error text.
-    token: Option<Secret>,
+    pub(super) token: Option<Secret>,
     /// Shutdown callers waiting for the close frame to be flushed.
     close_waiters: Vec<oneshot::Sender<()>>,
 }

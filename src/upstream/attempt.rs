@@ -14,6 +14,7 @@ use awc::BoxedSocket;
 use base64::Engine as _;
 
 use super::error::LinkError;
+use super::trace;
 use crate::config::proxy::ProxyUrl;
 use crate::config::{AuthKind, Secret, UpstreamConfig};
 use crate::transport::{client_config, proxy, Dialer};
@@ -32,6 +33,24 @@ pub struct Attempt {
     pub token: Option<Secret>,
     /// Whether certificate checks are off (warned at every connect).
     pub insecure: bool,
+    /// `trace = true`: what the handshake trace needs (SPEC §12).
+    trace: Option<HandshakeTrace>,
+}
+
+/// The handshake trace of one attempt: the upstream's name, its redactor,
+/// the auth header (its value is always `***`) and the secrets to scrub.
+struct HandshakeTrace {
+    upstream: String,
+    redactor: crate::config::Redactor,
+    auth_header: Option<String>,
+    secrets: Vec<String>,
+}
+
+impl HandshakeTrace {
+    fn log<'a>(&self, what: &str, headers: impl Iterator<Item = (&'a str, &'a [u8])>) {
+        let also: Vec<&str> = self.auth_header.iter().map(String::as_str).collect();
+        trace::headers(&self.upstream, what, headers, &self.redactor, &also, &self.secrets);
+    }
 }
 
 /// A successful upgrade.
@@ -166,7 +185,21 @@ impl Attempt {
             .with_frame_limit(cfg.max_message_size.0)
             .with_proxy(proxy)
             .with_unix_socket(cfg.unix_socket.clone());
+        let trace = cfg.trace.then(|| {
+            let mut secrets = cfg.url_secrets();
+            if let Some(t) = &token {
+                secrets.extend([t.expose().to_string(), encode_query(t.expose())]);
+            }
+            HandshakeTrace {
+                upstream: cfg.name.clone(),
+                redactor: cfg.redactor.clone(),
+                auth_header: (cfg.auth.kind == AuthKind::Header)
+                    .then(|| cfg.auth.header_name.clone().unwrap_or_else(|| "x-api-key".into())),
+                secrets,
+            }
+        });
         Ok(Attempt {
+            trace,
             url: format!("ws://{host}:{port}{path_query}"),
             host_header: hostport.to_string(),
             headers,
@@ -184,6 +217,18 @@ impl Attempt {
         let connector =
             awc::Connector::new().connector(self.dialer.clone()).timeout(self.timeout).handshake_timeout(self.timeout);
         let client = awc::Client::builder().connector(connector).timeout(self.timeout).finish();
+        if let Some(t) = &self.trace {
+            let path = self.url.find('/').and_then(|i| self.url[i + 2..].find('/').map(|j| &self.url[i + 2 + j..]));
+            let request_line = format!("GET {}", path.unwrap_or("/"));
+            let protocols = self.protocols.join(", ");
+            let mut lines: Vec<(&str, &[u8])> =
+                vec![("request", request_line.as_bytes()), (HOST.as_str(), self.host_header.as_bytes())];
+            lines.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+            if !protocols.is_empty() {
+                lines.push((SEC_WEBSOCKET_PROTOCOL.as_str(), protocols.as_bytes()));
+            }
+            t.log("request", lines.into_iter());
+        }
         let mut req = client.ws(self.url.as_str()).max_frame_size(self.max_frame);
         if let Ok(v) = HeaderValue::try_from(self.host_header.as_str()) {
             req = req.set_header(HOST, v);
@@ -205,6 +250,12 @@ impl Attempt {
                 Err(classify(e, || st.retry_after(), self.timeout))
             }
             Ok(Ok((resp, framed))) => {
+                if let Some(t) = &self.trace {
+                    let status = resp.status().as_u16().to_string();
+                    let lines = std::iter::once(("status", status.as_bytes()))
+                        .chain(resp.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+                    t.log("answer", lines);
+                }
                 let protocol =
                     resp.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).map(str::to_string);
                 Ok(Upgraded { framed, protocol })

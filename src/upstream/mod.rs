@@ -14,6 +14,7 @@ mod inbound;
 pub mod link;
 #[cfg(test)]
 mod link_tests;
+mod trace;
 mod wire;
 
 use std::sync::Arc;

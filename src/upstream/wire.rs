@@ -17,11 +17,12 @@ use bytestring::ByteString;
 use futures_util::stream::{SplitSink, StreamExt};
 
 use super::actor::Upstream;
-use super::attempt::Upgraded;
+use super::attempt::{encode_query, Upgraded};
 use super::error::LinkError;
 use super::heartbeat::{Beat, Heartbeat};
 use super::inbound::Outcome;
 use super::link::{Event, Goodbye, Phase};
+use super::trace::{self, Dir};
 use crate::transport::reassembly::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
 
 /// The write half of a link's socket.
@@ -82,9 +83,39 @@ impl Upstream {
 
     /// Writes a message on the current link, if any.
     pub(super) fn write(&mut self, msg: Message) {
+        self.trace_sent(&msg);
         if let Some(l) = self.link.as_mut() {
             let _ = l.sink.write(msg);
         }
+    }
+
+    /// `trace = true`: logs a frame we send (SPEC §12), secrets scrubbed.
+    fn trace_sent(&self, msg: &Message) {
+        if self.cfg.trace {
+            let (opcode, data, text) = trace::sent(msg);
+            trace::frame(&self.cfg.name, Dir::Send, opcode, &data, text, &self.trace_secrets());
+        }
+    }
+
+    /// `trace = true`: logs a frame we received (SPEC §12).
+    fn trace_received(&self, frame: &Frame) {
+        if self.cfg.trace {
+            let (opcode, data, text) = trace::received(frame);
+            let data = match frame {
+                Frame::Close(r) => trace::close_payload(r.as_ref()),
+                _ => data.to_vec(),
+            };
+            trace::frame(&self.cfg.name, Dir::Recv, opcode, &data, text, &self.trace_secrets());
+        }
+    }
+
+    /// What a trace line must not show: the token and the URL's secrets.
+    fn trace_secrets(&self) -> Vec<String> {
+        let mut secrets = self.cfg.url_secrets();
+        if let Some(t) = &self.token {
+            secrets.extend([t.expose().to_string(), encode_query(t.expose())]);
+        }
+        secrets
     }
 
     /// Restarts the idle clock (the link just went live).
@@ -110,7 +141,9 @@ impl Upstream {
             Goodbye::Code(code) => Some(Some(CloseReason { code: code.into(), description: None })),
         };
         if let Some(reason) = frame {
-            let _ = link.sink.write(Message::Close(reason));
+            let msg = Message::Close(reason);
+            self.trace_sent(&msg);
+            let _ = link.sink.write(msg);
         }
         let epoch = link.epoch;
         self.closing.push(Closing { epoch, sink: link.sink, stream: link.stream, scheduled: false });
@@ -154,10 +187,10 @@ impl Upstream {
         match link.beat.tick(Instant::now(), live) {
             Beat::Quiet => {}
             Beat::Ping(payload) => {
-                let _ = link.sink.write(Message::Ping(Bytes::copy_from_slice(&payload)));
+                self.write(Message::Ping(Bytes::copy_from_slice(&payload)));
                 let app = &self.cfg.heartbeat.app_message;
                 if live && !app.is_empty() {
-                    let _ = link.sink.write(Message::Text(ByteString::from(app.clone())));
+                    self.write(Message::Text(ByteString::from(app.clone())));
                 }
             }
             Beat::Dead(after) => self.failed(ctx, LinkError::DeadLink(after)),
@@ -171,7 +204,7 @@ impl Upstream {
         let frag = match frame {
             Frame::Ping(p) => {
                 self.deps.metrics.bytes(p.len());
-                let _ = link.sink.write(Message::Pong(p));
+                self.write(Message::Pong(p));
                 return;
             }
             Frame::Pong(p) => {
@@ -271,7 +304,10 @@ impl StreamHandler<LinkEvent> for Upstream {
                 }
             }
             Some(Err(e)) => self.failed(ctx, LinkError::Protocol(e.to_string())),
-            Some(Ok(frame)) => self.on_frame(ctx, frame),
+            Some(Ok(frame)) => {
+                self.trace_received(&frame);
+                self.on_frame(ctx, frame)
+            }
         }
     }
 
