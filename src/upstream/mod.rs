@@ -14,6 +14,7 @@ mod inbound;
 pub mod link;
 #[cfg(test)]
 mod link_tests;
+mod once;
 mod trace;
 mod wire;
 
@@ -23,6 +24,8 @@ use actix::{Addr, Supervisor};
 
 pub use actor::{Retire, Shutdown, Upstream, UpstreamDeps};
 pub use board::{NotReady, StatusBoard, UpstreamStatus, UpstreamView};
+pub use error::LinkError;
+pub use once::{connect_once, Connected};
 
 use crate::config::UpstreamConfig;
 use crate::fanout::Hub;
