@@ -70,14 +70,13 @@ fn tap(gw: &Gateway) -> Tap {
 }
 
 impl Tap {
-    /// The next message of `upstream`, skipping others.
+    /// The next message of `upstream`; others stay buffered for their turn.
     async fn next_of(&mut self, upstream: &str) -> Arc<Delivery> {
         loop {
-            if let Some(d) = self.buffered.pop_front() {
-                if &*d.msg.upstream == upstream {
+            if let Some(i) = self.buffered.iter().position(|d| &*d.msg.upstream == upstream) {
+                if let Some(d) = self.buffered.remove(i) {
                     return d;
                 }
-                continue;
             }
             match tokio::time::timeout(LONG, self.stream.next()).await.expect("a message within the deadline") {
                 Some(Next::Items(items)) => self.buffered.extend(items.into_iter().filter_map(|i| match i {
@@ -307,5 +306,96 @@ async fn close_timeout_bounds_the_wait_for_the_close_reply() {
     assert!(wait("/short") < Duration::from_millis(1500), "{got:?}");
     assert!(wait("/long") >= Duration::from_millis(2500), "{got:?}");
     assert!(wait("/long") < Duration::from_secs(10), "{got:?}");
+    gw.shutdown().await;
+}
+
+/// permessage-deflate against Python `websockets`: with context takeover
+/// (its default), with `server_no_context_takeover`, a server without it,
+/// and `compression = "none"` against a deflate server. Every message
+/// arrives intact; compressed links count far fewer wire bytes than
+/// message bytes, uncompressed ones more.
+#[actix_rt::test]
+async fn permessage_deflate_against_python_websockets() {
+    if !support::proxies::require_py_websockets() {
+        return;
+    }
+    let pads: Vec<String> =
+        (0..5).map(|i| format!(r#"{{"type":"pad","i":{i},"pad":"{}"}}"#, "abcdefgh".repeat(500))).collect();
+    let send = pads.join("\n");
+    let takeover = support::proxies::py_server(false, &[("WS_SEND", &send), ("WS_COMPRESSION", "deflate")]);
+    let reset = support::proxies::py_server(false, &[("WS_SEND", &send), ("WS_COMPRESSION", "no_context_takeover")]);
+    let plain = support::proxies::py_server(false, &[("WS_SEND", &send), ("WS_COMPRESSION", "none")]);
+    let url = |port: u16| format!("ws://127.0.0.1:{port}/z");
+    let mut off = upstream("off", url(takeover.port));
+    off.compression = wsgate::config::Compression::None;
+    let ups = vec![
+        upstream("takeover", url(takeover.port)),
+        upstream("reset", url(reset.port)),
+        upstream("plain", url(plain.port)),
+        off,
+    ];
+    let gw = start(ups).await;
+    let mut t = tap(&gw);
+    for name in ["takeover", "reset", "plain", "off"] {
+        let hello: serde_json::Value = serde_json::from_slice(&t.next_of(name).await.msg.raw).unwrap();
+        let offered = hello["extensions"].as_str().unwrap_or_default().to_string();
+        if name == "off" {
+            assert_eq!(offered, "", "{name}");
+        } else {
+            assert_eq!(offered, "permessage-deflate; client_max_window_bits", "{name}");
+        }
+        for pad in &pads {
+            let got = t.next_of(name).await;
+            assert_eq!(std::str::from_utf8(&got.msg.raw).unwrap(), pad, "{name}");
+        }
+    }
+    let series = |family: &str, name: &str| count(&gw, &format!(r#"{family}{{upstream="{name}"}}"#));
+    for name in ["takeover", "reset", "plain", "off"] {
+        let (wire, bytes) =
+            (series("wsgate_upstream_wire_bytes_total", name), series("wsgate_upstream_bytes_total", name));
+        assert!(bytes > 20_000.0, "{name}: {bytes}");
+        if name == "takeover" || name == "reset" {
+            assert!(wire * 10.0 < bytes, "{name}: {wire} wire bytes for {bytes} message bytes");
+        } else {
+            assert!(wire > bytes, "{name}: {wire} wire bytes for {bytes} message bytes");
+        }
+    }
+    // Context takeover: later messages refer back to the first, so they cost less than with resets.
+    assert!(
+        series("wsgate_upstream_wire_bytes_total", "takeover") < series("wsgate_upstream_wire_bytes_total", "reset"),
+        "takeover should compress better"
+    );
+    gw.shutdown().await;
+}
+
+/// A decompression bomb (10 MB of zeros in one ~10 KB frame) closes the
+/// link with 1009, reason `oversize`, without inflating past the limit.
+#[actix_rt::test]
+async fn deflate_bomb_closes_1009() {
+    use flate2::{Compress, Compression, FlushCompress};
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+
+    let gate: support::Gate =
+        Arc::new(|_, _| Ok(vec![("Sec-WebSocket-Extensions".into(), "permessage-deflate".into())]));
+    let feed = Feed::start_gated(gate, None, |mut c| async move {
+        let mut z = Compress::new(Compression::best(), false);
+        let mut bomb = Vec::with_capacity(64 * 1024);
+        z.compress_vec(&vec![0u8; 10_000_000], &mut bomb, FlushCompress::Sync).unwrap();
+        bomb.truncate(bomb.len() - 4);
+        let header = FrameHeader { rsv1: true, opcode: OpCode::Data(Data::Binary), ..FrameHeader::default() };
+        let frame = Frame::from_payload(header, bomb.into());
+        let _ = c.ws.send(tokio_tungstenite::tungstenite::Message::Frame(frame)).await;
+        c.drain().await
+    });
+    let mut u = upstream("bomb", feed.url("/"));
+    u.max_message_size = wsgate::config::Size(1024 * 1024);
+    u.reconnect.initial = Dur::secs(30);
+    u.reconnect.max = Dur::secs(30);
+    let gw = start(vec![u]).await;
+    eventually(LONG, "the bomb closes the link with 1009", || feed.log.closes().contains(&1009)).await;
+    let lost = r#"wsgate_upstream_disconnects_total{reason="oversize",upstream="bomb"}"#;
+    eventually(LONG, "counted as oversize", || count(&gw, lost) >= 1.0).await;
     gw.shutdown().await;
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::config::{self, scrub, ConfigSource, LogConfig, Settings, UpstreamConfig};
+use crate::transport::deflate::LinkCodec;
 use crate::transport::reassembly::{Fragment, Kind, Reassembler};
 use crate::upstream::{connect_once, LinkError};
 
@@ -342,7 +343,7 @@ async fn session(cfg: Arc<UpstreamConfig>, args: TailArgs) -> End {
 }
 
 /// Closes with 1000 and waits briefly for the server's reply.
-async fn goodbye(framed: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>, out: &Out) -> End {
+async fn goodbye(framed: &mut actix_codec::Framed<awc::BoxedSocket, LinkCodec>, out: &Out) -> End {
     let bye = CloseReason { code: CloseCode::Normal, description: None };
     out.control(">", "close", "", Some(1000));
     if framed.send(Message::Close(Some(bye))).await.is_err() {

@@ -35,9 +35,9 @@ pub use files::check_files;
 pub use load::{load, load_with_env, ConfigError, ConfigSource, DEFAULT_PATH, ENV_PREFIX, ENV_SEPARATOR};
 pub use redact::{redact_url, redact_webhook_url, scrub, Redactor, DEFAULT_REDACT_QUERY};
 pub use schema::{
-    AuthConfig, AuthKind, DecodeConfig, DecodeFormat, HeartbeatConfig, InvalidPolicy, LogConfig, LogFormat, Matcher,
-    Overflow, ProxyConfig, ReconnectConfig, ServerConfig, Settings, SinkConfig, SubscribersConfig, TlsConfig,
-    UpstreamConfig, WebhookConfig,
+    AuthConfig, AuthKind, Compression, DecodeConfig, DecodeFormat, HeartbeatConfig, InvalidPolicy, LogConfig,
+    LogFormat, Matcher, Overflow, ProxyConfig, ReconnectConfig, ServerConfig, Settings, SinkConfig, SubscribersConfig,
+    TlsConfig, UpstreamConfig, WebhookConfig,
 };
 pub use secret::{Secret, SecretError, SecretSource, REDACTED};
 pub use units::{parse_duration, parse_size, Dur, Size};

@@ -7,6 +7,7 @@
 //! and frames, and nothing above it (never `upstream`, `subscriber`,
 //! `fanout` or `http`; only `model` and `config` below it).
 
+pub mod deflate;
 mod dialer;
 mod error;
 pub mod frame_guard;

@@ -5,18 +5,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use actix_codec::Framed;
 use awc::error::{ConnectError, SendRequestError, WsClientError};
-use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL, USER_AGENT};
+use awc::http::header::{
+    HeaderName, HeaderValue, AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL, USER_AGENT,
+};
 use awc::http::Uri;
-use awc::ws::Codec;
 use awc::BoxedSocket;
 use base64::Engine as _;
 
 use super::error::LinkError;
 use super::trace;
 use crate::config::proxy::ProxyUrl;
+use crate::config::Compression;
 use crate::config::{AuthKind, Secret, UpstreamConfig};
+use crate::transport::deflate::{self, LinkCodec};
 use crate::transport::{client_config, proxy, Dialer};
 
 /// Everything needed for one attempt, resolved at attempt time (so a
@@ -35,6 +41,8 @@ pub struct Attempt {
     pub insecure: bool,
     /// `trace = true`: what the handshake trace needs (SPEC §12).
     trace: Option<HandshakeTrace>,
+    /// permessage-deflate was offered (`compression = "deflate"`).
+    offered_deflate: bool,
 }
 
 /// The handshake trace of one attempt: the upstream's name, its redactor,
@@ -55,8 +63,12 @@ impl HandshakeTrace {
 
 /// A successful upgrade.
 pub struct Upgraded {
-    /// The WebSocket framed transport.
-    pub framed: Framed<BoxedSocket, Codec>,
+    /// The WebSocket framed transport, with our codec (permessage-deflate
+    /// when the server accepted it).
+    pub framed: Framed<BoxedSocket, LinkCodec>,
+    /// Bytes received on the socket (frames as sent), read by the actor
+    /// into `wsgate_upstream_wire_bytes_total`.
+    pub wire: Rc<Cell<u64>>,
     /// The subprotocol the server picked, if any.
     pub protocol: Option<String>,
 }
@@ -143,6 +155,9 @@ impl Attempt {
 
         let mut path_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
         let mut headers = Vec::new();
+        if cfg.compression == Compression::Deflate {
+            headers.push(header(SEC_WEBSOCKET_EXTENSIONS.as_str(), deflate::OFFER)?);
+        }
         let agent = cfg.user_agent.clone().unwrap_or_else(|| format!("wsgate/{}", env!("CARGO_PKG_VERSION")));
         headers.push(header(USER_AGENT.as_str(), &agent)?);
         if let Some(origin) = &cfg.origin {
@@ -199,6 +214,7 @@ impl Attempt {
             }
         });
         Ok(Attempt {
+            offered_deflate: cfg.compression == Compression::Deflate,
             trace,
             url: format!("ws://{host}:{port}{path_query}"),
             host_header: hostport.to_string(),
@@ -249,7 +265,7 @@ impl Attempt {
                 }
                 Err(classify(e, || st.retry_after(), self.timeout))
             }
-            Ok(Ok((resp, framed))) => {
+            Ok(Ok((resp, awc_framed))) => {
                 if let Some(t) = &self.trace {
                     let status = resp.status().as_u16().to_string();
                     let lines = std::iter::once(("status", status.as_bytes()))
@@ -258,7 +274,20 @@ impl Attempt {
                 }
                 let protocol =
                     resp.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).map(str::to_string);
-                Ok(Upgraded { framed, protocol })
+                let extensions = resp.headers().get(SEC_WEBSOCKET_EXTENSIONS).map(|v| v.to_str().unwrap_or("?"));
+                let params = deflate::accepted(extensions).map_err(LinkError::Protocol)?;
+                if params.is_some() && !self.offered_deflate {
+                    return Err(LinkError::Protocol(
+                        "the server accepted permessage-deflate, which was not offered".into(),
+                    ));
+                }
+                // awc's codec rejects RSV1: swap in ours. `replace_codec`
+                // keeps the buffers and the read state, so frames that came
+                // with the 101 answer are decoded at once (rebuilding from
+                // parts would leave them until the next bytes arrive).
+                let codec = LinkCodec::new(self.max_frame, params);
+                let wire = codec.wire_counter();
+                Ok(Upgraded { framed: awc_framed.replace_codec(codec), wire, protocol })
             }
         }
     }

@@ -5,17 +5,17 @@
 use std::sync::Arc;
 
 use actix_codec::Framed;
-use awc::ws::Codec;
 use awc::BoxedSocket;
 
 use super::attempt::{encode_query, json_escape, Attempt, Files};
 use super::error::LinkError;
 use crate::config::{scrub, AuthKind, UpstreamConfig};
+use crate::transport::deflate::LinkCodec;
 
 /// An upgraded link and what to send first.
 pub struct Connected {
     /// The WebSocket framed transport.
-    pub framed: Framed<BoxedSocket, Codec>,
+    pub framed: Framed<BoxedSocket, LinkCodec>,
     /// The subprotocol the server picked, if any.
     pub protocol: Option<String>,
     /// Sent in order right after the upgrade: the auth message (with the

@@ -3,6 +3,8 @@
 //! the frames that arrive. Decisions are the lifecycle's (`link.rs`); this
 //! file only turns frames into events and carries out closes.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Instant;
 
 use actix::io::SinkWrite;
@@ -10,7 +12,7 @@ use actix::prelude::*;
 use actix_codec::Framed;
 use actix_http::ws::Item;
 use awc::error::WsProtocolError;
-use awc::ws::{CloseReason, Codec, Frame, Message};
+use awc::ws::{CloseReason, Frame, Message};
 use awc::BoxedSocket;
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -23,10 +25,11 @@ use super::heartbeat::{Beat, Heartbeat};
 use super::inbound::Outcome;
 use super::link::{Event, Goodbye, Phase};
 use super::trace::{self, Dir};
+use crate::transport::deflate::LinkCodec;
 use crate::transport::reassembly::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
 
 /// The write half of a link's socket.
-pub(super) type WsSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, Codec>, Message>>;
+pub(super) type WsSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, LinkCodec>, Message>>;
 
 /// After the server's close reply, how long the sink gets to flush ours.
 const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_millis(20);
@@ -49,6 +52,8 @@ pub(super) struct Link {
     tick: SpawnHandle,
     reasm: Reassembler,
     beat: Heartbeat,
+    /// Bytes the codec took off the socket, not yet counted.
+    wire: Rc<Cell<u64>>,
 }
 
 /// A link we sent a close frame on, still read until the server's close
@@ -64,6 +69,7 @@ pub(super) struct Closing {
 impl Upstream {
     /// Takes an upgraded socket as the link of `epoch`.
     pub(super) fn attach(&mut self, ctx: &mut Context<Self>, epoch: u64, up: Upgraded) {
+        let wire = up.wire;
         let (sink, stream) = up.framed.split();
         let stream = stream
             .map(move |item| LinkEvent { epoch, item: Some(item) })
@@ -78,6 +84,7 @@ impl Upstream {
             tick,
             reasm: Reassembler::new(self.cfg.max_message_size.bytes()),
             beat: Heartbeat::new(&self.cfg.heartbeat, Instant::now()),
+            wire,
         });
     }
 
@@ -290,6 +297,12 @@ impl StreamHandler<LinkEvent> for Upstream {
             }
             return;
         }
+        if let Some(l) = self.link.as_ref() {
+            let n = l.wire.replace(0);
+            if n > 0 {
+                self.deps.metrics.wire_bytes(n);
+            }
+        }
         match ev.item {
             None => self.failed(ctx, LinkError::Tcp("connection closed by the server without a close frame".into())),
             Some(Err(WsProtocolError::Overflow)) => {
@@ -297,10 +310,16 @@ impl StreamHandler<LinkEvent> for Upstream {
                 self.failed(ctx, LinkError::Oversize(format!("frame exceeds max_message_size {limit}")));
             }
             Some(Err(WsProtocolError::Io(e))) => {
-                match e.get_ref().and_then(|inner| inner.downcast_ref::<crate::transport::frame_guard::FrameTooLarge>())
+                let inner = e.get_ref();
+                if let Some(big) = inner.and_then(|i| i.downcast_ref::<crate::transport::frame_guard::FrameTooLarge>())
                 {
-                    Some(big) => self.failed(ctx, LinkError::Oversize(big.to_string())),
-                    None => self.failed(ctx, LinkError::Tcp(e.to_string())),
+                    self.failed(ctx, LinkError::Oversize(big.to_string()))
+                } else if let Some(bad) =
+                    inner.and_then(|i| i.downcast_ref::<crate::transport::deflate::DeflateError>())
+                {
+                    self.failed(ctx, LinkError::Protocol(bad.to_string()))
+                } else {
+                    self.failed(ctx, LinkError::Tcp(e.to_string()))
                 }
             }
             Some(Err(e)) => self.failed(ctx, LinkError::Protocol(e.to_string())),

@@ -24,7 +24,7 @@ use super::redact::DEFAULT_REDACT_QUERY;
 use super::secret::{Secret, SecretSource};
 use super::units::{Dur, Size};
 
-pub use reach::ProxyConfig;
+pub use reach::{Compression, ProxyConfig};
 pub use sink::{SinkConfig, WebhookConfig};
 pub use upstream::{
     AuthConfig, AuthKind, DecodeConfig, DecodeFormat, HeartbeatConfig, InvalidPolicy, Matcher, ReconnectConfig,

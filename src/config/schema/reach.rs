@@ -40,6 +40,17 @@ pub struct ProxyConfig {
     pub password_file: Option<PathBuf>,
 }
 
+/// `compression`: whether permessage-deflate (RFC 7692) is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Offer permessage-deflate with `client_max_window_bits`; whatever
+    /// the server accepts is honoured.
+    Deflate,
+    /// Offer nothing: frames arrive uncompressed.
+    None,
+}
+
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig { url: "env".into(), username: None, password: None, password_env: None, password_file: None }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::empty_is_none;
-use super::reach::ProxyConfig;
+use super::reach::{Compression, ProxyConfig};
 use crate::config::redact::{redact_url, redacted_headers, Redactor};
 use crate::config::secret::{Secret, SecretSource};
 use crate::config::units::{Dur, Size};
@@ -81,6 +81,12 @@ pub struct UpstreamConfig {
     /// before the socket is dropped. Greater than 0. Default: `"1s"`.
     #[serde(default = "default_close_timeout")]
     pub close_timeout: Dur,
+    /// `deflate` offers permessage-deflate (RFC 7692) and honours what
+    /// the server accepts; an inflated message is capped by
+    /// `max_message_size` while it is inflated. `none` offers nothing.
+    /// Default: `"deflate"`.
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
     /// Log every frame of this upstream at debug level (opcode, length,
     /// first 200 bytes) and the handshake headers, secrets as `***`.
     /// Default: `false`.
@@ -105,6 +111,9 @@ const fn default_connect_timeout() -> Dur {
 }
 const fn default_max_message_size() -> Size {
     Size::mib(16)
+}
+const fn default_compression() -> Compression {
+    Compression::Deflate
 }
 const fn default_close_timeout() -> Dur {
     Dur::secs(1)
@@ -131,6 +140,7 @@ impl UpstreamConfig {
             origin: None,
             user_agent: None,
             close_timeout: default_close_timeout(),
+            compression: default_compression(),
             trace: false,
             proxy: ProxyConfig::default(),
             redactor: Redactor::default(),
@@ -178,6 +188,7 @@ impl fmt::Debug for UpstreamConfig {
             origin,
             user_agent,
             close_timeout,
+            compression,
             trace,
             proxy,
             redactor,
@@ -200,6 +211,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("origin", origin)
             .field("user_agent", user_agent)
             .field("close_timeout", close_timeout)
+            .field("compression", compression)
             .field("trace", trace)
             .field("proxy", proxy)
             .finish_non_exhaustive()

@@ -46,11 +46,17 @@ async def main(argv):
         from websockets.asyncio.server import serve, unix_serve
     except ImportError:
         from websockets.server import serve, unix_serve
-    compression = None if os.environ.get("WS_COMPRESSION") == "none" else "deflate"
+    # WS_COMPRESSION: "deflate" (the library's default, context takeover),
+    # "no_context_takeover" (server_no_context_takeover), or "none".
+    mode = os.environ.get("WS_COMPRESSION", "deflate")
+    options = {"compression": None if mode != "deflate" else "deflate"}
+    if mode == "no_context_takeover":
+        from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+        options["extensions"] = [ServerPerMessageDeflateFactory(server_no_context_takeover=True)]
     if argv[1] == "--unix":
-        server = unix_serve(handler, argv[2], compression=compression)
+        server = unix_serve(handler, argv[2], **options)
     else:
-        server = serve(handler, "127.0.0.1", int(argv[2]), compression=compression)
+        server = serve(handler, "127.0.0.1", int(argv[2]), **options)
     async with server:
         print("ready", flush=True)
         await asyncio.Future()
