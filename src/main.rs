@@ -30,6 +30,8 @@ enum Command {
         #[arg(long)]
         feed_only: bool,
     },
+    /// Dump a feed (a URL, an upstream of a config file, or a running gateway); stdin lines are sent.
+    Tail(Box<wsgate::cli::tail::TailArgs>),
     /// Validate the config, open every file it names, and print it, secrets redacted.
     Check {
         /// The config file (.toml, .yaml, .yml or .json).
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     // Usage errors exit 2, --help and --version exit 0 (clap's convention).
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     match cli.command {
+        Command::Tail(args) => ExitCode::from(wsgate::cli::tail::run(*args)),
         Command::Check { config, no_files } => {
             let source = ConfigSource::File(config);
             match config::load(&source) {

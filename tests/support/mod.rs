@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+pub mod proxies;
 pub mod tls;
 
 /// What the feed saw of one connection's handshake.
