@@ -14,6 +14,7 @@
 //! - `redact`: what of a URL, a header or the whole tree may be shown.
 //! - `secret`: secret values and where they come from (inline, env, file).
 //! - `units`: durations and sizes as written in a config.
+//! - `template`: the broker sinks' subject and stream name templates.
 //! - `files`: `wsgate check` opens every file the config names.
 //!
 //! Architecture invariant: config sits below every other module and knows
@@ -27,6 +28,7 @@ mod load;
 mod redact;
 mod schema;
 mod secret;
+mod template;
 mod units;
 mod validate;
 
@@ -35,10 +37,11 @@ pub use load::{load, load_with_env, ConfigError, ConfigSource, DEFAULT_PATH, ENV
 pub use redact::{redact_url, redact_webhook_url, scrub, Redactor, DEFAULT_REDACT_QUERY};
 pub use schema::{
     AuthConfig, AuthKind, DecodeConfig, DecodeFormat, HeartbeatConfig, InvalidPolicy, LogConfig, LogFormat, Matcher,
-    Overflow, ReconnectConfig, ServerConfig, Settings, SinkConfig, SubscribersConfig, TlsConfig, UpstreamConfig,
-    WebhookConfig,
+    NatsConfig, Overflow, ReconnectConfig, RedisConfig, ServerConfig, Settings, SinkConfig, SinkFormat,
+    SubscribersConfig, TlsConfig, UpstreamConfig, WebhookConfig,
 };
 pub use secret::{Secret, SecretError, SecretSource, REDACTED};
+pub use template::Template;
 pub use units::{parse_duration, parse_size, Dur, Size};
 pub use validate::validate;
 

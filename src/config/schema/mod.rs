@@ -23,7 +23,7 @@ use super::redact::DEFAULT_REDACT_QUERY;
 use super::secret::{Secret, SecretSource};
 use super::units::{Dur, Size};
 
-pub use sink::{SinkConfig, WebhookConfig};
+pub use sink::{NatsConfig, RedisConfig, SinkConfig, SinkFormat, WebhookConfig};
 pub use upstream::{
     AuthConfig, AuthKind, DecodeConfig, DecodeFormat, HeartbeatConfig, InvalidPolicy, Matcher, ReconnectConfig,
     TlsConfig, UpstreamConfig,

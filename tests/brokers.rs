@@ -1,0 +1,523 @@
+//! Broker sinks end to end (SPEC §15) against the real NATS JetStream on
+//! 127.0.0.1:4222 and the real Redis on 127.0.0.1:6379. A test whose server
+//! is absent says so in one line and passes (a laptop without them).
+//!
+//! Each test uses its own stream names, subject prefixes and key prefixes
+//! (process id + a counter), so runs in parallel do not collide, and deletes
+//! what it made. Messages come from the hub's own publisher; every wait has
+//! a deadline.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use support::{eventually, metric, FaultProxy};
+use wsgate::config::{NatsConfig, Overflow, RedisConfig, Settings, SinkConfig, SinkFormat, Size};
+use wsgate::fanout::{Closed, DataKind, Hub, Incoming, Publisher, SubQueue};
+use wsgate::model::RunId;
+use wsgate::subscriber::sinks::Sinks;
+use wsgate::telemetry::Metrics;
+
+const LONG: Duration = Duration::from_secs(30);
+const NATS: &str = "127.0.0.1:4222";
+const REDIS: &str = "127.0.0.1:6379";
+
+// === helpers ===
+
+/// True when something listens at `addr`; else prints the one skip line.
+fn up(addr: &str, what: &str) -> bool {
+    let sock: SocketAddr = addr.parse().unwrap();
+    let ok = TcpStream::connect_timeout(&sock, Duration::from_secs(1)).is_ok();
+    if !ok {
+        eprintln!("skipped: no {what} on {addr}");
+    }
+    ok
+}
+
+/// A name no other test (or parallel run) uses.
+fn unique(what: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{what}{}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+fn count(m: &Metrics, series: &str) -> f64 {
+    metric(&String::from_utf8(m.encode()).unwrap(), series).unwrap_or(0.0)
+}
+
+fn delivered(m: &Metrics, kind: &str) -> f64 {
+    count(m, &format!(r#"wsgate_subscriber_messages_total{{kind="{kind}"}}"#))
+}
+
+fn dropped(m: &Metrics, kind: &str, reason: &str) -> f64 {
+    count(m, &format!(r#"wsgate_subscriber_dropped_total{{kind="{kind}",reason="{reason}"}}"#))
+}
+
+fn nats_sink(url: String, stream: &str, prefix: &str) -> NatsConfig {
+    let mut cfg: NatsConfig = match toml::from_str::<SinkConfig>("kind = \"nats\"").unwrap() {
+        SinkConfig::Nats(n) => n,
+        other => panic!("{other:?}"),
+    };
+    cfg.url = url;
+    cfg.stream = stream.into();
+    cfg.subject = format!("{prefix}.{{upstream}}.{{topic}}");
+    cfg
+}
+
+fn redis_sink(url: String, prefix: &str) -> RedisConfig {
+    let mut cfg: RedisConfig = match toml::from_str::<SinkConfig>("kind = \"redis\"").unwrap() {
+        SinkConfig::Redis(r) => r,
+        other => panic!("{other:?}"),
+    };
+    cfg.url = url;
+    cfg.stream = format!("{prefix}:{{upstream}}");
+    cfg
+}
+
+/// A JSON message as an upstream would hand it to the hub.
+fn incoming(upstream: &str, topic: &str, n: u64) -> Incoming {
+    Incoming {
+        upstream: upstream.into(),
+        topic: topic.into(),
+        raw: bytes::Bytes::from(json!({ "n": n }).to_string()),
+        raw_is_text: true,
+        kind: DataKind::Json,
+        received_at: SystemTime::now(),
+        received: Instant::now(),
+    }
+}
+
+/// Publishes messages `n` of `upstream` (its publisher) on `topic`.
+fn publish(p: &Publisher, upstream: &str, topic: &str, n: std::ops::RangeInclusive<u64>) {
+    for i in n {
+        p.publish(incoming(upstream, topic, i));
+    }
+}
+
+/// One message as read back from JetStream.
+#[derive(Debug)]
+struct Stored {
+    subject: String,
+    headers: BTreeMap<String, String>,
+    body: Value,
+}
+
+async fn jetstream() -> jetstream::Context {
+    jetstream::new(async_nats::connect(NATS).await.expect("NATS reachable"))
+}
+
+/// Every message of `stream`, read with a JetStream consumer.
+async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
+    let mut s = js.get_stream(stream).await.expect("the stream exists");
+    let total = s.info().await.expect("stream info").state.messages as usize;
+    let consumer: consumer::PullConsumer = s
+        .create_consumer(consumer::pull::Config { ack_policy: consumer::AckPolicy::None, ..Default::default() })
+        .await
+        .expect("a consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        let m = tokio::time::timeout(LONG, messages.next()).await.expect("a message in time").unwrap().unwrap();
+        let headers = m
+            .headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .map(|(k, v)| (k.to_string(), v.first().map(|v| v.as_str().to_string()).unwrap_or_default()))
+            .collect();
+        let body = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+        out.push(Stored { subject: m.subject.to_string(), headers, body });
+    }
+    out
+}
+
+async fn delete_stream(js: &jetstream::Context, stream: &str) {
+    let _ = js.delete_stream(stream).await;
+}
+
+/// `wsgate-seq` of each stored message of `upstream`, in stream order.
+fn seqs_of(stored: &[Stored], upstream: &str) -> Vec<u64> {
+    stored
+        .iter()
+        .filter(|m| m.headers.get("wsgate-upstream").map(String::as_str) == Some(upstream))
+        .map(|m| m.headers["wsgate-seq"].parse().unwrap())
+        .collect()
+}
+
+// === nats ===
+
+/// Every message is stored once, with the §15 headers and a sanitised
+/// subject; the stream is created bound to `prefix.>`; shutdown stores
+/// what is still queued before the sink stops.
+#[actix_rt::test]
+async fn nats_stores_every_message_once_with_headers() {
+    if !up(NATS, "NATS") {
+        return;
+    }
+    support::logs();
+    let (stream, prefix) = (unique("WSGT"), unique("wsgt"));
+    let js = jetstream().await;
+    delete_stream(&js, &stream).await;
+    let (hub, metrics, run) = (Hub::new(), Metrics::new(), RunId::random());
+    let sinks =
+        Sinks::start(&[SinkConfig::Nats(nats_sink(format!("nats://{NATS}"), &stream, &prefix))], &hub, &metrics, &run)
+            .unwrap();
+    let a = hub.publisher("feed-a");
+    let b = hub.publisher("b.b");
+    publish(&a, "feed-a", "", 1..=150);
+    publish(&b, "b.b", "bad topic.x*", 1..=50);
+    eventually(LONG, "the first messages stored", || delivered(&metrics, "nats") > 0.0).await;
+    publish(&a, "feed-a", "", 151..=200);
+
+    // Shutdown right away: the rest is stored before the sink stops.
+    hub.close_all(Closed::Shutdown);
+    sinks.flush_and_stop(LONG, Closed::Shutdown).await;
+    assert_eq!(delivered(&metrics, "nats"), 250.0);
+    assert_eq!(count(&metrics, r#"wsgate_subscribers{kind="nats"}"#), 0.0);
+
+    let info = js.get_stream(&stream).await.unwrap().cached_info().clone();
+    assert_eq!(info.config.subjects, vec![format!("{prefix}.>")]);
+    let stored = read_stream(&js, &stream).await;
+    assert_eq!(stored.len(), 250, "every message stored once");
+    assert_eq!(seqs_of(&stored, "feed-a"), (1..=200).collect::<Vec<u64>>());
+    assert_eq!(seqs_of(&stored, "b.b"), (1..=50).collect::<Vec<u64>>());
+
+    let first = &stored[0];
+    assert_eq!(first.subject, format!("{prefix}.feed-a._"), "an empty topic is _");
+    assert_eq!(first.headers["Nats-Msg-Id"], format!("feed-a:{run}:1"));
+    assert_eq!(first.headers["wsgate-topic"], "");
+    assert!(humantime::parse_rfc3339(&first.headers["wsgate-received-at"]).is_ok());
+    assert_eq!(first.body["upstream"], "feed-a");
+    assert_eq!(first.body["seq"], 1);
+    assert_eq!(first.body["data"], json!({ "n": 1 }));
+    let from_b = stored.iter().find(|m| m.headers["wsgate-upstream"] == "b.b").unwrap();
+    assert_eq!(from_b.subject, format!("{prefix}.b_b.bad_topic_x_"), "one token per value");
+    assert_eq!(from_b.headers["wsgate-topic"], "bad topic.x*");
+    delete_stream(&js, &stream).await;
+}
+
+/// `format = "raw"`: the body is the frame as received, with the same headers.
+#[actix_rt::test]
+async fn nats_raw_format_carries_the_frame_and_headers() {
+    if !up(NATS, "NATS") {
+        return;
+    }
+    let (stream, prefix) = (unique("WSGT"), unique("wsgt"));
+    let js = jetstream().await;
+    let (hub, metrics) = (Hub::new(), Metrics::new());
+    let mut cfg = nats_sink(format!("nats://{NATS}"), &stream, &prefix);
+    cfg.format = SinkFormat::Raw;
+    let sinks = Sinks::start(&[SinkConfig::Nats(cfg)], &hub, &metrics, &RunId::random()).unwrap();
+    let a = hub.publisher("a");
+    publish(&a, "a", "t", 1..=3);
+    eventually(LONG, "3 stored", || delivered(&metrics, "nats") == 3.0).await;
+    let stored = read_stream(&js, &stream).await;
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[2].body, json!({ "n": 3 }));
+    assert_eq!(stored[2].headers["wsgate-seq"], "3");
+    assert_eq!(stored[2].headers["wsgate-topic"], "t");
+    hub.close_all(Closed::Shutdown);
+    sinks.flush_and_stop(LONG, Closed::Shutdown).await;
+    delete_stream(&js, &stream).await;
+}
+
+/// A TCP proxy that forwards the client's bytes but, while `cut`, drops the
+/// server's (the acks): publishes reach NATS and are stored, their acks
+/// are lost, the sink publishes them again with the same `Nats-Msg-Id`.
+/// Counts the `Nats-Msg-Id` headers the client sent.
+struct AckCut {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    sent_ids: Arc<AtomicUsize>,
+}
+
+impl AckCut {
+    fn start(target: &str) -> AckCut {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target: SocketAddr = target.parse().unwrap();
+        let (cut, sent_ids) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let (c, ids) = (Arc::clone(&cut), Arc::clone(&sent_ids));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(target) else { continue };
+                let (c2s_from, c2s_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let ids = Arc::clone(&ids);
+                std::thread::spawn(move || pump(c2s_from, c2s_to, None, Some(ids)));
+                let c = Arc::clone(&c);
+                std::thread::spawn(move || pump(server, client, Some(c), None));
+            }
+        });
+        AckCut { addr, cut, sent_ids }
+    }
+}
+
+/// Copies `from` to `to`; drops what it reads while `cut` is set; counts
+/// `Nats-Msg-Id` headers into `ids`.
+fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<Arc<AtomicBool>>, ids: Option<Arc<AtomicUsize>>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tail = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => n,
+        };
+        if let Some(ids) = &ids {
+            // Count across read boundaries: keep the last few bytes.
+            tail.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&tail);
+            ids.fetch_add(text.matches("Nats-Msg-Id:").count(), Ordering::SeqCst);
+            let keep = tail.len().min(11);
+            tail.drain(..tail.len() - keep);
+        }
+        if cut.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+/// Publishes whose acks are lost are published again (more `Nats-Msg-Id`s
+/// go out than messages) and each is still stored once.
+#[actix_rt::test]
+async fn nats_publish_retried_after_a_lost_ack_is_stored_once() {
+    if !up(NATS, "NATS") {
+        return;
+    }
+    support::logs();
+    let (stream, prefix) = (unique("WSGT"), unique("wsgt"));
+    let js = jetstream().await;
+    let proxy = AckCut::start(NATS);
+    let (hub, metrics) = (Hub::new(), Metrics::new());
+    let cfg = nats_sink(format!("nats://{}", proxy.addr), &stream, &prefix);
+    let sinks = Sinks::start(&[SinkConfig::Nats(cfg)], &hub, &metrics, &RunId::random()).unwrap();
+    let a = hub.publisher("a");
+    publish(&a, "a", "t", 1..=20);
+    eventually(LONG, "20 stored", || delivered(&metrics, "nats") == 20.0).await;
+
+    proxy.cut.store(true, Ordering::SeqCst);
+    let before = proxy.sent_ids.load(Ordering::SeqCst);
+    publish(&a, "a", "t", 21..=60);
+    eventually(LONG, "40 publishes sent while the acks are cut", || {
+        proxy.sent_ids.load(Ordering::SeqCst) >= before + 40
+    })
+    .await;
+    // The 40 reach NATS (stored) while no ack comes back.
+    let mut s = js.get_stream(&stream).await.unwrap();
+    let end = Instant::now() + LONG;
+    while s.info().await.unwrap().state.messages < 60 {
+        assert!(Instant::now() < end, "the 40 stored during the cut");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivered(&metrics, "nats"), 20.0, "no ack, nothing counted yet");
+    proxy.cut.store(false, Ordering::SeqCst);
+
+    eventually(LONG, "the 40 acked after a retry", || delivered(&metrics, "nats") == 60.0).await;
+    assert!(
+        proxy.sent_ids.load(Ordering::SeqCst) >= before + 80,
+        "the 40 were published again: {} ids sent",
+        proxy.sent_ids.load(Ordering::SeqCst)
+    );
+    let stored = read_stream(&js, &stream).await;
+    assert_eq!(seqs_of(&stored, "a"), (1..=60).collect::<Vec<u64>>(), "each stored once");
+    assert_eq!(dropped(&metrics, "nats", "error") + dropped(&metrics, "nats", "overflow"), 0.0);
+    hub.close_all(Closed::Shutdown);
+    sinks.flush_and_stop(LONG, Closed::Shutdown).await;
+    delete_stream(&js, &stream).await;
+}
+
+/// While NATS is unreachable (a blackholed path) the sink's queue fills and
+/// drops the oldest, counted; the hub and other subscribers go on; when
+/// the path comes back the sink catches up with what it kept.
+#[actix_rt::test]
+async fn nats_survives_an_unreachable_server_and_catches_up() {
+    if !up(NATS, "NATS") {
+        return;
+    }
+    support::logs();
+    let (stream, prefix) = (unique("WSGT"), unique("wsgt"));
+    let js = jetstream().await;
+    let proxy = FaultProxy::start(NATS.parse().unwrap());
+    let (hub, metrics) = (Hub::new(), Metrics::new());
+    let mut cfg = nats_sink(format!("nats://{}", proxy.addr), &stream, &prefix);
+    cfg.queue_capacity = 20;
+    cfg.overflow = Overflow::DropOldest;
+    let sinks = Sinks::start(&[SinkConfig::Nats(cfg)], &hub, &metrics, &RunId::random()).unwrap();
+    let other = SubQueue::new(1000, Overflow::DropOldest, false, metrics.subscriber("websocket"));
+    let filter = wsgate::fanout::Filter::from_lists(&[], &[], usize::MAX).unwrap();
+    let _sub = hub.subscribe(Arc::clone(&other), filter).unwrap();
+    let a = hub.publisher("a");
+    publish(&a, "a", "t", 1..=5);
+    eventually(LONG, "5 stored", || delivered(&metrics, "nats") == 5.0).await;
+
+    proxy.blackhole(true);
+    let started = Instant::now();
+    publish(&a, "a", "t", 6..=105);
+    assert!(started.elapsed() < Duration::from_secs(1), "the hub never waits for the sink");
+    assert_eq!(other.len(), 105, "another subscriber gets everything");
+    eventually(LONG, "overflow drops counted", || dropped(&metrics, "nats", "overflow") >= 60.0).await;
+
+    proxy.blackhole(false);
+    let want = 105.0;
+    eventually(Duration::from_secs(60), "every message stored or counted", || {
+        delivered(&metrics, "nats") + dropped(&metrics, "nats", "overflow") == want
+    })
+    .await;
+    let stored = read_stream(&js, &stream).await;
+    let seqs = seqs_of(&stored, "a");
+    assert_eq!(seqs.len() as f64, delivered(&metrics, "nats"), "stored once each");
+    assert_eq!(seqs.iter().collect::<BTreeSet<_>>().len(), seqs.len(), "no duplicate");
+    assert!(seqs.ends_with(&(86..=105).collect::<Vec<u64>>()), "the newest are kept: {seqs:?}");
+    hub.close_all(Closed::Shutdown);
+    sinks.flush_and_stop(LONG, Closed::Shutdown).await;
+    delete_stream(&js, &stream).await;
+}
+
+// === redis ===
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{REDIS}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis reachable")
+}
+
+async fn xlen(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query_async(conn).await.unwrap()
+}
+
+async fn del(conn: &mut redis::aio::MultiplexedConnection, key: &str) {
+    let _: Result<(), _> = redis::cmd("DEL").arg(key).query_async(conn).await;
+}
+
+/// Each message is one entry with `upstream`, `topic`, `seq`, `data` (the
+/// envelope's data as JSON text); `MAXLEN ~` trims the stream.
+#[actix_rt::test]
+async fn redis_entries_fields_and_trimming() {
+    if !up(REDIS, "Redis") {
+        return;
+    }
+    support::logs();
+    let prefix = unique("wsgate-test:");
+    let key = format!("{prefix}:a");
+    let mut conn = redis().await;
+    del(&mut conn, &key).await;
+    let (hub, metrics) = (Hub::new(), Metrics::new());
+    let mut cfg = redis_sink(format!("redis://{REDIS}"), &prefix);
+    cfg.maxlen = 100;
+    let sinks = Sinks::start(&[SinkConfig::Redis(cfg)], &hub, &metrics, &RunId::random()).unwrap();
+    let a = hub.publisher("a");
+    publish(&a, "a", "trade", 1..=3);
+    eventually(LONG, "3 stored", || delivered(&metrics, "redis") == 3.0).await;
+
+    type Entry = (String, Vec<(String, String)>);
+    let entries: Vec<Entry> = redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    assert_eq!(entries.len(), 3);
+    let fields: BTreeMap<String, String> = entries[2].1.iter().cloned().collect();
+    assert_eq!(fields["upstream"], "a");
+    assert_eq!(fields["topic"], "trade");
+    assert_eq!(fields["seq"], "3");
+    assert_eq!(serde_json::from_str::<Value>(&fields["data"]).unwrap(), json!({ "n": 3 }));
+    assert!(humantime::parse_rfc3339(&fields["received_at"]).is_ok());
+    let order: Vec<String> = entries[0].1.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(order[..4], ["upstream", "topic", "seq", "data"]);
+
+    publish(&a, "a", "trade", 4..=2000);
+    eventually(LONG, "2000 stored", || delivered(&metrics, "redis") == 2000.0).await;
+    let len = xlen(&mut conn, &key).await;
+    assert!((100..1000).contains(&len), "MAXLEN ~ 100 trims: {len} entries");
+    let last: Vec<Entry> =
+        redis::cmd("XREVRANGE").arg(&key).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut conn).await.unwrap();
+    assert!(last[0].1.contains(&("seq".to_string(), "2000".to_string())));
+    hub.close_all(Closed::Shutdown);
+    sinks.flush_and_stop(LONG, Closed::Shutdown).await;
+    del(&mut conn, &key).await;
+}
+
+/// While Redis is unreachable the queue fills and drops are counted; when
+/// it is back, what was kept is stored.
+#[actix_rt::test]
+async fn redis_counts_drops_while_unreachable_and_catches_up() {
+    if !up(REDIS, "Redis") {
+        return;
+    }
+    support::logs();
+    let prefix = unique("wsgate-test:");
+    let key = format!("{prefix}:a");
+    let mut conn = redis().await;
+    let proxy = FaultProxy::start(REDIS.parse().unwrap());
+    proxy.blackhole(true);
+    let (hub, metrics) = (Hub::new(), Metrics::new());
+    let mut cfg = redis_sink(format!("redis://{}", proxy.addr), &prefix);
+    cfg.queue_capacity = 10;
+    cfg.queue_bytes = Size::mib(1);
+    let sinks = Sinks::start(&[SinkConfig::Redis(cfg)], &hub, &metrics, &RunId::random()).unwrap();
+    let a = hub.publisher("a");
+    publish(&a, "a", "t", 1..=50);
+    eventually(LONG, "overflow drops counted", || dropped(&metrics, "redis", "overflow") >= 30.0).await;
+    assert_eq!(delivered(&metrics, "redis"), 0.0);
+
+    proxy.blackhole(false);
+    eventually(Duration::from_secs(60), "every message stored or counted", || {
+        delivered(&metrics, "redis") + dropped(&metrics, "redis", "overflow") == 50.0
+    })
+    .await;
+    assert_eq!(xlen(&mut conn, &key).await as f64, delivered(&metrics, "redis"));
+    hub.close_all(Closed::Shutdown);
+    sinks.flush_and_stop(LONG, Closed::Shutdown).await;
+    del(&mut conn, &key).await;
+}
+
+// === config ===
+
+/// The broker sinks' keys: defaults, the checks `check` makes, and
+/// secrets redacted in `check` output and `Debug`.
+#[test]
+fn broker_sink_config_is_checked_and_redacted() {
+    let load = |sink: &str| -> Result<Settings, String> {
+        let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n[[sinks]]\n{sink}\n");
+        let s: Settings = toml::from_str(&text).map_err(|e| e.to_string())?;
+        wsgate::config::validate(&s).map(|()| s).map_err(|(k, m)| format!("{k}: {m}"))
+    };
+    let s = load("kind = \"nats\"\nurl = \"nats://u:pw@h:4222\"\nusername = \"u\"\npassword = \"hunter22\"").unwrap();
+    let shown = format!("{:?}\n{}", s.sinks[0], s.to_redacted_toml());
+    assert!(!shown.contains("hunter22") && !shown.contains("pw@"), "{shown}");
+    assert!(shown.contains("wsgate.{upstream}.{topic}") && shown.contains("max_in_flight = 1024"), "{shown}");
+    let s = load("kind = \"redis\"\nurl = \"redis://:sekrit@h:6379\"\npassword = \"hunter22\"").unwrap();
+    let shown = format!("{:?}\n{}", s.sinks[0], s.to_redacted_toml());
+    assert!(!shown.contains("hunter22") && !shown.contains("sekrit"), "{shown}");
+    assert!(shown.contains("wsgate:{upstream}") && shown.contains("maxlen = 100000"), "{shown}");
+
+    let refused = [
+        ("kind = \"nats\"\nurl = \"http://h\"", "sinks[0].url"),
+        ("kind = \"nats\"\nsubject = \"{upstream}.{topic}\"", "sinks[0].subject"),
+        ("kind = \"nats\"\nsubject = \"x.{feed}\"", "sinks[0].subject"),
+        ("kind = \"nats\"\nmax_in_flight = 0", "sinks[0].max_in_flight"),
+        ("kind = \"nats\"\noverflow = \"disconnect\"", "sinks[0].overflow"),
+        ("kind = \"nats\"\nusername = \"u\"", "sinks[0].username"),
+        ("kind = \"nats\"\ntoken = \"t\"\ntoken_env = \"T\"", "sinks[0].token"),
+        ("kind = \"nats\"\ntoken = \"t\"\ncreds_file = \"/x\"", "sinks[0].creds_file"),
+        ("kind = \"nats\"\nstream = \"a.b\"", "sinks[0].stream"),
+        ("kind = \"redis\"\nurl = \"nats://h\"", "sinks[0].url"),
+        ("kind = \"redis\"\nmaxlen = 0", "sinks[0].maxlen"),
+        ("kind = \"redis\"\nstream = \"{nope}\"", "sinks[0].stream"),
+        ("kind = \"redis\"\nqueue_capacity = 0", "sinks[0].queue_capacity"),
+    ];
+    for (sink, key) in refused {
+        let err = load(sink).expect_err(sink);
+        assert!(err.starts_with(key), "{sink}: {err}");
+    }
+}
