@@ -385,6 +385,87 @@ async fn nats_survives_an_unreachable_server_and_catches_up() {
     delete_stream(&js, &stream).await;
 }
 
+/// At shutdown with NATS unreachable the sink is stopped at the flush
+/// deadline and counts what it held and queued as dropped (`shutdown`).
+#[actix_rt::test]
+async fn nats_unreachable_at_shutdown_counts_the_loss() {
+    if !up(NATS, "NATS") {
+        return;
+    }
+    let (stream, prefix) = (unique("WSGT"), unique("wsgt"));
+    let proxy = FaultProxy::start(NATS.parse().unwrap());
+    proxy.blackhole(true);
+    let (hub, metrics) = (Hub::new(), Metrics::new());
+    let cfg = nats_sink(format!("nats://{}", proxy.addr), &stream, &prefix);
+    let sinks = Sinks::start(&[SinkConfig::Nats(cfg)], &hub, &metrics, &RunId::random()).unwrap();
+    let a = hub.publisher("a");
+    publish(&a, "a", "t", 1..=10);
+    hub.close_all(Closed::Shutdown);
+    let started = Instant::now();
+    sinks.flush_and_stop(Duration::from_millis(500), Closed::Shutdown).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    eventually(LONG, "the loss counted", || dropped(&metrics, "nats", "shutdown") == 10.0).await;
+    eventually(LONG, "the sink gone", || count(&metrics, r#"wsgate_subscribers{kind="nats"}"#) == 0.0).await;
+    assert_eq!(delivered(&metrics, "nats"), 0.0);
+}
+
+/// In the real gateway, configured from TOML, a real feed's messages reach
+/// both brokers with the envelope `/ws` subscribers get; a clean shutdown
+/// leaves every message the hub numbered stored.
+#[actix_rt::test]
+async fn gateway_feeds_both_brokers_from_a_real_upstream() {
+    if !up(NATS, "NATS") || !up(REDIS, "Redis") {
+        return;
+    }
+    support::logs();
+    let (stream, prefix, key_prefix) = (unique("WSGT"), unique("wsgt"), unique("wsgate-test:"));
+    let feed = support::ticking_feed(Duration::from_millis(5));
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[[upstreams]]
+name = "feed"
+url = "{}"
+[[sinks]]
+kind = "nats"
+url = "nats://{NATS}"
+stream = "{stream}"
+subject = "{prefix}.{{upstream}}.{{topic}}"
+topics = ["trade"]
+[[sinks]]
+kind = "redis"
+url = "redis://{REDIS}"
+stream = "{key_prefix}:{{upstream}}"
+"#,
+        feed.url("/")
+    );
+    let settings: Settings = toml::from_str(&text).unwrap();
+    wsgate::config::validate(&settings).unwrap();
+    let gw = wsgate::app::Gateway::start(settings).await.expect("gateway starts");
+    let metrics = Arc::clone(&gw.metrics);
+    eventually(LONG, "messages in both brokers", || {
+        delivered(&metrics, "nats") >= 10.0 && delivered(&metrics, "redis") >= 20.0
+    })
+    .await;
+    assert_eq!(gw.shutdown().await, wsgate::app::ShutdownOutcome::Clean);
+    let numbered = count(&metrics, r#"wsgate_upstream_messages_total{upstream="feed"}"#);
+    assert_eq!(delivered(&metrics, "redis"), numbered, "redis got every message");
+
+    let js = jetstream().await;
+    let stored = read_stream(&js, &stream).await;
+    assert_eq!(stored.len() as f64, delivered(&metrics, "nats"));
+    assert!(stored.iter().all(|m| m.body["topic"] == "trade" && m.subject == format!("{prefix}.feed.trade")));
+    let seqs = seqs_of(&stored, "feed");
+    assert!(seqs.windows(2).all(|w| w[0] + 2 == w[1]), "every other seq (trades only): {seqs:?}");
+    delete_stream(&js, &stream).await;
+
+    let key = format!("{key_prefix}:feed");
+    let mut conn = redis().await;
+    assert_eq!(xlen(&mut conn, &key).await as f64, numbered);
+    del(&mut conn, &key).await;
+}
+
 // === redis ===
 
 async fn redis() -> redis::aio::MultiplexedConnection {
