@@ -601,4 +601,12 @@ fn broker_sink_config_is_checked_and_redacted() {
         let err = load(sink).expect_err(sink);
         assert!(err.starts_with(key), "{sink}: {err}");
     }
+
+    // `check` opens the credential files, naming each key that fails.
+    let mut s = load("kind = \"nats\"\ncreds_file = \"/nonexistent/n.creds\"").unwrap();
+    let more = load("kind = \"redis\"\npassword_file = \"/nonexistent/pw\"").unwrap();
+    s.sinks.extend(more.sinks);
+    let source = wsgate::config::ConfigSource::File("t.toml".into());
+    let keys: Vec<String> = wsgate::config::check_files(&s, &source).unwrap_err().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, ["sinks[0].creds_file", "sinks[1].password_file"]);
 }
