@@ -202,7 +202,8 @@ async fn nats_stores_every_message_once_with_headers() {
     delete_stream(&js, &stream).await;
 }
 
-/// `format = "raw"`: the body is the frame as received, with the same headers.
+/// `format = "raw"`: the body is the frame as received, with the same
+/// headers; a message over the server's `max_payload` is dropped as `error`.
 #[actix_rt::test]
 async fn nats_raw_format_carries_the_frame_and_headers() {
     if !up(NATS, "NATS") {
@@ -222,6 +223,14 @@ async fn nats_raw_format_carries_the_frame_and_headers() {
     assert_eq!(stored[2].body, json!({ "n": 3 }));
     assert_eq!(stored[2].headers["wsgate-seq"], "3");
     assert_eq!(stored[2].headers["wsgate-topic"], "t");
+
+    // Over the server's max_payload: dropped as `error`, the next one stored.
+    let mut big = incoming("a", "t", 4);
+    big.raw = bytes::Bytes::from(format!("\"{}\"", "x".repeat(2 * 1024 * 1024)));
+    a.publish(big);
+    publish(&a, "a", "t", 5..=5);
+    eventually(LONG, "4 stored", || delivered(&metrics, "nats") == 4.0).await;
+    assert_eq!(dropped(&metrics, "nats", "error"), 1.0);
     hub.close_all(Closed::Shutdown);
     sinks.flush_and_stop(LONG, Closed::Shutdown).await;
     delete_stream(&js, &stream).await;

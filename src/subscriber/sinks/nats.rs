@@ -43,6 +43,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest wait for one connect attempt (TCP, TLS, CONNECT).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Room kept for the headers when a body is held against the server's
+/// `max_payload` (which counts headers and body together).
+const HEADROOM: usize = 512;
 
 /// What a failed publish means for its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +58,9 @@ enum Verdict {
     Reject,
 }
 
-/// The one place that decides between retrying and dropping a publish.
+/// The one place that decides between retrying and dropping a publish
+/// whose ack came back as an error (a publish that could not even be handed
+/// to the connection is always retried).
 fn verdict(kind: PublishErrorKind) -> Verdict {
     match kind {
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => Verdict::Retry,
@@ -215,7 +220,12 @@ impl Nats {
         let mut acks = FuturesOrdered::new();
         let max_payload = self.max_payload();
         for d in pending {
-            if max_payload > 0 && d.envelope().len().max(d.msg.raw.len()) + 512 > max_payload {
+            let body = match self.cfg.format {
+                SinkFormat::Envelope => d.envelope().len(),
+                SinkFormat::Raw => d.msg.raw.len(),
+            };
+            // Headers take a few hundred bytes of the limit too.
+            if max_payload > 0 && body + HEADROOM > max_payload {
                 pass.rejected += 1;
                 warn_rejected(&format!("larger than the server's max_payload ({max_payload} bytes)"), &d);
                 continue;
@@ -228,7 +238,12 @@ impl Nats {
             let subject = self.subject.render(&d.msg.upstream, &d.msg.topic, true);
             match js.send_publish(subject, publish(&d, &self.run, self.cfg.format)).await {
                 Ok(ack) => acks.push_back(async move { (d, ack.await.map(drop)) }),
-                Err(e) => self.settle(&mut pass, d, Err(e)),
+                // Not handed to the connection (no link, client buffer
+                // full): never a refusal of the server, so always retried.
+                Err(e) => {
+                    pass.error.get_or_insert_with(|| self.scrub(&e.to_string()));
+                    pass.again.push_back(d);
+                }
             }
         }
         while let Some((d, result)) = acks.next().await {
