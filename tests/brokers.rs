@@ -475,6 +475,49 @@ stream = "{key_prefix}:{{upstream}}"
     del(&mut conn, &key).await;
 }
 
+/// A reload that changes the nats sink flushes the old one before the new
+/// one starts: every message stored once, under the same run id; a reload
+/// whose sink cannot be prepared (a missing creds file) changes nothing.
+#[actix_rt::test]
+async fn nats_sink_across_reloads() {
+    if !up(NATS, "NATS") {
+        return;
+    }
+    support::logs();
+    let (stream, prefix) = (unique("WSGT"), unique("wsgt"));
+    let js = jetstream().await;
+    let with = |cfg: NatsConfig| {
+        let mut s = support::settings(vec![]);
+        s.sinks = vec![SinkConfig::Nats(cfg)];
+        s
+    };
+    let cfg = nats_sink(format!("nats://{NATS}"), &stream, &prefix);
+    let mut gw = wsgate::app::Gateway::start(with(cfg.clone())).await.expect("gateway starts");
+    let metrics = Arc::clone(&gw.metrics);
+    let a = gw.hub.publisher("a");
+    publish(&a, "a", "t", 1..=50);
+
+    let mut changed = cfg.clone();
+    changed.max_in_flight = 8;
+    gw.reload(with(changed.clone())).await.expect("reload");
+    publish(&a, "a", "t", 51..=100);
+    eventually(LONG, "100 stored", || delivered(&metrics, "nats") == 100.0).await;
+
+    let mut broken = changed.clone();
+    broken.creds_file = Some("/nonexistent/wsgate.creds".into());
+    assert!(gw.reload(with(broken)).await.is_err(), "a sink that cannot be prepared fails the reload");
+    publish(&a, "a", "t", 101..=110);
+    eventually(LONG, "the running sink still stores", || delivered(&metrics, "nats") == 110.0).await;
+    assert_eq!(gw.shutdown().await, wsgate::app::ShutdownOutcome::Clean);
+
+    let stored = read_stream(&js, &stream).await;
+    assert_eq!(seqs_of(&stored, "a"), (1..=110).collect::<Vec<u64>>(), "each once, in order");
+    let runs: BTreeSet<&str> =
+        stored.iter().map(|m| m.headers["Nats-Msg-Id"].split(':').nth(1).unwrap_or_default()).collect();
+    assert_eq!(runs.len(), 1, "one run id across reloads: {runs:?}");
+    delete_stream(&js, &stream).await;
+}
+
 // === redis ===
 
 async fn redis() -> redis::aio::MultiplexedConnection {
