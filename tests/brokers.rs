@@ -518,6 +518,57 @@ async fn nats_sink_across_reloads() {
     delete_stream(&js, &stream).await;
 }
 
+/// In the real gateway, a `/ws` subscriber gets every message, on time,
+/// while the nats sink's path is blackholed and its queue overflows
+/// (counted); when the path is back the sink stores what it kept.
+#[actix_rt::test]
+async fn ws_is_unaffected_while_nats_is_unreachable() {
+    if !up(NATS, "NATS") {
+        return;
+    }
+    support::logs();
+    let (stream, prefix) = (unique("WSGT"), unique("wsgt"));
+    let js = jetstream().await;
+    let proxy = FaultProxy::start(NATS.parse().unwrap());
+    let mut cfg = nats_sink(format!("nats://{}", proxy.addr), &stream, &prefix);
+    cfg.queue_capacity = 10;
+    let mut settings = support::settings(vec![]);
+    settings.sinks = vec![SinkConfig::Nats(cfg)];
+    let gw = wsgate::app::Gateway::start(settings).await.expect("gateway starts");
+    let metrics = Arc::clone(&gw.metrics);
+    let a = gw.hub.publisher("a");
+    publish(&a, "a", "t", 1..=1);
+    eventually(LONG, "the first stored", || delivered(&metrics, "nats") == 1.0).await;
+
+    proxy.blackhole(true);
+    let mut ws = support::ws_connect(&format!("ws://{}/ws", gw.addr), &[]).await.expect("/ws opens");
+    eventually(LONG, "the subscriber counted", || count(&metrics, r#"wsgate_subscribers{kind="websocket"}"#) == 1.0)
+        .await;
+    publish(&a, "a", "t", 2..=201);
+    let mut want = 2u64;
+    while want <= 201 {
+        let msg = support::next_json(&mut ws, Duration::from_secs(5)).await;
+        if msg.get("event").is_some() {
+            continue; // state events
+        }
+        assert_eq!(msg["seq"], want, "/ws gets every message in order: {msg}");
+        want += 1;
+    }
+    eventually(LONG, "nats overflow counted", || dropped(&metrics, "nats", "overflow") >= 150.0).await;
+    assert_eq!(dropped(&metrics, "websocket", "overflow"), 0.0);
+
+    proxy.blackhole(false);
+    eventually(Duration::from_secs(60), "every message stored or counted", || {
+        delivered(&metrics, "nats") + dropped(&metrics, "nats", "overflow") == 201.0
+    })
+    .await;
+    drop(ws);
+    assert_eq!(gw.shutdown().await, wsgate::app::ShutdownOutcome::Clean);
+    let stored = read_stream(&js, &stream).await;
+    assert_eq!(stored.len() as f64, delivered(&metrics, "nats"));
+    delete_stream(&js, &stream).await;
+}
+
 // === redis ===
 
 async fn redis() -> redis::aio::MultiplexedConnection {
