@@ -214,6 +214,9 @@ async fn nats_raw_format_carries_the_frame_and_headers() {
     let (hub, metrics) = (Hub::new(), Metrics::new());
     let mut cfg = nats_sink(format!("nats://{NATS}"), &stream, &prefix);
     cfg.format = SinkFormat::Raw;
+    // Connects through the credentials callback (the server here has no
+    // auth, so any token passes).
+    cfg.token = Some(wsgate::config::Secret::new("not-checked-here"));
     let sinks = Sinks::start(&[SinkConfig::Nats(cfg)], &hub, &metrics, &RunId::random()).unwrap();
     let a = hub.publisher("a");
     publish(&a, "a", "t", 1..=3);

@@ -252,7 +252,8 @@ pub struct NatsConfig {
     /// `drop_newest`, counted as `overflow`. Default: `"drop_oldest"`.
     #[serde(default = "default_sink_overflow")]
     pub overflow: Overflow,
-    /// Path of a NATS credentials file (JWT + nkey seed). Default: unset.
+    /// Path of a NATS credentials file (JWT + nkey seed), read at start.
+    /// Default: unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creds_file: Option<PathBuf>,
     /// Auth token, inline (prefer `_env` or `_file`). At most one of the
@@ -262,8 +263,8 @@ pub struct NatsConfig {
     /// Name of the environment variable holding the auth token. Default: unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
-    /// Path of a file holding the auth token, trimmed, read at start.
-    /// Default: unset.
+    /// Path of a file holding the auth token, trimmed, read at start and
+    /// again at every reconnect. Default: unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     /// User name, with one of the `password` spellings. Default: unset.
@@ -275,8 +276,8 @@ pub struct NatsConfig {
     /// Name of the environment variable holding the password. Default: unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
-    /// Path of a file holding the password, trimmed, read at start.
-    /// Default: unset.
+    /// Path of a file holding the password, trimmed, read at start and
+    /// again at every reconnect. Default: unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// Names of the upstreams to follow; empty = all. Default: `[]`.

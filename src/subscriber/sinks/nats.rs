@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::context::{Context as JetStream, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
-use async_nats::{ConnectOptions, Event};
+use async_nats::{Auth, AuthError, ConnectOptions, Event};
 use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
@@ -121,7 +121,26 @@ impl Nats {
         let subject = Template::parse(&cfg.subject).map_err(|e| format!("subject: {e}"))?;
         let binds = subject.stream_subjects().ok_or("subject: must start with a literal token")?;
         let shown = redact_url(&cfg.url, &Redactor::default(), None);
-        let mut options = ConnectOptions::new()
+        // Token and password are read here (a start or reload with one
+        // missing fails, naming it) and again at every (re)connect, off
+        // the actor threads, so a rotated secret file applies without a
+        // restart.
+        resolve_auth(cfg)?;
+        let mut options = if cfg.token_source().is_set() || cfg.password_source().is_set() {
+            let shared = Arc::new(cfg.clone());
+            ConnectOptions::with_auth_callback(move |_nonce| {
+                let cfg = Arc::clone(&shared);
+                async move {
+                    tokio::task::spawn_blocking(move || resolve_auth(&cfg))
+                        .await
+                        .map_err(|e| AuthError::new(format!("cannot read the credentials: {e}")))?
+                        .map_err(AuthError::new)
+                }
+            })
+        } else {
+            ConnectOptions::new()
+        };
+        options = options
             .name("wsgate")
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -134,14 +153,6 @@ impl Nats {
             options = options
                 .credentials(&creds)
                 .map_err(|e| format!("creds_file: {} is not a NATS credentials file ({})", path.display(), e.kind()))?;
-        }
-        if let Some(token) = cfg.token_source().resolve().map_err(|e| format!("token: {e}"))? {
-            options = options.token(token.expose().to_string());
-        }
-        if let (Some(user), Some(password)) =
-            (&cfg.username, cfg.password_source().resolve().map_err(|e| format!("password: {e}"))?)
-        {
-            options = options.user_and_password(user.clone(), password.expose().to_string());
         }
         let events_url = shown.clone();
         options = options.event_callback(move |event| {
@@ -291,6 +302,20 @@ struct Pass {
     error: Option<String>,
 }
 
+/// The token or user + password to connect with, read now from wherever
+/// they are configured (inline, environment, file). The error names the
+/// key, never the value.
+fn resolve_auth(cfg: &NatsConfig) -> Result<Auth, String> {
+    let mut auth = Auth::new();
+    auth.token = cfg.token_source().resolve().map_err(|e| format!("token: {e}"))?.map(|t| t.expose().to_string());
+    if let Some(user) = &cfg.username {
+        auth.username = Some(user.clone());
+        auth.password =
+            cfg.password_source().resolve().map_err(|e| format!("password: {e}"))?.map(|p| p.expose().to_string());
+    }
+    Ok(auth)
+}
+
 /// Logs one message the server will not take (at most one line per
 /// message refused, and those are rare: an error answer of the server).
 fn warn_rejected(error: &str, d: &Delivery) {
@@ -358,5 +383,28 @@ mod tests {
         for (kind, want) in table {
             assert_eq!(verdict(kind), want, "{kind:?}");
         }
+    }
+
+    /// The credentials are read at every call: a rotated file applies at
+    /// the next connect; a missing one is an error naming the key only.
+    #[test]
+    fn credentials_are_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "first\n").unwrap();
+        let mut cfg: NatsConfig = match toml::from_str("kind = \"nats\"").unwrap() {
+            crate::config::SinkConfig::Nats(n) => n,
+            other => panic!("{other:?}"),
+        };
+        cfg.username = Some("u".into());
+        cfg.password_file = Some(file.clone());
+        assert_eq!(resolve_auth(&cfg).unwrap().password.as_deref(), Some("first"));
+        std::fs::write(&file, "second").unwrap();
+        let auth = resolve_auth(&cfg).unwrap();
+        assert_eq!((auth.username.as_deref(), auth.password.as_deref()), (Some("u"), Some("second")));
+        std::fs::remove_file(&file).unwrap();
+        let Err(err) = resolve_auth(&cfg) else { panic!("a missing file is an error") };
+        assert!(err.starts_with("password: ") && !err.contains("second"), "{err}");
+        assert!(Nats::prepare(&cfg, RunId::random()).is_err(), "a start with the file missing fails");
     }
 }
