@@ -239,41 +239,55 @@ async fn nats_raw_format_carries_the_frame_and_headers() {
     delete_stream(&js, &stream).await;
 }
 
-/// A TCP proxy that forwards the client's bytes but, while `cut`, drops the
-/// server's (the acks): publishes reach NATS and are stored, their acks
-/// are lost, the sink publishes them again with the same `Nats-Msg-Id`.
-/// Counts the `Nats-Msg-Id` headers the client sent.
-struct AckCut {
+/// A TCP proxy with two cuts, counting what the client sends: while
+/// `replies_cut`, the client's bytes still reach the server but the
+/// server's (the acks) are dropped; while `all_cut`, both directions are
+/// dropped (a dead path: sockets stay open, nothing arrives). Counts the
+/// occurrences of `needle` (`Nats-Msg-Id:`, `XADD`) the client sent.
+struct CutProxy {
     addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    sent_ids: Arc<AtomicUsize>,
+    replies_cut: Arc<AtomicBool>,
+    all_cut: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
 }
 
-impl AckCut {
-    fn start(target: &str) -> AckCut {
+impl CutProxy {
+    fn start(target: &str, needle: &'static str) -> CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let target: SocketAddr = target.parse().unwrap();
-        let (cut, sent_ids) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-        let (c, ids) = (Arc::clone(&cut), Arc::clone(&sent_ids));
+        let (replies_cut, all_cut) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (sent, accepted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (r, a, n, c) = (Arc::clone(&replies_cut), Arc::clone(&all_cut), Arc::clone(&sent), Arc::clone(&accepted));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(target) else { continue };
-                let (c2s_from, c2s_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let ids = Arc::clone(&ids);
-                std::thread::spawn(move || pump(c2s_from, c2s_to, None, Some(ids)));
-                let c = Arc::clone(&c);
-                std::thread::spawn(move || pump(server, client, Some(c), None));
+                let (from, to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (a1, n1) = (Arc::clone(&a), Arc::clone(&n));
+                std::thread::spawn(move || pump(from, to, vec![a1], Some((needle, n1))));
+                let (r2, a2) = (Arc::clone(&r), Arc::clone(&a));
+                std::thread::spawn(move || pump(server, client, vec![r2, a2], None));
             }
         });
-        AckCut { addr, cut, sent_ids }
+        CutProxy { addr, replies_cut, all_cut, sent, accepted }
+    }
+
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
-/// Copies `from` to `to`; drops what it reads while `cut` is set; counts
-/// `Nats-Msg-Id` headers into `ids`.
-fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<Arc<AtomicBool>>, ids: Option<Arc<AtomicUsize>>) {
+/// Copies `from` to `to`; drops what it reads while any of `cuts` is set;
+/// counts `needle` in what it reads (across read boundaries).
+fn pump(mut from: TcpStream, mut to: TcpStream, cuts: Vec<Arc<AtomicBool>>, count: Option<(&str, Arc<AtomicUsize>)>) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut tail = Vec::new();
     loop {
@@ -284,15 +298,14 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<Arc<AtomicBool>>, id
             }
             Ok(n) => n,
         };
-        if let Some(ids) = &ids {
-            // Count across read boundaries: keep the last few bytes.
+        if let Some((needle, counter)) = &count {
             tail.extend_from_slice(&buf[..n]);
             let text = String::from_utf8_lossy(&tail);
-            ids.fetch_add(text.matches("Nats-Msg-Id:").count(), Ordering::SeqCst);
-            let keep = tail.len().min(11);
+            counter.fetch_add(text.matches(needle).count(), Ordering::SeqCst);
+            let keep = tail.len().min(needle.len() - 1);
             tail.drain(..tail.len() - keep);
         }
-        if cut.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+        if cuts.iter().any(|c| c.load(Ordering::SeqCst)) {
             continue;
         }
         if to.write_all(&buf[..n]).is_err() {
@@ -311,7 +324,7 @@ async fn nats_publish_retried_after_a_lost_ack_is_stored_once() {
     support::logs();
     let (stream, prefix) = (unique("WSGT"), unique("wsgt"));
     let js = jetstream().await;
-    let proxy = AckCut::start(NATS);
+    let proxy = CutProxy::start(NATS, "Nats-Msg-Id:");
     let (hub, metrics) = (Hub::new(), Metrics::new());
     let cfg = nats_sink(format!("nats://{}", proxy.addr), &stream, &prefix);
     let sinks = Sinks::start(&[SinkConfig::Nats(cfg)], &hub, &metrics, &RunId::random()).unwrap();
@@ -319,13 +332,10 @@ async fn nats_publish_retried_after_a_lost_ack_is_stored_once() {
     publish(&a, "a", "t", 1..=20);
     eventually(LONG, "20 stored", || delivered(&metrics, "nats") == 20.0).await;
 
-    proxy.cut.store(true, Ordering::SeqCst);
-    let before = proxy.sent_ids.load(Ordering::SeqCst);
+    proxy.replies_cut.store(true, Ordering::SeqCst);
+    let before = proxy.sent();
     publish(&a, "a", "t", 21..=60);
-    eventually(LONG, "40 publishes sent while the acks are cut", || {
-        proxy.sent_ids.load(Ordering::SeqCst) >= before + 40
-    })
-    .await;
+    eventually(LONG, "40 publishes sent while the acks are cut", || proxy.sent() >= before + 40).await;
     // The 40 reach NATS (stored) while no ack comes back.
     let mut s = js.get_stream(&stream).await.unwrap();
     let end = Instant::now() + LONG;
@@ -334,14 +344,10 @@ async fn nats_publish_retried_after_a_lost_ack_is_stored_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(delivered(&metrics, "nats"), 20.0, "no ack, nothing counted yet");
-    proxy.cut.store(false, Ordering::SeqCst);
+    proxy.replies_cut.store(false, Ordering::SeqCst);
 
     eventually(LONG, "the 40 acked after a retry", || delivered(&metrics, "nats") == 60.0).await;
-    assert!(
-        proxy.sent_ids.load(Ordering::SeqCst) >= before + 80,
-        "the 40 were published again: {} ids sent",
-        proxy.sent_ids.load(Ordering::SeqCst)
-    );
+    assert!(proxy.sent() >= before + 80, "the 40 were published again: {} ids sent", proxy.sent());
     let stored = read_stream(&js, &stream).await;
     assert_eq!(seqs_of(&stored, "a"), (1..=60).collect::<Vec<u64>>(), "each stored once");
     assert_eq!(dropped(&metrics, "nats", "error") + dropped(&metrics, "nats", "overflow"), 0.0);
@@ -350,9 +356,10 @@ async fn nats_publish_retried_after_a_lost_ack_is_stored_once() {
     delete_stream(&js, &stream).await;
 }
 
-/// While NATS is unreachable (a blackholed path) the sink's queue fills and
-/// drops the oldest, counted; the hub and other subscribers go on; when
-/// the path comes back the sink catches up with what it kept.
+/// While the path to NATS is dead the sink's queue fills and drops the
+/// oldest, counted, and the sink publishes again what got no ack; the hub
+/// and other subscribers go on; when the path comes back the sink catches
+/// up with what it kept, each stored once.
 #[actix_rt::test]
 async fn nats_survives_an_unreachable_server_and_catches_up() {
     if !up(NATS, "NATS") {
@@ -361,7 +368,7 @@ async fn nats_survives_an_unreachable_server_and_catches_up() {
     support::logs();
     let (stream, prefix) = (unique("WSGT"), unique("wsgt"));
     let js = jetstream().await;
-    let proxy = FaultProxy::start(NATS.parse().unwrap());
+    let proxy = CutProxy::start(NATS, "Nats-Msg-Id:");
     let (hub, metrics) = (Hub::new(), Metrics::new());
     let mut cfg = nats_sink(format!("nats://{}", proxy.addr), &stream, &prefix);
     cfg.queue_capacity = 20;
@@ -374,24 +381,24 @@ async fn nats_survives_an_unreachable_server_and_catches_up() {
     publish(&a, "a", "t", 1..=5);
     eventually(LONG, "5 stored", || delivered(&metrics, "nats") == 5.0).await;
 
-    proxy.blackhole(true);
+    // The path dies: nothing arrives either way, sockets stay open.
+    proxy.all_cut.store(true, Ordering::SeqCst);
+    let before = proxy.sent();
     let started = Instant::now();
     publish(&a, "a", "t", 6..=105);
     assert!(started.elapsed() < Duration::from_secs(1), "the hub never waits for the sink");
     assert_eq!(other.len(), 105, "another subscriber gets everything");
-    eventually(LONG, "overflow drops counted", || dropped(&metrics, "nats", "overflow") >= 60.0).await;
+    // The queue (20) kept the newest; the other 80 are counted at once.
+    assert_eq!(dropped(&metrics, "nats", "overflow"), 80.0);
+    // The sink publishes the 20, gets no ack, and publishes them again.
+    eventually(LONG, "the 20 published twice into the dead path", || proxy.sent() >= before + 40).await;
+    assert_eq!(delivered(&metrics, "nats"), 5.0);
 
-    proxy.blackhole(false);
-    let want = 105.0;
-    eventually(Duration::from_secs(60), "every message stored or counted", || {
-        delivered(&metrics, "nats") + dropped(&metrics, "nats", "overflow") == want
-    })
-    .await;
+    proxy.all_cut.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(60), "the kept 20 stored", || delivered(&metrics, "nats") == 25.0).await;
     let stored = read_stream(&js, &stream).await;
-    let seqs = seqs_of(&stored, "a");
-    assert_eq!(seqs.len() as f64, delivered(&metrics, "nats"), "stored once each");
-    assert_eq!(seqs.iter().collect::<BTreeSet<_>>().len(), seqs.len(), "no duplicate");
-    assert!(seqs.ends_with(&(86..=105).collect::<Vec<u64>>()), "the newest are kept: {seqs:?}");
+    let want: Vec<u64> = (1..=5).chain(86..=105).collect();
+    assert_eq!(seqs_of(&stored, "a"), want, "each once: the first 5, then the newest 20");
     hub.close_all(Closed::Shutdown);
     sinks.flush_and_stop(LONG, Closed::Shutdown).await;
     delete_stream(&js, &stream).await;
@@ -634,8 +641,9 @@ async fn redis_entries_fields_and_trimming() {
     del(&mut conn, &key).await;
 }
 
-/// While Redis is unreachable the queue fills and drops are counted; when
-/// it is back, what was kept is stored.
+/// While the path to Redis is dead the queue fills and drops are counted,
+/// the pipeline is sent again after its timeout; when the path is back,
+/// what was kept is stored.
 #[actix_rt::test]
 async fn redis_counts_drops_while_unreachable_and_catches_up() {
     if !up(REDIS, "Redis") {
@@ -645,24 +653,37 @@ async fn redis_counts_drops_while_unreachable_and_catches_up() {
     let prefix = unique("wsgate-test:");
     let key = format!("{prefix}:a");
     let mut conn = redis().await;
-    let proxy = FaultProxy::start(REDIS.parse().unwrap());
-    proxy.blackhole(true);
+    let proxy = CutProxy::start(REDIS, "XADD");
     let (hub, metrics) = (Hub::new(), Metrics::new());
     let mut cfg = redis_sink(format!("redis://{}", proxy.addr), &prefix);
     cfg.queue_capacity = 10;
     cfg.queue_bytes = Size::mib(1);
     let sinks = Sinks::start(&[SinkConfig::Redis(cfg)], &hub, &metrics, &RunId::random()).unwrap();
     let a = hub.publisher("a");
-    publish(&a, "a", "t", 1..=50);
-    eventually(LONG, "overflow drops counted", || dropped(&metrics, "redis", "overflow") >= 30.0).await;
-    assert_eq!(delivered(&metrics, "redis"), 0.0);
+    publish(&a, "a", "t", 1..=1);
+    eventually(LONG, "the first stored", || delivered(&metrics, "redis") == 1.0).await;
 
-    proxy.blackhole(false);
-    eventually(Duration::from_secs(60), "every message stored or counted", || {
-        delivered(&metrics, "redis") + dropped(&metrics, "redis", "overflow") == 50.0
-    })
-    .await;
-    assert_eq!(xlen(&mut conn, &key).await as f64, delivered(&metrics, "redis"));
+    // The path dies: nothing arrives either way, sockets stay open.
+    proxy.all_cut.store(true, Ordering::SeqCst);
+    publish(&a, "a", "t", 2..=51);
+    // The queue (10) kept the newest; the other 40 are counted at once.
+    assert_eq!(dropped(&metrics, "redis", "overflow"), 40.0);
+    // The pipeline goes into the dead path, gets no answer in time, and the
+    // sink dials again (and again) to send it.
+    eventually(LONG, "the pipeline sent, then a new connection tried", || proxy.sent() >= 11 && proxy.accepted() >= 2)
+        .await;
+    assert_eq!(delivered(&metrics, "redis"), 1.0);
+
+    proxy.all_cut.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(60), "the kept 10 stored", || delivered(&metrics, "redis") == 11.0).await;
+    type Entry = (String, Vec<(String, String)>);
+    let entries: Vec<Entry> = redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    let seqs: Vec<u64> = entries
+        .iter()
+        .filter_map(|(_, f)| f.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.parse().ok()))
+        .collect();
+    let want: Vec<u64> = std::iter::once(1).chain(42..=51).collect();
+    assert_eq!(seqs, want, "the first, then the newest 10, once each (what was cut never reached Redis)");
     hub.close_all(Closed::Shutdown);
     sinks.flush_and_stop(LONG, Closed::Shutdown).await;
     del(&mut conn, &key).await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError};
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
 use tracing::{info, warn};
 
 use super::broker::{Broker, Control};
@@ -63,6 +63,17 @@ fn data(d: &Delivery, format: SinkFormat) -> Vec<u8> {
     }
 }
 
+/// A client for `info`, with `password` when one is configured (it wins
+/// over a password in the URL).
+fn client(info: &ConnectionInfo, password: Option<&str>) -> RedisResult<Client> {
+    let mut info = info.clone();
+    if let Some(p) = password {
+        let settings = info.redis_settings().clone().set_password(p);
+        info = info.set_redis_settings(settings);
+    }
+    Client::open(info)
+}
+
 // === impl Redis ===
 
 /// The broker side of one `redis` sink.
@@ -71,7 +82,10 @@ pub(super) struct Redis {
     cfg: RedisConfig,
     /// The parsed `stream` template.
     stream: Template,
-    /// The client (URL and password resolved at prepare).
+    /// The URL's connection settings, without the configured password.
+    info: ConnectionInfo,
+    /// The client (URL and password resolved at prepare; rebuilt at a
+    /// reconnect when the password comes from a file, re-read then).
     client: Client,
     /// The connection, once made; dropped after a failure.
     conn: Option<MultiplexedConnection>,
@@ -88,28 +102,57 @@ impl Redis {
         let stream = Template::parse(&cfg.stream).map_err(|e| format!("stream: {e}"))?;
         let shown = redact_url(&cfg.url, &Redactor::default(), None);
         let mut secrets = Redactor::default().secrets_in(&cfg.url, None);
-        let mut info = cfg
+        let info = cfg
             .url
             .as_str()
             .into_connection_info()
             .map_err(|e| format!("url {shown}: not a Redis URL ({:?})", e.kind()))?;
-        if let Some(password) = cfg.password_source().resolve().map_err(|e| format!("password: {e}"))? {
-            secrets.push(password.expose().to_string());
-            let settings = info.redis_settings().clone().set_password(password.expose());
-            info = info.set_redis_settings(settings);
-        }
-        let client = Client::open(info).map_err(|e| format!("url {shown}: {}", scrub(&e.to_string(), &secrets)))?;
-        Ok(Redis { cfg: cfg.clone(), stream, client, conn: None, shown, secrets })
+        let password = cfg.password_source().resolve().map_err(|e| format!("password: {e}"))?;
+        let client = client(&info, password.as_ref().map(|p| p.expose()))
+            .map_err(|e| format!("url {shown}: {}", scrub(&e.to_string(), &secrets)))?;
+        secrets.extend(password.map(|p| p.expose().to_string()));
+        Ok(Redis { cfg: cfg.clone(), stream, info, client, conn: None, shown, secrets })
     }
 
-    /// The connection, made on first use and after a failure.
-    async fn connection(&mut self) -> Result<MultiplexedConnection, RedisError> {
+    /// `text` with the URL's secret parts and the password as `***`.
+    fn scrub(&self, text: &str) -> String {
+        scrub(text, &self.secrets)
+    }
+
+    /// A password file is read again (on the blocking pool) and the client
+    /// rebuilt with it, so a rotated secret applies at the next connect.
+    async fn reread_password(&mut self) -> Result<(), String> {
+        if self.cfg.password_file.is_none() {
+            return Ok(());
+        }
+        let cfg = self.cfg.clone();
+        let password = tokio::task::spawn_blocking(move || cfg.password_source().resolve())
+            .await
+            .map_err(|e| format!("cannot read the password: {e}"))?
+            .map_err(|e| format!("password: {e}"))?;
+        if let Some(p) = password {
+            if !self.secrets.iter().any(|s| s == p.expose()) {
+                self.secrets.push(p.expose().to_string());
+            }
+            self.client = client(&self.info, Some(p.expose())).map_err(|e| self.scrub(&e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The connection, made on first use and after a failure; the error
+    /// text is scrubbed.
+    async fn connection(&mut self) -> Result<MultiplexedConnection, String> {
         if let Some(conn) = &self.conn {
             return Ok(conn.clone());
         }
+        self.reread_password().await?;
         let config =
             AsyncConnectionConfig::new().set_connection_timeout(Some(TIMEOUT)).set_response_timeout(Some(TIMEOUT));
-        let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.scrub(&e.to_string()))?;
         info!(sink = "redis", url = %self.shown, "Redis connected.");
         self.conn = Some(conn.clone());
         Ok(conn)
@@ -143,15 +186,14 @@ impl Redis {
 
     /// Sends one pipeline; `Err` with the error text when it must be sent again.
     async fn send(&mut self, chunk: &[Arc<Delivery>], ctl: &Control) -> Result<(), String> {
-        let result = match self.connection().await {
-            Ok(mut conn) => self.pipeline(chunk).query_async::<()>(&mut conn).await,
-            Err(e) => Err(e),
-        };
+        // No connection: always sent again later.
+        let mut conn = self.connection().await?;
+        let result = self.pipeline(chunk).query_async::<()>(&mut conn).await;
         let Err(e) = result else {
             ctl.delivered(chunk.iter().map(|d| d.msg.received).collect());
             return Ok(());
         };
-        let text = scrub(&e.to_string(), &self.secrets);
+        let text = self.scrub(&e.to_string());
         match verdict(&e) {
             Verdict::Retry => {
                 self.conn = None;
