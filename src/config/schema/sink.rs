@@ -330,8 +330,8 @@ pub struct RedisConfig {
     /// Name of the environment variable holding the password. Default: unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
-    /// Path of a file holding the password, trimmed, read at start.
-    /// Default: unset.
+    /// Path of a file holding the password, trimmed, read at start and
+    /// again at every reconnect. Default: unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// Names of the upstreams to follow; empty = all. Default: `[]`.
