@@ -121,50 +121,7 @@ impl Nats {
         let subject = Template::parse(&cfg.subject).map_err(|e| format!("subject: {e}"))?;
         let binds = subject.stream_subjects().ok_or("subject: must start with a literal token")?;
         let shown = redact_url(&cfg.url, &Redactor::default(), None);
-        // Token and password are read here (a start or reload with one
-        // missing fails, naming it) and again at every (re)connect, off
-        // the actor threads, so a rotated secret file applies without a
-        // restart.
-        resolve_auth(cfg)?;
-        let mut options = if cfg.token_source().is_set() || cfg.password_source().is_set() {
-            let shared = Arc::new(cfg.clone());
-            ConnectOptions::with_auth_callback(move |_nonce| {
-                let cfg = Arc::clone(&shared);
-                async move {
-                    tokio::task::spawn_blocking(move || resolve_auth(&cfg))
-                        .await
-                        .map_err(|e| AuthError::new(format!("cannot read the credentials: {e}")))?
-                        .map_err(AuthError::new)
-                }
-            })
-        } else {
-            ConnectOptions::new()
-        };
-        options = options
-            .name("wsgate")
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(CONNECT_TIMEOUT)
-            .ping_interval(PING_INTERVAL)
-            .request_timeout(Some(ACK_TIMEOUT));
-        if let Some(path) = &cfg.creds_file {
-            let creds = std::fs::read_to_string(path)
-                .map_err(|e| format!("creds_file: cannot read {}: {}", path.display(), e.kind()))?;
-            options = options
-                .credentials(&creds)
-                .map_err(|e| format!("creds_file: {} is not a NATS credentials file ({})", path.display(), e.kind()))?;
-        }
-        let events_url = shown.clone();
-        options = options.event_callback(move |event| {
-            let url = events_url.clone();
-            async move {
-                match event {
-                    Event::Connected => info!(sink = "nats", url = %url, "NATS connected."),
-                    Event::Disconnected => warn!(sink = "nats", url = %url, "NATS connection lost; reconnecting."),
-                    other => tracing::debug!(sink = "nats", url = %url, event = %other, "NATS event."),
-                }
-            }
-        });
+        let options = connect_options(cfg, &shown)?;
         Ok(Nats {
             cfg: cfg.clone(),
             subject,
@@ -189,7 +146,11 @@ impl Nats {
         if let Some((_, js)) = &self.js {
             return Ok(js.clone());
         }
-        let options = self.options.take().ok_or("the NATS client is gone")?;
+        // Taken by an earlier attempt that failed: built again.
+        let options = match self.options.take() {
+            Some(options) => options,
+            None => connect_options(&self.cfg, &self.shown)?,
+        };
         let client = options.connect(self.cfg.url.as_str()).await.map_err(|e| self.scrub(&e.to_string()))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(ACK_TIMEOUT)
@@ -300,6 +261,56 @@ struct Pass {
     again: VecDeque<Arc<Delivery>>,
     /// The first error, scrubbed.
     error: Option<String>,
+}
+
+/// The client's options: credentials (read now, and token and password
+/// again at every reconnect), timeouts, connection events logged.
+fn connect_options(cfg: &NatsConfig, shown: &str) -> Result<ConnectOptions, String> {
+    // Token and password are read here (a start or reload with one
+    // missing fails, naming it) and again at every (re)connect, off
+    // the actor threads, so a rotated secret file applies without a
+    // restart.
+    resolve_auth(cfg)?;
+    let mut options = if cfg.token_source().is_set() || cfg.password_source().is_set() {
+        let shared = Arc::new(cfg.clone());
+        ConnectOptions::with_auth_callback(move |_nonce| {
+            let cfg = Arc::clone(&shared);
+            async move {
+                tokio::task::spawn_blocking(move || resolve_auth(&cfg))
+                    .await
+                    .map_err(|e| AuthError::new(format!("cannot read the credentials: {e}")))?
+                    .map_err(AuthError::new)
+            }
+        })
+    } else {
+        ConnectOptions::new()
+    };
+    options = options
+        .name("wsgate")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .ping_interval(PING_INTERVAL)
+        .request_timeout(Some(ACK_TIMEOUT));
+    if let Some(path) = &cfg.creds_file {
+        let creds = std::fs::read_to_string(path)
+            .map_err(|e| format!("creds_file: cannot read {}: {}", path.display(), e.kind()))?;
+        options = options
+            .credentials(&creds)
+            .map_err(|e| format!("creds_file: {} is not a NATS credentials file ({})", path.display(), e.kind()))?;
+    }
+    let events_url = shown.to_string();
+    options = options.event_callback(move |event| {
+        let url = events_url.clone();
+        async move {
+            match event {
+                Event::Connected => info!(sink = "nats", url = %url, "NATS connected."),
+                Event::Disconnected => warn!(sink = "nats", url = %url, "NATS connection lost; reconnecting."),
+                other => tracing::debug!(sink = "nats", url = %url, event = %other, "NATS event."),
+            }
+        }
+    });
+    Ok(options)
 }
 
 /// The token or user + password to connect with, read now from wherever
