@@ -1,0 +1,231 @@
+//! The write side of a `/ws` session: the HTTP response body.
+//!
+//! actix-web's HTTP/1 dispatcher polls a response body only while its write
+//! buffer holds less than `h1_write_buffer_size` (32 KiB), then writes the
+//! buffer to the socket. So [`Outbound`] pulls from the subscriber's hub
+//! queue only when polled, in bounded batches, and yields the message's
+//! shared frame (`Delivery::frame`, built once for every subscriber): the
+//! socket's readiness is what drains the queue, and a session holds at most
+//! one batch beside the queue, so memory under any burst is bounded by the
+//! queues (`queue_capacity`, `queue_bytes`) and the socket buffers. No lock
+//! is held while the dispatcher writes; it writes many frames per syscall.
+//!
+//! Control frames (pongs, pings, acks, errors, the close) come from the
+//! [`Session`](super::session::Session) actor through the [`Outbox`]; both
+//! run on the same worker thread.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use actix::Recipient;
+use bytes::Bytes;
+use futures_core::Stream;
+
+use super::session::BodyEnded;
+use crate::fanout::frame;
+use crate::fanout::{Closed, Item, SubQueue, Taken};
+use crate::model::close;
+use crate::telemetry::{Left, SubscriberMetrics};
+
+/// Items taken from the queue per batch at most.
+const BATCH_ITEMS: usize = 256;
+/// Message bytes taken from the queue per batch, about (the dispatcher's
+/// write buffer is 32 KiB).
+const BATCH_BYTES: usize = 32 * 1024;
+/// Control frames (pongs, acks, errors) waiting for the socket at most;
+/// a client that keeps sending without reading the answers is closed as slow.
+pub const MAX_CONTROL: usize = 256;
+
+/// Control frames from the session actor to the body, on one thread.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Pongs, pings, acks, errors, in order; at most [`MAX_CONTROL`].
+    frames: VecDeque<Bytes>,
+    /// The close frame: written after `frames`, then the body ends.
+    close: Option<Bytes>,
+    /// The session stopped without a close frame (the client is gone): end.
+    end: bool,
+    /// The body, waiting for a frame.
+    waker: Option<Waker>,
+    /// Messages taken from the queue but never written (the body was
+    /// dropped first), to be counted once the session knows why it ended.
+    unsent: u64,
+    /// Why the session ended, once its actor stopped.
+    left: Option<Left>,
+}
+
+/// The outbox as the actor and the body share it.
+pub type SharedOutbox = Rc<RefCell<Outbox>>;
+
+impl Outbox {
+    /// Queues a control frame; false when [`MAX_CONTROL`] are already waiting.
+    pub fn push(&mut self, frame: Bytes) -> bool {
+        if self.frames.len() >= MAX_CONTROL {
+            return false;
+        }
+        self.frames.push_back(frame);
+        self.wake();
+        true
+    }
+
+    /// The last frame; later frames and data are not written.
+    pub fn close(&mut self, frame: Bytes) {
+        if self.close.is_none() {
+            self.close = Some(frame);
+        }
+        self.wake();
+    }
+
+    /// The session stopped for `left`: the body ends after what is queued
+    /// here, and messages it took but never wrote are counted now (or when
+    /// it drops, if it still runs).
+    pub fn session_stopped(&mut self, left: Left, metrics: &SubscriberMetrics) {
+        self.end = true;
+        self.left = Some(left);
+        count_unsent(&mut self.unsent, left, metrics);
+        self.wake();
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+fn count_unsent(unsent: &mut u64, left: Left, metrics: &SubscriberMetrics) {
+    if let Some(reason) = left.leftovers() {
+        metrics.dropped(reason, *unsent);
+    }
+    *unsent = 0;
+}
+
+/// The response body of one `/ws` session.
+pub struct Outbound {
+    queue: Arc<SubQueue>,
+    outbox: SharedOutbox,
+    /// `format=raw`: the raw frame of each message, else the envelope frame.
+    raw: bool,
+    /// Taken from the queue, written up to `next`; at most one batch.
+    batch: Vec<Item>,
+    next: usize,
+    metrics: SubscriberMetrics,
+    /// Told once when the queue closed or the body is gone.
+    session: Option<Recipient<BodyEnded>>,
+    /// The close frame was yielded: the body ends.
+    done: bool,
+}
+
+impl Outbound {
+    /// The body for a session whose actor is `session`.
+    pub fn new(
+        queue: Arc<SubQueue>,
+        outbox: SharedOutbox,
+        raw: bool,
+        metrics: SubscriberMetrics,
+        session: Recipient<BodyEnded>,
+    ) -> Self {
+        Outbound { queue, outbox, raw, batch: Vec::new(), next: 0, metrics, session: Some(session), done: false }
+    }
+
+    /// The frame of the next item of the batch, if any is left.
+    fn next_frame(&mut self) -> Option<Bytes> {
+        let item = self.batch.get(self.next)?;
+        self.next += 1;
+        let frame = match item {
+            Item::Message(d) => d.frame(self.raw).clone(),
+            Item::Event(e) => frame::frame(frame::TEXT, e.as_bytes()),
+        };
+        if self.next == self.batch.len() {
+            // The batch is in the dispatcher's buffer: delivered.
+            let received = self.batch.iter().filter_map(|i| match i {
+                Item::Message(d) => Some(d.msg.received),
+                Item::Event(_) => None,
+            });
+            self.metrics.delivered(received);
+            // Capacity kept: no allocation per batch.
+            self.batch.clear();
+            self.next = 0;
+        }
+        Some(frame)
+    }
+
+    fn tell_session(&mut self, closed: Option<Closed>) {
+        if let Some(s) = self.session.take() {
+            s.do_send(BodyEnded(closed));
+        }
+    }
+}
+
+impl Stream for Outbound {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        {
+            let mut out = this.outbox.borrow_mut();
+            if let Some(f) = out.frames.pop_front() {
+                return Poll::Ready(Some(Ok(f)));
+            }
+            if let Some(f) = out.close.take() {
+                this.done = true;
+                return Poll::Ready(Some(Ok(f)));
+            }
+            if out.end {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+        }
+        if let Some(f) = this.next_frame() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        match this.queue.poll_take(cx, BATCH_ITEMS, BATCH_BYTES, &mut this.batch) {
+            Poll::Ready(Taken::Items) => match this.next_frame() {
+                Some(f) => Poll::Ready(Some(Ok(f))),
+                // Unreachable (Items moves at least one item); end cleanly.
+                None => Poll::Ready(None),
+            },
+            Poll::Ready(Taken::Closed(why)) => {
+                this.done = true;
+                this.tell_session(Some(why));
+                let f = match why {
+                    Closed::Slow => frame::close(close::POLICY, "slow consumer"),
+                    Closed::Shutdown | Closed::Reload => frame::close(close::GOING_AWAY, ""),
+                };
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Taken::Finished) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                this.outbox.borrow_mut().waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        // The connection is gone (or the close was written): what was taken
+        // and not written is lost; the session counts it by why it ended.
+        let unsent = self.batch[self.next..].iter().filter(|i| matches!(i, Item::Message(_))).count() as u64;
+        {
+            let mut out = self.outbox.borrow_mut();
+            let out = &mut *out;
+            out.unsent += unsent;
+            if let Some(left) = out.left {
+                count_unsent(&mut out.unsent, left, &self.metrics);
+            }
+        }
+        self.tell_session(None);
+    }
+}
