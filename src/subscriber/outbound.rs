@@ -229,3 +229,89 @@ impl Drop for Outbound {
         self.tell_session(None);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Instant, SystemTime};
+
+    use futures_util::task::noop_waker;
+
+    use super::*;
+    use crate::config::Overflow;
+    use crate::fanout::{DataKind, Delivery, Incoming};
+    use crate::telemetry::Metrics;
+
+    /// Stands in for the session actor: records what the body told it.
+    struct Witness(Rc<RefCell<Vec<Option<Closed>>>>);
+    impl actix::Actor for Witness {
+        type Context = actix::Context<Self>;
+    }
+    impl actix::Handler<BodyEnded> for Witness {
+        type Result = ();
+        fn handle(&mut self, ended: BodyEnded, _: &mut Self::Context) {
+            self.0.borrow_mut().push(ended.0);
+        }
+    }
+
+    fn delivery(seq: u64) -> Arc<Delivery> {
+        Delivery::new(
+            Incoming {
+                upstream: "feed".into(),
+                topic: "".into(),
+                raw: Bytes::from(format!("{{\"n\":{seq}}}")),
+                raw_is_text: true,
+                kind: DataKind::Json,
+                received_at: SystemTime::now(),
+                received: Instant::now(),
+            },
+            seq,
+        )
+    }
+
+    /// The body takes one bounded batch per pull and yields each message's
+    /// shared frame (the very buffer in the Delivery, no copy); control
+    /// frames go first; the queue's close becomes a 1001 close frame, the
+    /// last thing written, and the session is told.
+    #[actix_rt::test]
+    async fn pulls_bounded_batches_of_shared_frames() {
+        use actix::Actor as _;
+        let metrics = Metrics::new().subscriber("websocket");
+        let queue = SubQueue::new(10_000, Overflow::DropOldest, false, metrics.clone());
+        let sent: Vec<_> = (1..=1000).map(delivery).collect();
+        for d in &sent {
+            queue.push(d);
+        }
+        let told = Rc::new(RefCell::new(Vec::new()));
+        let witness = Witness(Rc::clone(&told)).start();
+        let outbox = SharedOutbox::default();
+        let mut body = Outbound::new(Arc::clone(&queue), Rc::clone(&outbox), false, metrics, witness.recipient());
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut next = |body: &mut Outbound| match Pin::new(body).poll_next(&mut cx) {
+            Poll::Ready(Some(Ok(f))) => Some(f),
+            Poll::Ready(None) => None,
+            Poll::Ready(Some(Err(e))) => match e {},
+            Poll::Pending => panic!("pending"),
+        };
+
+        let first = next(&mut body).expect("a frame");
+        assert_eq!(first.as_ptr(), sent[0].frame(false).as_ptr(), "the shared frame, not a copy");
+        assert_eq!(queue.len(), 1000 - BATCH_ITEMS, "one batch taken, the rest still queued");
+        assert!(outbox.borrow_mut().push(Bytes::from_static(b"pong")));
+        assert_eq!(&next(&mut body).expect("the control frame")[..], b"pong");
+        for d in &sent[1..] {
+            assert_eq!(next(&mut body).expect("a frame").as_ptr(), d.frame(false).as_ptr());
+        }
+        queue.close(Closed::Shutdown);
+        assert_eq!(&next(&mut body).expect("the close")[..], &frame::close(close::GOING_AWAY, "")[..]);
+        assert!(next(&mut body).is_none());
+        drop(body);
+        let told_soon = async {
+            while told.borrow().is_empty() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), told_soon).await.expect("the session was told");
+        assert_eq!(told.borrow()[0], Some(Closed::Shutdown));
+    }
+}
