@@ -190,6 +190,21 @@ impl Session {
     }
 }
 
+/// How a session whose queue closed for `why` is counted.
+fn left_for(why: Closed) -> Left {
+    match why {
+        Closed::Slow => Left::Slow,
+        Closed::Shutdown | Closed::Reload => Left::Shutdown,
+    }
+}
+
+impl Session {
+    /// Why the session ends when nobody chose: the queue's close, if any.
+    fn queue_left(&self) -> Left {
+        self.queue.closed().map_or(Left::Client, left_for)
+    }
+}
+
 impl Actor for Session {
     type Context = Context<Self>;
 
@@ -206,12 +221,7 @@ impl Actor for Session {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.sub = None;
-        let left = self.left.unwrap_or(match self.queue.closed() {
-            // The body wrote the queue's close, or would have.
-            Some(Closed::Slow) => Left::Slow,
-            Some(Closed::Shutdown | Closed::Reload) => Left::Shutdown,
-            None => Left::Client,
-        });
+        let left = self.left.unwrap_or_else(|| self.queue_left());
         // What is still queued will never be written: counted, unless the
         // client itself chose to leave.
         match left.leftovers() {
@@ -230,9 +240,10 @@ impl Handler<BodyEnded> for Session {
 
     fn handle(&mut self, ended: BodyEnded, ctx: &mut Self::Context) {
         let left = match ended.0 {
-            Some(Closed::Slow) => Left::Slow,
-            Some(Closed::Shutdown | Closed::Reload) => Left::Shutdown,
-            None => Left::Client,
+            Some(why) => left_for(why),
+            // The connection is gone; if the queue was closed before (a
+            // slow client that never read its close), that is why.
+            None => self.queue_left(),
         };
         self.end(ctx, left, None);
     }
