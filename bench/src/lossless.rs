@@ -207,6 +207,10 @@ async fn burst(
     }
     let wall_s = sw.last_recv_ns.saturating_sub(go_ns) as f64 / 1e9;
     let cpu = cpu1 - cpu0;
+    if cpu < 0.2 {
+        // /proc counts CPU in 10 ms ticks: a shorter burst measures nothing.
+        why.push(format!("{cpu:.2} s of relay CPU is too short to measure (more messages)"));
+    }
     let valid = why.is_empty();
     let b = Burst {
         round,
