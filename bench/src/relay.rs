@@ -150,7 +150,7 @@ async fn upstream(name: Arc<str>, url: String, out: Out, shared: Arc<Shared>, re
             while let Some(Ok(m)) = r.next().await {
                 let Message::Text(raw) = m else { continue };
                 seq += 1;
-                let envelope = (shared.envelope_subs.load(Ordering::Relaxed) > 0)
+                let envelope = (shared.envelope_subs.load(Ordering::SeqCst) > 0)
                     .then(|| encode_envelope(&name, &raw, seq))
                     .flatten();
                 let msg = Arc::new(Msg { raw, envelope });
@@ -216,12 +216,19 @@ async fn downstream(sock: TcpStream, mut rx: Rx, shared: Arc<Shared>) {
     let mut raw = false;
     let cb = |req: &Request, resp: Response| {
         raw = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "format=raw"));
+        // Counted before the 101 goes out: a client that saw its upgrade
+        // gets envelopes for every message published after that.
+        if !raw {
+            shared.envelope_subs.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(resp)
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(sock, cb, Some(ws_config())).await else { return };
-    if !raw {
-        shared.envelope_subs.fetch_add(1, Ordering::Relaxed);
-    }
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(sock, cb, Some(ws_config())).await else {
+        if !raw {
+            shared.envelope_subs.fetch_sub(1, Ordering::SeqCst);
+        }
+        return;
+    };
     let (mut w, mut r) = ws.split();
     // Drains the client; ends the session when it goes away.
     let mut reader = tokio::spawn(async move { while let Some(Ok(_)) = r.next().await {} });
@@ -269,6 +276,6 @@ async fn downstream(sock: TcpStream, mut rx: Rx, shared: Arc<Shared>) {
     }
     reader.abort();
     if !raw {
-        shared.envelope_subs.fetch_sub(1, Ordering::Relaxed);
+        shared.envelope_subs.fetch_sub(1, Ordering::SeqCst);
     }
 }
