@@ -115,6 +115,7 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
         let mut start_rx = start_rx.clone();
         let idle = args.idle;
         let expect = args.expect;
+        let measure = args.measure;
         handles.push(tokio::spawn(async move {
             let ws = {
                 let _permit = sem.acquire().await;
@@ -145,6 +146,12 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
                 return None;
             };
             connected.fetch_add(1, Ordering::SeqCst);
+            if expect > 0 && !never {
+                // A lossless burst: every message counts from the upgrade on,
+                // so read at once (the window is only the time limit).
+                let limit = Instant::now() + Duration::from_secs_f64(measure + 120.0);
+                return Some(read_loop(&mut ws, Instant::now(), limit, idle, expect).await);
+            }
             // Wait for the window to be fixed (reading meanwhile, unless stalled).
             let (open, close) = loop {
                 if let Some(w) = *start_rx.borrow() {

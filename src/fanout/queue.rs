@@ -23,13 +23,18 @@ use crate::telemetry::{DropReason, SubscriberMetrics};
 /// it follows) before it counts as having stopped reading.
 pub const MAX_EVENTS: usize = 1024;
 
+/// An emptied queue keeps at most this many slots allocated.
+const SHRINK_ABOVE: usize = 1024;
+
 /// One queued item.
 #[derive(Debug, Clone)]
 pub enum Item {
     /// A data message.
     Message(Arc<Delivery>),
-    /// A control event (state, gap), already encoded.
-    Event(ByteString),
+    /// A control event (state, gap), already encoded. Boxed: a queue holds
+    /// one `Item` per message per subscriber, so the common case (a
+    /// message) stays two words.
+    Event(Box<ByteString>),
 }
 
 /// Why a queue was closed by the producer side.
@@ -224,7 +229,7 @@ impl SubQueue {
                 let tail = std::mem::take(&mut g.missed_tail);
                 if self.events {
                     for (upstream, n) in tail {
-                        g.items.push_back(Item::Event(gap_event(&upstream, n)));
+                        g.items.push_back(Item::Event(Box::new(gap_event(&upstream, n))));
                     }
                 }
             }
@@ -262,7 +267,7 @@ impl SubQueue {
                 self.waker.wake();
                 return false;
             }
-            g.items.push_back(Item::Event(event));
+            g.items.push_back(Item::Event(Box::new(event)));
             was_empty
         };
         if wake {
@@ -339,7 +344,7 @@ impl SubQueue {
             if matches!(item, Item::Message(_)) && !g.missed.is_empty() {
                 for (upstream, missed) in g.missed.drain(..) {
                     if self.events {
-                        out.push(Item::Event(gap_event(&upstream, missed)));
+                        out.push(Item::Event(Box::new(gap_event(&upstream, missed))));
                     }
                 }
             }
@@ -377,13 +382,17 @@ impl SubQueue {
                     if !g.missed.is_empty() {
                         for (upstream, missed) in std::mem::take(&mut g.missed) {
                             if self.events {
-                                out.push(Item::Event(gap_event(&upstream, missed)));
+                                out.push(Item::Event(Box::new(gap_event(&upstream, missed))));
                             }
                         }
                     }
                 }
                 out.push(item);
                 items += 1;
+            }
+            if g.items.is_empty() && g.items.capacity() > SHRINK_ABOVE {
+                // A burst is over: give its room back.
+                g.items = VecDeque::new();
             }
             return Poll::Ready(Taken::Items);
         }
@@ -615,6 +624,12 @@ mod tests {
         assert_eq!(q.abandon(DropReason::Reload), 1);
         assert_eq!(q.push(&msg("a", 2)), Pushed::Dropped);
         assert_eq!(dropped(&m, "reload"), 2.0);
+    }
+
+    /// A queue holds one item per message: two words.
+    #[test]
+    fn items_are_small() {
+        assert_eq!(std::mem::size_of::<Item>(), 16);
     }
 
     /// Batches are bounded in items and bytes; a gap event stays in front
