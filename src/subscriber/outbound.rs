@@ -36,9 +36,14 @@ const BATCH_ITEMS: usize = 256;
 /// Message bytes taken from the queue per batch, about (the dispatcher's
 /// write buffer is 32 KiB).
 const BATCH_BYTES: usize = 32 * 1024;
-/// Control frames (pongs, acks, errors) waiting for the socket at most;
-/// a client that keeps sending without reading the answers is closed as slow.
+/// Control frames (pongs, acks, errors) waiting for the socket before the
+/// session stops reading the client's frames (each frame is answered by at
+/// most one): a client that sends without reading the answers is held back
+/// by TCP, like any reader that stops reading.
 pub const MAX_CONTROL: usize = 256;
+/// Frames the outbox takes at most: [`MAX_CONTROL`] answers plus room for
+/// the session's own pings; past it the session is closed as slow.
+const MAX_OUTBOX: usize = MAX_CONTROL + 16;
 
 /// Control frames from the session actor to the body, on one thread.
 #[derive(Debug, Default)]
@@ -51,6 +56,8 @@ pub struct Outbox {
     end: bool,
     /// The body, waiting for a frame.
     waker: Option<Waker>,
+    /// The client's frame reader, waiting for room (see [`MAX_CONTROL`]).
+    reader: Option<Waker>,
     /// Messages taken from the queue but never written (the body was
     /// dropped first), to be counted once the session knows why it ended.
     unsent: u64,
@@ -62,9 +69,9 @@ pub struct Outbox {
 pub type SharedOutbox = Rc<RefCell<Outbox>>;
 
 impl Outbox {
-    /// Queues a control frame; false when [`MAX_CONTROL`] are already waiting.
+    /// Queues a control frame; false when the outbox is full.
     pub fn push(&mut self, frame: Bytes) -> bool {
-        if self.frames.len() >= MAX_CONTROL {
+        if self.frames.len() >= MAX_OUTBOX {
             return false;
         }
         self.frames.push_back(frame);
@@ -94,6 +101,17 @@ impl Outbox {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+    }
+
+    /// True when the client's next frame may be read: fewer than
+    /// [`MAX_CONTROL`] answers wait. Otherwise `reader` is woken once the
+    /// body has written some.
+    pub fn poll_room(&mut self, reader: &Waker) -> bool {
+        if self.frames.len() < MAX_CONTROL {
+            return true;
+        }
+        self.reader = Some(reader.clone());
+        false
     }
 }
 
@@ -172,6 +190,11 @@ impl Stream for Outbound {
         {
             let mut out = this.outbox.borrow_mut();
             if let Some(f) = out.frames.pop_front() {
+                if out.frames.len() < MAX_CONTROL / 2 {
+                    if let Some(r) = out.reader.take() {
+                        r.wake();
+                    }
+                }
                 return Poll::Ready(Some(Ok(f)));
             }
             if let Some(f) = out.close.take() {

@@ -75,10 +75,10 @@ impl Session {
         self.control_frame(ctx, frame::frame(frame::TEXT, value.to_string().as_bytes()));
     }
 
-    /// Queues a control frame; a client that leaves [`MAX_CONTROL`] of them
-    /// unread while it keeps sending is closed as slow.
-    ///
-    /// [`MAX_CONTROL`]: super::outbound::MAX_CONTROL
+    /// Queues a control frame. The client's frames are read only while the
+    /// outbox has room ([`ClientFrames`]), so this fails only if the
+    /// session's own pings pile up behind a client that reads nothing:
+    /// closed as slow.
     fn control_frame(&mut self, ctx: &mut Context<Self>, f: Bytes) {
         if !self.outbox.borrow_mut().push(f) {
             debug!("Subscriber does not read its answers; closing as slow.");
@@ -311,6 +311,10 @@ impl StreamHandler<Result<Frame, Refused>> for Session {
 /// by actix-http's codec. Ends after the first refusal.
 pub struct ClientFrames<S> {
     payload: S,
+    /// Frames are decoded only while the answers fit ([`Outbox::poll_room`]).
+    ///
+    /// [`Outbox::poll_room`]: super::outbound::Outbox::poll_room
+    outbox: SharedOutbox,
     scan: FrameScan,
     codec: Codec,
     /// Bytes received and not yet decoded (at most one frame and a header).
@@ -320,10 +324,11 @@ pub struct ClientFrames<S> {
 }
 
 impl<S> ClientFrames<S> {
-    /// Frames of `payload`.
-    pub fn new(payload: S) -> Self {
+    /// Frames of `payload`, read while `outbox` has room for their answers.
+    pub fn new(payload: S, outbox: SharedOutbox) -> Self {
         ClientFrames {
             payload,
+            outbox,
             scan: FrameScan::default(),
             codec: Codec::new().max_size(MAX_CLIENT_FRAME),
             buf: BytesMut::new(),
@@ -347,6 +352,9 @@ where
         loop {
             if this.over {
                 return Poll::Ready(None);
+            }
+            if !this.outbox.borrow_mut().poll_room(cx.waker()) {
+                return Poll::Pending;
             }
             match this.codec.decode(&mut this.buf) {
                 Ok(Some(f)) => return Poll::Ready(Some(Ok(f))),

@@ -185,7 +185,7 @@ pub async fn endpoint(
     let body_queue = Arc::clone(&queue);
     let body_metrics = metrics.clone();
     let session = Session::create(|ctx| {
-        ctx.add_stream(ClientFrames::new(payload));
+        ctx.add_stream(ClientFrames::new(payload, Rc::clone(&outbox)));
         Session {
             sub: Some(sub),
             queue,
