@@ -7,6 +7,8 @@
 #   scripts/bench.sh --only throughput    # some phases: throughput,latency,slow,rss,recovery,halfopen
 #   scripts/bench.sh profile              # callgrind profiles of the fan-out path -> docs/bench/profile/
 #   scripts/bench.sh heap                 # massif heap profile, 2 000 idle subscribers -> docs/bench/profile/heap-idle-subscribers.txt
+#   scripts/bench.sh lossless [ARGS]      # lossless bursts, relay pinned to core 0 (issue 16) -> docs/bench/lossless.{md,json}
+#                                         #   e.g. --rounds 1 --scenarios 10:20000 --no-write for a quick check
 #
 # Environment:
 #   WSGATE_BIN=path   use this wsgate binary instead of building target/release/wsgate
@@ -20,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 MODE=matrix
-if [[ "${1:-}" == "profile" || "${1:-}" == "heap" ]]; then
+if [[ "${1:-}" == "profile" || "${1:-}" == "heap" || "${1:-}" == "lossless" ]]; then
     MODE=$1
     shift
 fi
@@ -59,6 +61,14 @@ NICE=()
 nice_level=${BENCH_NICE:--10}
 if [[ "$nice_level" != 0 && $(id -u) == 0 ]]; then
     NICE=(nice -n "$nice_level")
+fi
+
+if [[ $MODE == lossless ]]; then
+    command -v taskset >/dev/null || { echo "taskset is missing (util-linux)" >&2; exit 1; }
+    # Every burst is bounded (--timeout, and each child's --duration); the relay
+    # under test runs on core 0, the feed and the swarm on core 1.
+    timeout 3600 "${NICE[@]}" "$WSBENCH" lossless --wsgate "$WSGATE_BIN" --out "$OUT" "$@"
+    exit 0
 fi
 
 if [[ $MODE == profile ]]; then

@@ -5,7 +5,8 @@
 //! rates (bursty, ~30 messages/s in all) and closes every link after a
 //! minute with 1012 "service restart", so reconnects show in `/status`,
 //! `/metrics` and the page. It uses actix-web-actors as a *server*, the only
-//! other place besides `subscriber/websocket.rs` that does.
+//! place that does (the `/ws` session is written on actix-http's codec,
+//! `subscriber/session.rs` and `outbound.rs`).
 
 use std::net::TcpListener;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

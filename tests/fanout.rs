@@ -116,6 +116,9 @@ async fn two_hundred_subscribers_get_every_message() {
                 let frame = tokio::time::timeout(Duration::from_secs(120), ws.next())
                     .await
                     .map_err(|_| format!("client {i}: stalled at seq {expect}"))?;
+                if matches!(frame, Some(Ok(Message::Ping(_)))) {
+                    continue;
+                }
                 let Some(Ok(Message::Text(t))) = frame else { return Err(format!("client {i}: {frame:?}")) };
                 let v: serde_json::Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
                 if v.get("event").is_some() {
@@ -411,4 +414,43 @@ async fn state_events_and_shutdown_close() {
     };
     assert_eq!(close.map(|c| c.code), Some(CloseCode::Away));
     shutdown.await.unwrap();
+}
+
+/// A client that pipelines thousands of control messages before it reads
+/// gets every answer, in order, and is not closed: its frames are read only
+/// as fast as the answers are written (the session's outbox stays bounded).
+#[actix_rt::test]
+async fn pipelined_control_messages_are_all_answered() {
+    const N: usize = 2000;
+    let a = ticking_feed(Duration::from_millis(50));
+    let gw = start(settings(vec![UpstreamConfig::new("a", a.url("/"))])).await;
+    let mut ws = ws_connect(&ws_url(&gw, "?upstream=a&topic=nothing"), &[]).await.unwrap();
+    for i in 0..N {
+        ws.feed(Message::text(format!("garbage {i}"))).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    let mut errors = 0;
+    while errors < N {
+        let frame = tokio::time::timeout(LONG, ws.next()).await.expect("an answer in time");
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["event"] == "error" {
+                    errors += 1;
+                } else {
+                    assert_eq!(v["event"], "upstream", "{v}");
+                }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("after {errors} answers: {other:?}"),
+        }
+    }
+    ws.send(Message::text(r#"{"op":"subscribe","upstream":"a"}"#)).await.unwrap();
+    loop {
+        let v = next_json(&mut ws, LONG).await;
+        if v["event"] == "ack" {
+            break;
+        }
+    }
+    gw.shutdown().await;
 }

@@ -42,6 +42,10 @@ pub struct FeedArgs {
     /// Exit after this many seconds whatever happens (every run is bounded).
     #[arg(long, default_value_t = 120)]
     pub duration: u64,
+    /// Hold every connection silent until stdin says `go` (lossless bursts:
+    /// the subscribers connect first).
+    #[arg(long)]
+    pub wait_go: bool,
 }
 
 pub fn println_json(v: serde_json::Value) {
@@ -57,6 +61,7 @@ pub async fn run(args: FeedArgs) -> anyhow::Result<()> {
     println_json(json!({"event": "listening", "port": port, "at_ns": now_ns()}));
 
     let (half_tx, half_rx) = watch::channel(false);
+    let (go_tx, go_rx) = watch::channel(!args.wait_go);
     let conns = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let args = Arc::new(args);
@@ -69,6 +74,10 @@ pub async fn run(args: FeedArgs) -> anyhow::Result<()> {
                 Ok(Some(l)) if l.trim() == "halfopen" => {
                     let _ = half_tx.send(true);
                     println_json(json!({"event": "halfopen", "at_ns": now_ns()}));
+                }
+                Ok(Some(l)) if l.trim() == "go" => {
+                    let _ = go_tx.send(true);
+                    println_json(json!({"event": "go", "at_ns": now_ns()}));
                 }
                 Ok(Some(l)) if l.trim() == "quit" => std::process::exit(0),
                 Ok(Some(_)) => {}
@@ -85,8 +94,9 @@ pub async fn run(args: FeedArgs) -> anyhow::Result<()> {
             };
             let _ = sock.set_nodelay(true);
             let (args, half, conns) = (Arc::clone(&args), half_rx.clone(), Arc::clone(&conns));
+            let mut go = go_rx.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve(sock, &args, half, conns, deadline).await {
+                if let Err(e) = serve(sock, &args, half, conns, deadline, &mut go).await {
                     eprintln!("feed: connection ended: {e}");
                 }
             });
@@ -105,6 +115,7 @@ async fn serve(
     mut half: watch::Receiver<bool>,
     conns: Arc<AtomicU64>,
     deadline: Instant,
+    go: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let ws = tokio_tungstenite::accept_async(sock).await?;
     let n = conns.fetch_add(1, Ordering::SeqCst) + 1;
@@ -132,6 +143,10 @@ async fn serve(
     let pad = padding();
     let mut buf = String::with_capacity(256);
     let mut sent: u64 = 0;
+    tokio::select! {
+        _ = go.wait_for(|g| *g) => {}
+        _ = tokio::time::sleep_until(deadline.into()) => return Ok(()),
+    }
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -2,6 +2,7 @@
 
 mod common;
 mod feed;
+mod lossless;
 mod matrix;
 mod relay;
 mod swarm;
@@ -32,6 +33,8 @@ enum Cmd {
     },
     /// Drives a fan-out load against an already running gateway (for profiling).
     Load(matrix::LoadArgs),
+    /// Lossless bursts: deliveries per relay CPU-second, peak RSS; invalid on any loss (issue 16).
+    Lossless(lossless::LosslessArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Load(a) => current_thread()?.block_on(matrix::load(a)),
+        Cmd::Lossless(a) => current_thread()?.block_on(lossless::run(a)),
     }
 }
 

@@ -58,16 +58,16 @@ pub struct MatrixArgs {
 // ---------------------------------------------------------------- children
 
 /// A child process we started. Killed (SIGKILL to its own PID) on `stop` or drop.
-struct Proc {
+pub(crate) struct Proc {
     name: String,
     child: Child,
-    pid: u32,
+    pub(crate) pid: u32,
     stdin: Option<ChildStdin>,
     events: mpsc::UnboundedReceiver<Value>,
 }
 
 impl Proc {
-    async fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Proc> {
+    pub(crate) async fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Proc> {
         let log_file = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::from(log_file)).kill_on_drop(true);
         let mut child = cmd.spawn().with_context(|| format!("cannot start {name}"))?;
@@ -87,7 +87,7 @@ impl Proc {
     }
 
     /// The next stdout event named `event` (others are skipped), within `t`.
-    async fn expect(&mut self, event: &str, t: Duration) -> anyhow::Result<Value> {
+    pub(crate) async fn expect(&mut self, event: &str, t: Duration) -> anyhow::Result<Value> {
         let end = Instant::now() + t;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -100,7 +100,7 @@ impl Proc {
         }
     }
 
-    async fn send(&mut self, line: &str) -> anyhow::Result<()> {
+    pub(crate) async fn send(&mut self, line: &str) -> anyhow::Result<()> {
         let stdin = self.stdin.as_mut().ok_or_else(|| anyhow!("no stdin"))?;
         stdin.write_all(format!("{line}\n").as_bytes()).await?;
         stdin.flush().await?;
@@ -108,7 +108,7 @@ impl Proc {
     }
 
     /// SIGKILL to this child's PID, then reap it.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
@@ -128,7 +128,7 @@ impl Proc {
 }
 
 /// User + system CPU seconds of a process so far.
-fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let (u, s) = cpu_split(pid);
     u + s
 }
@@ -144,7 +144,7 @@ fn cpu_split(pid: u32) -> (f64, f64) {
     (ut / 100.0, st / 100.0)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -332,7 +332,7 @@ async fn start_target(ctx: &mut Ctx, kind: Kind, feeds: &[String], o: &TargetOpt
 }
 
 /// Waits until the feed has accepted `n` connections in total.
-async fn wait_conns(feed: &mut Proc, n: u64) -> anyhow::Result<()> {
+pub(crate) async fn wait_conns(feed: &mut Proc, n: u64) -> anyhow::Result<()> {
     loop {
         let v = feed.expect("conn", Duration::from_secs(20)).await?;
         if v["n"].as_u64().unwrap_or(0) >= n {
@@ -653,7 +653,7 @@ struct Results {
     notes: Vec<String>,
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()

@@ -17,14 +17,14 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -48,6 +48,10 @@ pub struct RelayArgs {
     /// Exit after this many seconds (every run is bounded).
     #[arg(long, default_value_t = 600)]
     pub duration: u64,
+    /// Lossless: one bounded channel (`capacity`) per subscriber instead of
+    /// the broadcast; a full one pauses the upstream read until it has room.
+    #[arg(long)]
+    pub lossless: bool,
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -63,6 +67,41 @@ struct Msg {
 struct Shared {
     envelope_subs: AtomicUsize,
     lagged: AtomicU64,
+    /// Lossless mode: every subscriber's channel; `generation` counts changes.
+    subs: Mutex<Vec<mpsc::Sender<Arc<Msg>>>>,
+    generation: AtomicU64,
+}
+
+/// Where an upstream sends.
+enum Out {
+    Broadcast(broadcast::Sender<Arc<Msg>>),
+    /// Each subscriber's bounded channel; a full one is waited for.
+    Lossless(Arc<Shared>),
+}
+
+/// What a subscriber reads.
+enum Rx {
+    Broadcast(broadcast::Receiver<Arc<Msg>>),
+    Lossless(mpsc::Receiver<Arc<Msg>>),
+}
+
+impl Rx {
+    async fn recv(&mut self) -> Result<Arc<Msg>, broadcast::error::RecvError> {
+        match self {
+            Rx::Broadcast(r) => r.recv().await,
+            Rx::Lossless(r) => r.recv().await.ok_or(broadcast::error::RecvError::Closed),
+        }
+    }
+
+    fn try_recv(&mut self) -> Result<Arc<Msg>, broadcast::error::TryRecvError> {
+        match self {
+            Rx::Broadcast(r) => r.try_recv(),
+            Rx::Lossless(r) => r.try_recv().map_err(|e| match e {
+                mpsc::error::TryRecvError::Empty => broadcast::error::TryRecvError::Empty,
+                mpsc::error::TryRecvError::Disconnected => broadcast::error::TryRecvError::Closed,
+            }),
+        }
+    }
 }
 
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
@@ -72,14 +111,25 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     for (i, url) in args.upstream.iter().enumerate() {
         let name: Arc<str> = if i == 0 { "feed".into() } else { format!("feed{i}").into() };
-        tokio::spawn(upstream(name, url.clone(), tx.clone(), Arc::clone(&shared), args.retry_ms));
+        let out = if args.lossless { Out::Lossless(Arc::clone(&shared)) } else { Out::Broadcast(tx.clone()) };
+        tokio::spawn(upstream(name, url.clone(), out, Arc::clone(&shared), args.retry_ms));
     }
     println_json(json!({"event": "listening", "port": port}));
+    let capacity = args.capacity;
     let accept = async {
         loop {
             let Ok((sock, _)) = listener.accept().await else { continue };
             let _ = sock.set_nodelay(true);
-            tokio::spawn(downstream(sock, tx.subscribe(), Arc::clone(&shared)));
+            let rx = if args.lossless {
+                let (stx, srx) = mpsc::channel(capacity);
+                let mut subs = shared.subs.lock().unwrap_or_else(|p| p.into_inner());
+                subs.push(stx);
+                shared.generation.fetch_add(1, Ordering::SeqCst);
+                Rx::Lossless(srx)
+            } else {
+                Rx::Broadcast(tx.subscribe())
+            };
+            tokio::spawn(downstream(sock, rx, Arc::clone(&shared)));
         }
     };
     tokio::select! {
@@ -89,19 +139,48 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     std::process::exit(0)
 }
 
-async fn upstream(name: Arc<str>, url: String, tx: broadcast::Sender<Arc<Msg>>, shared: Arc<Shared>, retry_ms: u64) {
+async fn upstream(name: Arc<str>, url: String, out: Out, shared: Arc<Shared>, retry_ms: u64) {
     let mut seq: u64 = 0;
+    // Lossless: the subscribers' senders, re-read when the set changes.
+    let mut subs: Vec<mpsc::Sender<Arc<Msg>>> = Vec::new();
+    let mut generation = u64::MAX;
     loop {
         if let Ok((ws, _)) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), true).await {
             let (_w, mut r) = ws.split();
             while let Some(Ok(m)) = r.next().await {
                 let Message::Text(raw) = m else { continue };
                 seq += 1;
-                let envelope = (shared.envelope_subs.load(Ordering::Relaxed) > 0)
+                let envelope = (shared.envelope_subs.load(Ordering::SeqCst) > 0)
                     .then(|| encode_envelope(&name, &raw, seq))
                     .flatten();
-                // No receiver is fine.
-                let _ = tx.send(Arc::new(Msg { raw, envelope }));
+                let msg = Arc::new(Msg { raw, envelope });
+                match &out {
+                    // No receiver is fine.
+                    Out::Broadcast(tx) => {
+                        let _ = tx.send(msg);
+                    }
+                    Out::Lossless(sh) => {
+                        let g = sh.generation.load(Ordering::SeqCst);
+                        if g != generation {
+                            generation = g;
+                            let mut all = sh.subs.lock().unwrap_or_else(|p| p.into_inner());
+                            all.retain(|s| !s.is_closed());
+                            subs.clone_from(&all);
+                        }
+                        for s in &subs {
+                            match s.try_send(Arc::clone(&msg)) {
+                                Ok(()) => {}
+                                // Full: this read waits until the subscriber has room.
+                                Err(mpsc::error::TrySendError::Full(m)) => {
+                                    let _ = s.send(m).await;
+                                }
+                                Err(mpsc::error::TrySendError::Closed(_)) => {
+                                    sh.generation.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(retry_ms)).await;
@@ -133,16 +212,23 @@ fn encode_envelope(upstream: &str, raw: &Utf8Bytes, seq: u64) -> Option<Utf8Byte
 }
 
 #[allow(clippy::result_large_err)] // the handshake callback's signature is tungstenite's
-async fn downstream(sock: TcpStream, mut rx: broadcast::Receiver<Arc<Msg>>, shared: Arc<Shared>) {
+async fn downstream(sock: TcpStream, mut rx: Rx, shared: Arc<Shared>) {
     let mut raw = false;
     let cb = |req: &Request, resp: Response| {
         raw = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "format=raw"));
+        // Counted before the 101 goes out: a client that saw its upgrade
+        // gets envelopes for every message published after that.
+        if !raw {
+            shared.envelope_subs.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(resp)
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(sock, cb, Some(ws_config())).await else { return };
-    if !raw {
-        shared.envelope_subs.fetch_add(1, Ordering::Relaxed);
-    }
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(sock, cb, Some(ws_config())).await else {
+        if !raw {
+            shared.envelope_subs.fetch_sub(1, Ordering::SeqCst);
+        }
+        return;
+    };
     let (mut w, mut r) = ws.split();
     // Drains the client; ends the session when it goes away.
     let mut reader = tokio::spawn(async move { while let Some(Ok(_)) = r.next().await {} });
@@ -190,6 +276,6 @@ async fn downstream(sock: TcpStream, mut rx: broadcast::Receiver<Arc<Msg>>, shar
     }
     reader.abort();
     if !raw {
-        shared.envelope_subs.fetch_sub(1, Ordering::Relaxed);
+        shared.envelope_subs.fetch_sub(1, Ordering::SeqCst);
     }
 }

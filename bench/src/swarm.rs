@@ -49,6 +49,10 @@ pub struct SwarmArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Lossless burst: every reader reads until it has this many messages
+    /// (the window opens at once and `--measure` is only the time limit).
+    #[arg(long, default_value_t = 0)]
+    pub expect: u64,
 }
 
 /// What the swarm reports.
@@ -76,6 +80,11 @@ pub struct SwarmResult {
     pub lat_us_p999: f64,
     pub lat_us_max: f64,
     pub lat_samples: u64,
+    /// `--expect` runs: readers that got all the expected messages.
+    pub complete: usize,
+    /// `--expect` runs: wall clock (ns) of the first and the last message received.
+    pub first_recv_ns: u64,
+    pub last_recv_ns: u64,
 }
 
 #[derive(Default)]
@@ -85,6 +94,8 @@ struct ClientStats {
     gap_events: u64,
     closed_early: bool,
     hist: Option<Histogram<u64>>,
+    first_ns: u64,
+    last_ns: u64,
 }
 
 pub fn new_hist() -> Histogram<u64> {
@@ -103,6 +114,8 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
             (Arc::clone(&sem), Arc::clone(&connected), Arc::clone(&failed), args.url.clone());
         let mut start_rx = start_rx.clone();
         let idle = args.idle;
+        let expect = args.expect;
+        let measure = args.measure;
         handles.push(tokio::spawn(async move {
             let ws = {
                 let _permit = sem.acquire().await;
@@ -133,6 +146,12 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
                 return None;
             };
             connected.fetch_add(1, Ordering::SeqCst);
+            if expect > 0 && !never {
+                // A lossless burst: every message counts from the upgrade on,
+                // so read at once (the window is only the time limit).
+                let limit = Instant::now() + Duration::from_secs_f64(measure + 120.0);
+                return Some(read_loop(&mut ws, Instant::now(), limit, idle, expect).await);
+            }
             // Wait for the window to be fixed (reading meanwhile, unless stalled).
             let (open, close) = loop {
                 if let Some(w) = *start_rx.borrow() {
@@ -153,7 +172,7 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
                 drop(ws);
                 return None;
             }
-            Some(read_loop(&mut ws, open, close, idle).await)
+            Some(read_loop(&mut ws, open, close, idle, expect).await)
         }));
     }
 
@@ -167,7 +186,7 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
     let n_conn = connected.load(Ordering::SeqCst);
     let n_fail = failed.load(Ordering::SeqCst);
     println_json(json!({"event": "connected", "connected": n_conn, "failed": n_fail, "at_ns": now_ns()}));
-    let open = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let open = Instant::now() + Duration::from_secs_f64(if args.expect > 0 { 0.0 } else { args.warmup });
     let close = open + Duration::from_secs_f64(args.measure);
     let _ = start_tx.send(Some((open, close)));
 
@@ -190,6 +209,11 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
         res.missed += s.missed;
         res.gap_events += s.gap_events;
         res.closed_early += usize::from(s.closed_early);
+        res.complete += usize::from(args.expect > 0 && s.deliveries == args.expect);
+        if s.deliveries > 0 {
+            res.first_recv_ns = if res.first_recv_ns == 0 { s.first_ns } else { res.first_recv_ns.min(s.first_ns) };
+            res.last_recv_ns = res.last_recv_ns.max(s.last_ns);
+        }
         if let Some(h) = s.hist {
             let _ = hist.add(&h);
         }
@@ -212,7 +236,7 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn read_loop<S>(ws: &mut S, open: Instant, close: Instant, idle: bool) -> ClientStats
+async fn read_loop<S>(ws: &mut S, open: Instant, close: Instant, idle: bool, expect: u64) -> ClientStats
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
@@ -255,8 +279,15 @@ where
         last = Some((stamp.run, stamp.seq));
         if in_window {
             st.deliveries += 1;
+            if st.first_ns == 0 {
+                st.first_ns = recv;
+            }
+            st.last_ns = recv;
             if let Some(h) = st.hist.as_mut() {
                 h.saturating_record(recv.saturating_sub(stamp.ts) / 1000);
+            }
+            if expect > 0 && st.deliveries >= expect {
+                break;
             }
         }
     }

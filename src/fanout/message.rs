@@ -1,13 +1,17 @@
 //! What flows through the hub: a decoded upstream message, numbered once and
-//! shared (`Arc`) by every subscriber. The envelope is encoded at most once
-//! per message, on first use, whatever the number of subscribers.
+//! shared (`Arc`) by every subscriber. Its frames (raw, envelope) are built
+//! at most once per message, on first use, whatever the number of subscribers.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
+use std::fmt::Write as _;
+
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
+
+use super::frame::{self, FrameBuf};
 
 use crate::model::{DataKind, LinkState};
 
@@ -33,20 +37,37 @@ pub struct Incoming {
 }
 
 /// A numbered message, shared by all subscribers.
+///
+/// What a subscriber writes is built at most once per message, on first use,
+/// and shared after: the WebSocket frames (raw and envelope; a server frame
+/// is unmasked, so byte-identical for every subscriber) and the envelope
+/// text of the sinks.
 #[derive(Debug)]
 pub struct Delivery {
     /// The message as received.
     pub msg: Incoming,
     /// Per-upstream sequence number, consecutive from 1 at process start.
     pub seq: u64,
+    /// Header + envelope JSON, one buffer.
+    envelope_frame: OnceLock<Bytes>,
+    /// The JSON part of `envelope_frame` as text, for the sinks.
     envelope: OnceLock<ByteString>,
+    /// Header + the upstream's bytes, with the upstream's opcode.
+    raw_frame: OnceLock<Bytes>,
     raw_text: OnceLock<Option<ByteString>>,
 }
 
 impl Delivery {
     /// Wraps a message with its number.
     pub fn new(msg: Incoming, seq: u64) -> Arc<Self> {
-        Arc::new(Delivery { msg, seq, envelope: OnceLock::new(), raw_text: OnceLock::new() })
+        Arc::new(Delivery {
+            msg,
+            seq,
+            envelope_frame: OnceLock::new(),
+            envelope: OnceLock::new(),
+            raw_frame: OnceLock::new(),
+            raw_text: OnceLock::new(),
+        })
     }
 
     /// The message's bytes as received: what it costs a queue against
@@ -55,12 +76,26 @@ impl Delivery {
         self.msg.raw.len()
     }
 
-    /// The envelope text frame, encoded on first call and shared after.
+    /// The WebSocket frame of this message in `raw` or envelope format,
+    /// built on first call and shared by every subscriber after.
+    pub fn frame(&self, raw: bool) -> &Bytes {
+        if raw {
+            self.raw_frame.get_or_init(|| {
+                frame::frame(if self.msg.raw_is_text { frame::TEXT } else { frame::BINARY }, &self.msg.raw)
+            })
+        } else {
+            self.envelope_frame.get_or_init(|| encode_envelope(self))
+        }
+    }
+
+    /// The envelope (SPEC §5) as text, for the sinks: the payload of the
+    /// envelope frame, shared with it.
     pub fn envelope(&self) -> &ByteString {
         self.envelope.get_or_init(|| {
+            let f = self.frame(false);
             // Built from JSON text and UTF-8-checked upstream text only; a
             // failure would be a bug, answered with a valid error object.
-            ByteString::try_from(encode_envelope(self))
+            ByteString::try_from(f.slice(frame::payload_offset(f)..))
                 .unwrap_or_else(|_| ByteString::from_static(r#"{"event":"error","message":"envelope encoding"}"#))
         })
     }
@@ -74,43 +109,74 @@ impl Delivery {
     }
 }
 
+/// The envelope as a text frame, written in one pass into one buffer: no
+/// UTF-8 check (every part is JSON text or upstream text the decoder has
+/// checked), no allocation besides the frame itself.
 fn encode_envelope(d: &Delivery) -> Bytes {
     let m = &d.msg;
-    let mut out = BytesMut::with_capacity(m.raw.len() + m.upstream.len() + m.topic.len() + 112);
+    let data_len = match m.kind {
+        DataKind::Binary => base64::encoded_len(m.raw.len(), true).unwrap_or(0),
+        _ => m.raw.len() + 2,
+    };
+    let mut out = FrameBuf::with_capacity(data_len + m.upstream.len() + m.topic.len() + 96);
     out.put_slice(b"{\"upstream\":");
-    put_json_str(&mut out, &m.upstream);
+    put_json_str(&mut out, m.upstream.as_bytes());
     out.put_slice(b",\"topic\":");
-    put_json_str(&mut out, &m.topic);
+    put_json_str(&mut out, m.topic.as_bytes());
     out.put_slice(b",\"seq\":");
-    out.put_slice(itoa(d.seq).as_bytes());
+    // Writing into a BytesMut cannot fail.
+    let _ = write!(&mut *out, "{}", d.seq);
     out.put_slice(b",\"conn\":");
-    out.put_slice(itoa(m.conn).as_bytes());
+    let _ = write!(&mut *out, "{}", m.conn);
     out.put_slice(b",\"received_at\":\"");
-    out.put_slice(humantime::format_rfc3339_nanos(m.received_at).to_string().as_bytes());
+    let _ = write!(&mut *out, "{}", humantime::format_rfc3339_nanos(m.received_at));
     out.put_slice(b"\",\"data\":");
     match m.kind {
         DataKind::Json => out.put_slice(&m.raw),
-        DataKind::Text => put_json_str(&mut out, &String::from_utf8_lossy(&m.raw)),
+        DataKind::Text => put_json_str(&mut out, &m.raw),
         DataKind::Binary => {
             out.put_u8(b'"');
-            out.put_slice(base64::engine::general_purpose::STANDARD.encode(&m.raw).as_bytes());
+            let start = out.len();
+            out.resize(start + data_len, 0);
+            let n = base64::engine::general_purpose::STANDARD.encode_slice(&m.raw, &mut out[start..]).unwrap_or(0);
+            out.truncate(start + n);
             out.put_u8(b'"');
         }
     }
     out.put_u8(b'}');
-    out.freeze()
+    out.finish(frame::TEXT)
 }
 
-fn itoa(n: u64) -> String {
-    n.to_string()
-}
-
-fn put_json_str(out: &mut BytesMut, s: &str) {
-    // serde_json's escaping is correct for every input; writing into a Vec cannot fail.
-    match serde_json::to_vec(s) {
-        Ok(v) => out.put_slice(&v),
-        Err(_) => out.put_slice(b"\"\""),
+/// A JSON string of `text` (UTF-8), escaped as serde_json escapes it:
+/// `"` and `\\`, the short forms of \b \t \n \f \r, `\u00XX` for the other
+/// control characters; everything else, multi-byte sequences included, as is.
+fn put_json_str(out: &mut BytesMut, text: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(text.len() + 2);
+    out.put_u8(b'"');
+    let mut plain = 0;
+    for (i, &b) in text.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            0..=0x1f => b'u',
+            _ => continue,
+        };
+        out.put_slice(&text[plain..i]);
+        plain = i + 1;
+        out.put_u8(b'\\');
+        out.put_u8(short);
+        if short == b'u' {
+            out.put_slice(&[b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        }
     }
+    out.put_slice(&text[plain..]);
+    out.put_u8(b'"');
 }
 
 /// An `upstream` state event (SPEC §5), fields in the SPEC's order.
@@ -192,5 +258,35 @@ mod tests {
             // Encoded once: the same buffer comes back.
             assert_eq!(d.envelope().as_ptr(), d.envelope().as_ptr());
         }
+    }
+
+    /// The escaper writes what serde_json writes, for every ASCII byte and
+    /// multi-byte text.
+    #[test]
+    fn json_strings_match_serde() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("é€😀 \u{7f} end");
+        for s in [all.as_str(), "", "plain", "\"", "\\\\"] {
+            let mut out = BytesMut::new();
+            put_json_str(&mut out, s.as_bytes());
+            assert_eq!(std::str::from_utf8(&out).unwrap(), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    /// The frames are a header and the bytes subscribers get: the upstream's
+    /// bytes with its opcode, or the envelope as text; built once.
+    #[test]
+    fn frames_are_built_once() {
+        let d = Delivery::new(incoming(DataKind::Binary, &[0, 255, 1]), 7);
+        assert_eq!(&d.frame(true)[..], &[0x82, 3, 0, 255, 1]);
+        let f = d.frame(false);
+        assert_eq!(f[0], 0x81);
+        assert_eq!(&f[frame::payload_offset(f)..], d.envelope().as_bytes());
+        assert_eq!(d.frame(false).as_ptr(), f.as_ptr());
+        let big = Delivery::new(Incoming { raw: Bytes::from(vec![b'1'; 70_000]), ..incoming(DataKind::Json, b"") }, 8);
+        let f = big.frame(false);
+        assert_eq!((f[0], f[1]), (0x81, 127));
+        assert_eq!(&f[10..], big.envelope().as_bytes());
+        assert_eq!(&big.frame(true)[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
     }
 }

@@ -4,6 +4,7 @@
 //! Upstreams publish into it and subscribers drain from it; they never know
 //! each other.
 
+pub mod frame;
 mod hub;
 mod message;
 mod queue;
@@ -12,4 +13,4 @@ mod queue;
 pub use crate::model::DataKind;
 pub use hub::{Filter, Hub, HubError, Pair, Publisher, Subscription};
 pub use message::{freshness_event, upstream_gap_event, Delivery, Incoming};
-pub use queue::{Closed, Item, Next, Pushed, QueueStream, SubQueue};
+pub use queue::{Closed, Item, Next, Pushed, QueueStream, SubQueue, Taken};

@@ -23,13 +23,18 @@ use crate::telemetry::{DropReason, SubscriberMetrics};
 /// it follows) before it counts as having stopped reading.
 pub const MAX_EVENTS: usize = 1024;
 
+/// An emptied queue keeps at most this many slots allocated.
+const SHRINK_ABOVE: usize = 1024;
+
 /// One queued item.
 #[derive(Debug, Clone)]
 pub enum Item {
     /// A data message.
     Message(Arc<Delivery>),
-    /// A control event (state, gap), already encoded.
-    Event(ByteString),
+    /// A control event (state, gap), already encoded. Boxed: a queue holds
+    /// one `Item` per message per subscriber, so the common case (a
+    /// message) stays two words.
+    Event(Box<ByteString>),
 }
 
 /// Why a queue was closed by the producer side.
@@ -224,7 +229,7 @@ impl SubQueue {
                 let tail = std::mem::take(&mut g.missed_tail);
                 if self.events {
                     for (upstream, n) in tail {
-                        g.items.push_back(Item::Event(gap_event(&upstream, n)));
+                        g.items.push_back(Item::Event(Box::new(gap_event(&upstream, n))));
                     }
                 }
             }
@@ -262,7 +267,7 @@ impl SubQueue {
                 self.waker.wake();
                 return false;
             }
-            g.items.push_back(Item::Event(event));
+            g.items.push_back(Item::Event(Box::new(event)));
             was_empty
         };
         if wake {
@@ -339,12 +344,68 @@ impl SubQueue {
             if matches!(item, Item::Message(_)) && !g.missed.is_empty() {
                 for (upstream, missed) in g.missed.drain(..) {
                     if self.events {
-                        out.push(Item::Event(gap_event(&upstream, missed)));
+                        out.push(Item::Event(Box::new(gap_event(&upstream, missed))));
                     }
                 }
             }
             out.push(item);
         }
+    }
+
+    /// Why the producer side closed the queue, once it did.
+    pub fn closed(&self) -> Option<Closed> {
+        self.lock().closed
+    }
+
+    /// The consumer side for a writer that pulls only when its socket can
+    /// take more: moves at most `max_items` items and about `max_bytes` of
+    /// message bytes (always at least one item) onto `out`, gap events placed
+    /// as [`Self::stream`] places them; one lock per batch. `Closed` comes
+    /// once everything queued was taken; after it, nothing more.
+    pub fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        max_items: usize,
+        max_bytes: usize,
+        out: &mut Vec<Item>,
+    ) -> Poll<Taken> {
+        let mut g = self.lock();
+        if !g.items.is_empty() {
+            let mut items = 0;
+            let mut bytes = 0;
+            while items < max_items.max(1) && (items == 0 || bytes < max_bytes) {
+                let Some(item) = g.items.pop_front() else { break };
+                if let Item::Message(d) = &item {
+                    g.messages -= 1;
+                    g.bytes -= d.size();
+                    bytes += d.size();
+                    if !g.missed.is_empty() {
+                        for (upstream, missed) in std::mem::take(&mut g.missed) {
+                            if self.events {
+                                out.push(Item::Event(Box::new(gap_event(&upstream, missed))));
+                            }
+                        }
+                    }
+                }
+                out.push(item);
+                items += 1;
+            }
+            if g.items.is_empty() && g.items.capacity() > SHRINK_ABOVE {
+                // A burst is over: give its room back.
+                g.items = VecDeque::new();
+            }
+            return Poll::Ready(Taken::Items);
+        }
+        if let Some(why) = g.closed {
+            if g.finished {
+                return Poll::Ready(Taken::Finished);
+            }
+            g.finished = true;
+            return Poll::Ready(Taken::Closed(why));
+        }
+        // Registered under the lock: a push after this sees an empty queue and wakes us.
+        self.waker.register(cx.waker());
+        Poll::Pending
     }
 
     /// The consumer side as a stream of batches.
@@ -367,6 +428,17 @@ pub enum Next {
     Items(Vec<Item>),
     /// The producer closed the queue; the stream ends after this.
     Closed(Closed),
+}
+
+/// What [`SubQueue::poll_take`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Items were moved out.
+    Items,
+    /// The producer closed the queue and everything queued was taken.
+    Closed(Closed),
+    /// `Closed` was already handed out.
+    Finished,
 }
 
 /// The consumer end of a [`SubQueue`].
@@ -553,6 +625,39 @@ mod tests {
         assert_eq!(q.abandon(DropReason::Reload), 1);
         assert_eq!(q.push(&msg("a", 2)), Pushed::Dropped);
         assert_eq!(dropped(&m, "reload"), 2.0);
+    }
+
+    /// A queue holds one item per message: two words.
+    #[test]
+    fn items_are_small() {
+        assert_eq!(std::mem::size_of::<Item>(), 16);
+    }
+
+    /// Batches are bounded in items and bytes; a gap event stays in front
+    /// of the first message after drops; Closed follows the last item.
+    #[actix_rt::test]
+    async fn take_in_bounded_batches() {
+        let q = SubQueue::new(4, Overflow::DropOldest, true, Metrics::new().subscriber("websocket"));
+        for s in 1..=6 {
+            q.push(&msg("a", s));
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        assert_eq!(q.poll_take(&mut cx, 2, usize::MAX, &mut out), Poll::Ready(Taken::Items));
+        assert_eq!(seqs(&out), [r#"{"event":"gap","upstream":"a","missed":2}"#, "3", "4"]);
+        out.clear();
+        q.push(&sized("a", 7, 100));
+        q.push(&msg("a", 8));
+        assert_eq!(q.poll_take(&mut cx, 10, 50, &mut out), Poll::Ready(Taken::Items));
+        assert_eq!(seqs(&out), ["5", "6", "7"], "stops once past the byte bound");
+        q.close(Closed::Shutdown);
+        out.clear();
+        assert_eq!(q.poll_take(&mut cx, 10, 50, &mut out), Poll::Ready(Taken::Items));
+        assert_eq!(seqs(&out), ["8"]);
+        assert_eq!(q.poll_take(&mut cx, 10, 50, &mut out), Poll::Ready(Taken::Closed(Closed::Shutdown)));
+        assert_eq!(q.poll_take(&mut cx, 10, 50, &mut out), Poll::Ready(Taken::Finished));
+        assert_eq!(q.closed(), Some(Closed::Shutdown));
     }
 
     /// A subscriber that leaves MAX_EVENTS state events unread is closed as

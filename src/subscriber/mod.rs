@@ -7,5 +7,7 @@
 //! webhook dials through `transport` like an upstream does.
 
 pub mod auth;
+mod outbound;
+mod session;
 pub mod sinks;
 pub mod websocket;
