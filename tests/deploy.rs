@@ -2,8 +2,10 @@
 //! (scripts/validate_deploy/, issue 11).
 //!
 //! - `deploy_artifacts_validate`: `python3 scripts/validate_deploy` passes
-//!   (promtool, kubernetes-validate, systemd-analyze, the dashboard and rules
-//!   against SPEC §8, `wsgate check` of the shipped configs).
+//!   (promtool, every kustomization rendered by `kubectl kustomize` and
+//!   validated by kubernetes-validate, yamllint, hadolint, systemd-analyze,
+//!   the dashboard and rules against SPEC §8, `wsgate check` of the shipped
+//!   configs).
 //! - `deploy_checker_unit_tests`: the checker's own unit tests pass: each
 //!   check catches the fault it is there for, on a broken copy of deploy/.
 //! - `prometheus_scrapes_wsgate`: end to end, all on 127.0.0.1: a WebSocket
@@ -14,8 +16,8 @@
 //!   evaluates without error, and every dashboard query runs.
 //!
 //! Needs python3 (>= 3.11) with PyYAML and kubernetes-validate, promtool,
-//! prometheus and systemd-analyze; scripts/install-test-tools.sh installs
-//! them. Missing tools fail the tests, they are never skipped.
+//! prometheus, systemd-analyze, kubectl, yamllint and hadolint;
+//! scripts/install-test-tools.sh installs them. Missing tools fail the tests, they are never skipped.
 
 use std::fs;
 use std::io::{Read, Write};
