@@ -43,7 +43,9 @@ CHECKS = [
     Check("promtool test rules deploy/prometheus/rules_test.yml", prometheus.check_rules_tests),
     Check("promtool check config deploy/prometheus/scrape-config.yml", prometheus.check_scrape_config),
     Check("promtool check config (a full prometheus.yml from scrape-config.yml)", prometheus.check_generated_config),
-    Check("metric and label names in rules and dashboard are SPEC §8's", prometheus.check_metric_names),
+    Check("every alert: a runbook section in deploy/RUNBOOK.md and a promtool test where it fires",
+          prometheus.check_runbooks),
+    Check("metric and label names in rules and dashboard are SPEC §8's; a panel for each", prometheus.check_metric_names),
     Check("SPEC §8 matches metrics.py's metric list", prometheus.check_spec_metrics),
     # ---- Grafana
     Check("deploy/grafana/dashboard.json is JSON", prometheus.check_dashboard_json),
