@@ -25,6 +25,7 @@ const SPEC_METRICS: &[(&str, &str, &[&str])] = &[
     ("wsgate_upstream_disconnects_total", "counter", &["upstream", "reason"]),
     ("wsgate_upstream_messages_total", "counter", &["upstream"]),
     ("wsgate_upstream_bytes_total", "counter", &["upstream"]),
+    ("wsgate_upstream_wire_bytes_total", "counter", &["upstream"]),
     ("wsgate_upstream_decode_errors_total", "counter", &["upstream"]),
     ("wsgate_upstream_last_message_timestamp_seconds", "gauge", &["upstream"]),
     ("wsgate_upstream_ping_rtt_seconds", "histogram", &["upstream"]),

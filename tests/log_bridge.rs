@@ -5,10 +5,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{free_port, Daemon, Feed};
@@ -82,16 +82,9 @@ url = "ws://127.0.0.1:{bad}/"
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let log = support::StderrLog::collect(&mut child);
     let mut daemon = Daemon(child);
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&log);
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push_str(&format!("{line}\n"));
-        }
-    });
-    let has = |text: &str| log.lock().unwrap().contains(text);
+    let has = |text: &str| log.has(text);
     let wanted = [
         // actix-server, through tracing
         "starting service:",
@@ -105,11 +98,11 @@ url = "ws://127.0.0.1:{bad}/"
     let end = Instant::now() + Duration::from_secs(30);
     while !wanted.iter().all(|w| has(w)) {
         let missing: Vec<_> = wanted.iter().filter(|w| !has(w)).collect();
-        assert!(Instant::now() < end, "missing on stderr: {missing:?}\n{}", log.lock().unwrap());
+        assert!(Instant::now() < end, "missing on stderr: {missing:?}\n{}", log.text());
         std::thread::sleep(Duration::from_millis(50));
     }
     // The same filter applies to everything: our own debug line stays out.
-    assert!(!has("Connecting to upstream."), "{}", log.lock().unwrap());
+    assert!(!has("Connecting to upstream."), "{}", log.text());
 
     let ok = Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status().unwrap().success();
     assert!(ok, "kill -TERM failed");
@@ -121,6 +114,6 @@ url = "ws://127.0.0.1:{bad}/"
         assert!(Instant::now() < end, "did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
-    reader.join().unwrap();
-    assert_eq!(status.code(), Some(0), "{}", log.lock().unwrap());
+    let log = log.finish();
+    assert_eq!(status.code(), Some(0), "{log}");
 }

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -181,16 +181,9 @@ auth_token = "PLANTEDHOOKTOKEN"
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pipe = child.stderr.take().unwrap();
+    let log = support::StderrLog::collect(&mut child);
     let mut daemon = Daemon(child);
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&log);
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push_str(&format!("{line}\n"));
-        }
-    });
-    let has = |text: &str| log.lock().unwrap().contains(text);
+    let has = |text: &str| log.has(text);
 
     eventually_blocking(Duration::from_secs(30), "/readyz 200 (three upstreams connected)", || {
         http_get(addr, "/readyz").map(|(s, _)| s == 200).unwrap_or(false)
@@ -239,10 +232,8 @@ auth_token = "PLANTEDHOOKTOKEN"
         assert!(Instant::now() < end, "did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
-    reader.join().unwrap();
-    let log = log.lock().unwrap().clone();
+    let log = log.finish();
     assert_eq!(exit.code(), Some(0), "{log}");
-    std::fs::write("/tmp/wtb-trace.log", &log).unwrap();
     assert_clean("stderr at trace level", &log);
     for shown in ["x=keepme", "***@127.0.0.1", &format!("http://127.0.0.1:{hook_port}/***"), "Shutdown complete."] {
         assert!(log.contains(shown), "stderr lacks {shown}");

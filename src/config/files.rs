@@ -32,6 +32,9 @@ pub fn check_files(settings: &Settings, source: &ConfigSource) -> Result<(), Vec
         if let Some(path) = &u.auth.token_file {
             check_secret_file(path).unwrap_or_else(|m| problems.push((key("auth.token_file"), m)));
         }
+        if let Some(path) = &u.proxy.password_file {
+            check_secret_file(path).unwrap_or_else(|m| problems.push((key("proxy.password_file"), m)));
+        }
     }
     if let Some(path) = &settings.subscribers.auth_token_file {
         check_secret_file(path).unwrap_or_else(|m| problems.push(("subscribers.auth_token_file".into(), m)));

@@ -24,6 +24,7 @@
 
 mod files;
 mod load;
+pub mod proxy;
 mod redact;
 mod schema;
 mod secret;
@@ -35,9 +36,10 @@ pub use files::check_files;
 pub use load::{load, load_with_env, ConfigError, ConfigSource, DEFAULT_PATH, ENV_PREFIX, ENV_SEPARATOR};
 pub use redact::{redact_url, redact_webhook_url, scrub, Redactor, DEFAULT_REDACT_QUERY};
 pub use schema::{
-    AuthConfig, AuthKind, DecodeConfig, DecodeFormat, FreshnessConfig, GovernorConfig, HandshakeStep, HeartbeatConfig,
-    InvalidPolicy, LogConfig, LogFormat, Matcher, OnProblem, Overflow, ReconnectConfig, SecretSpec, SequenceConfig,
-    ServerConfig, Settings, SinkConfig, SubscribersConfig, TlsConfig, TokenCommand, UpstreamConfig, WebhookConfig,
+    AuthConfig, AuthKind, Compression, DecodeConfig, DecodeFormat, FreshnessConfig, GovernorConfig, HandshakeStep,
+    HeartbeatConfig, InvalidPolicy, LogConfig, LogFormat, Matcher, OnProblem, Overflow, ProxyConfig, ReconnectConfig,
+    SecretSpec, SequenceConfig, ServerConfig, Settings, SinkConfig, SubscribersConfig, TlsConfig, TokenCommand,
+    UpstreamConfig, WebhookConfig,
 };
 pub use secret::{Secret, SecretError, SecretSource, REDACTED};
 pub use units::{parse_duration, parse_size, Dur, Size};

@@ -304,6 +304,7 @@ impl Settings {
         for u in &mut s.upstreams {
             u.url = u.redacted_url();
             u.headers = redacted_headers(&u.headers, &redactor);
+            u.proxy.url = redact_url(&u.proxy.url, &redactor, None);
         }
         for sink in &mut s.sinks {
             if let SinkConfig::Webhook(w) = sink {

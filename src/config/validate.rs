@@ -122,6 +122,16 @@ fn validate_upstream(u: &UpstreamConfig) -> Result<(), Invalid> {
     }
     let token_used = validate_integrity(u)?;
     validate_auth(&u.auth, token_used || u.token_command.is_some()).map_err(|(k, m)| (format!("auth.{k}"), m))?;
+    if u.close_timeout.is_zero() {
+        return Err(bad("close_timeout", "must be greater than 0s"));
+    }
+    if let Some(origin) = &u.origin {
+        HeaderValue::try_from(origin.as_str()).map_err(|_| bad("origin", "invalid header value"))?;
+    }
+    if let Some(agent) = &u.user_agent {
+        HeaderValue::try_from(agent.as_str()).map_err(|_| bad("user_agent", "invalid header value"))?;
+    }
+    crate::config::proxy::check(&u.proxy).map_err(|(k, m)| (format!("proxy.{k}"), m))?;
     if !secure && u.tls != TlsConfig::default() {
         return Err(bad("tls", "tls settings apply to wss:// urls only"));
     }

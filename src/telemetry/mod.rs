@@ -113,6 +113,7 @@ pub struct Metrics {
     disconnects: IntCounterVec,
     messages: IntCounterVec,
     bytes: IntCounterVec,
+    wire_bytes: IntCounterVec,
     decode_errors: IntCounterVec,
     last_message: GaugeVec,
     ping_rtt: HistogramVec,
@@ -188,6 +189,12 @@ impl Metrics {
             disconnects: counter_vec(&r, "wsgate_upstream_disconnects_total", "Connected links that ended.", ur),
             messages: counter_vec(&r, "wsgate_upstream_messages_total", "Messages delivered to the hub.", u),
             bytes: counter_vec(&r, "wsgate_upstream_bytes_total", "Payload bytes received.", u),
+            wire_bytes: counter_vec(
+                &r,
+                "wsgate_upstream_wire_bytes_total",
+                "Bytes received on the socket (frames, compressed as sent).",
+                u,
+            ),
             decode_errors: counter_vec(&r, "wsgate_upstream_decode_errors_total", "Messages that failed to decode.", u),
             last_message,
             ping_rtt: histogram_vec(&r, "wsgate_upstream_ping_rtt_seconds", "Ping to pong round trip.", RTT_BUCKETS, u),
@@ -261,6 +268,7 @@ impl Metrics {
             connects: self.connects.with_label_values(l),
             messages: self.messages.with_label_values(l),
             bytes: self.bytes.with_label_values(l),
+            wire_bytes: self.wire_bytes.with_label_values(l),
             decode_errors: self.decode_errors.with_label_values(l),
             last_message: self.last_message.with_label_values(l),
             ping_rtt: self.ping_rtt.with_label_values(l),
@@ -277,6 +285,7 @@ impl Metrics {
         let _ = self.connects.remove_label_values(l);
         let _ = self.messages.remove_label_values(l);
         let _ = self.bytes.remove_label_values(l);
+        let _ = self.wire_bytes.remove_label_values(l);
         let _ = self.decode_errors.remove_label_values(l);
         let _ = self.last_message.remove_label_values(l);
         let _ = self.ping_rtt.remove_label_values(l);
@@ -316,6 +325,7 @@ pub struct UpstreamMetrics {
     connects: IntCounter,
     messages: IntCounter,
     bytes: IntCounter,
+    wire_bytes: IntCounter,
     decode_errors: IntCounter,
     last_message: Gauge,
     ping_rtt: Histogram,
@@ -376,6 +386,11 @@ impl UpstreamMetrics {
     /// Payload bytes of a frame, counted as they arrive.
     pub fn bytes(&self, n: usize) {
         self.bytes.inc_by(n as u64);
+    }
+
+    /// Bytes of frames as received on the socket (before inflating).
+    pub fn wire_bytes(&self, n: u64) {
+        self.wire_bytes.inc_by(n);
     }
 
     /// A data message was delivered to the hub.

@@ -6,7 +6,8 @@
 //! three things awc alone does not: failures classified as `dns`, `tcp` or
 //! `tls` ([`TransportError`]); socket options; and the response head of a
 //! refused upgrade, from which `Retry-After` is read (awc keeps only the
-//! status). It is also where an HTTP CONNECT or SOCKS proxy will go (SPEC §11).
+//! status). An HTTP CONNECT or SOCKS5 proxy ([`super::proxy`]) is tunnelled
+//! through on the TCP stream before TLS; `unix_socket` replaces TCP (SPEC §12).
 //!
 //! TCP is dialed "Happy Eyeballs" style (RFC 8305, SPEC §11): every address
 //! DNS returns, families interleaved, a new attempt every [`ATTEMPT_DELAY`]
@@ -17,6 +18,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use actix_http::Uri;
-use actix_rt::net::{ActixStream, TcpStream};
+use actix_rt::net::{ActixStream, TcpStream, UnixStream};
 use actix_service::Service;
 use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connection as TcpConnection};
 use futures_util::future::LocalBoxFuture;
@@ -33,8 +35,11 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::config::proxy::ProxyUrl;
+
 use super::error::TransportError;
 use super::frame_guard::{FrameScan, FrameTooLarge};
+use super::proxy::tunnel;
 use super::retry_after::retry_after_in_head;
 use super::socket::tune_dialed;
 
@@ -87,6 +92,10 @@ pub struct Dialer {
     port: u16,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     user_timeout: Duration,
+    /// The proxy to tunnel through (SPEC §12), if any.
+    proxy: Option<Arc<ProxyUrl>>,
+    /// Connect over this Unix socket instead of TCP (SPEC §12 `unix_socket`).
+    unix_socket: Option<Arc<PathBuf>>,
     /// Largest WebSocket frame accepted from the peer, checked at the frame
     /// header (see `crate::transport::frame_guard`); `None` for plain HTTP use.
     frame_limit: Option<u64>,
@@ -110,7 +119,29 @@ impl Dialer {
             }
             None => None,
         };
-        Ok(Dialer { host, port, tls, user_timeout, frame_limit: None, state: Rc::default() })
+        Ok(Dialer {
+            host,
+            port,
+            tls,
+            user_timeout,
+            proxy: None,
+            unix_socket: None,
+            frame_limit: None,
+            state: Rc::default(),
+        })
+    }
+
+    /// Tunnels through `proxy` (HTTP CONNECT or SOCKS5) before TLS.
+    pub fn with_proxy(mut self, proxy: Option<ProxyUrl>) -> Self {
+        self.proxy = proxy.map(Arc::new);
+        self
+    }
+
+    /// Connects over the Unix socket at `path` instead of TCP; the host
+    /// and port stay what TLS and the `Host` header name.
+    pub fn with_unix_socket(mut self, path: Option<PathBuf>) -> Self {
+        self.unix_socket = path.map(Arc::new);
+        self
     }
 
     /// Fails the stream at the first frame header over `limit` bytes.
@@ -125,25 +156,27 @@ impl Dialer {
     }
 
     async fn dial(&self) -> Result<UpstreamIo, TransportError> {
-        let dns = |detail: String| TransportError::Dns { host: self.host.clone(), detail };
-        let addrs: Vec<SocketAddr> =
-            tokio::net::lookup_host((self.host.as_str(), self.port)).await.map_err(|e| dns(e.to_string()))?.collect();
-        if addrs.is_empty() {
-            return Err(dns("no addresses".into()));
-        }
-        // `connect_timeout`, applied by the caller around the whole
-        // connect, bounds the race too.
-        let tcp = race(interleave(addrs), ATTEMPT_DELAY, |addr| async move {
-            TcpStream::connect(addr).await.map_err(|e| format!("{addr}: {e}"))
-        })
-        .await
-        .map_err(|mut errors| TransportError::Tcp(errors.pop().unwrap_or_default()))?;
-        tune_dialed(&tcp, self.user_timeout);
+        let base = match (&self.unix_socket, &self.proxy) {
+            (Some(path), _) => Base::Unix(
+                UnixStream::connect(path.as_path())
+                    .await
+                    .map_err(|e| TransportError::Tcp(format!("unix socket {}: {e}", path.display())))?,
+            ),
+            (None, None) => Base::Tcp(self.tcp(&self.host, self.port).await?),
+            (None, Some(proxy)) => {
+                let to_proxy = |e: TransportError| {
+                    TransportError::Proxy(format!("cannot reach proxy {}:{}: {e}", proxy.host, proxy.port))
+                };
+                let mut tcp = self.tcp(&proxy.host, proxy.port).await.map_err(to_proxy)?;
+                tunnel(&mut tcp, proxy, &self.host, self.port).await?;
+                Base::Tcp(tcp)
+            }
+        };
         let inner = match &self.tls {
-            None => Inner::Plain(tcp),
+            None => Inner::Plain(base),
             Some((cfg, name)) => {
                 let tls = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
-                    .connect(name.clone(), tcp)
+                    .connect(name.clone(), base)
                     .await
                     .map_err(|e| TransportError::Tls(e.to_string()))?;
                 Inner::Tls(Box::new(tls))
@@ -156,6 +189,25 @@ impl Dialer {
             frame_limit: self.frame_limit,
             violation: None,
         })
+    }
+
+    /// Resolves `host` and races TCP connects to its addresses.
+    async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, TransportError> {
+        let dns = |detail: String| TransportError::Dns { host: host.to_string(), detail };
+        let addrs: Vec<SocketAddr> =
+            tokio::net::lookup_host((host, port)).await.map_err(|e| dns(e.to_string()))?.collect();
+        if addrs.is_empty() {
+            return Err(dns("no addresses".into()));
+        }
+        // `connect_timeout`, applied by the caller around the whole
+        // connect, bounds the race too.
+        let tcp = race(interleave(addrs), ATTEMPT_DELAY, |addr| async move {
+            TcpStream::connect(addr).await.map_err(|e| format!("{addr}: {e}"))
+        })
+        .await
+        .map_err(|mut errors| TransportError::Tcp(errors.pop().unwrap_or_default()))?;
+        tune_dialed(&tcp, self.user_timeout);
+        Ok(tcp)
     }
 }
 
@@ -238,9 +290,63 @@ impl Service<ConnectInfo<Uri>> for Dialer {
     }
 }
 
+/// The socket under TLS: TCP (direct or through a proxy) or a Unix socket.
+enum Base {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Base {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Base::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Base::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Base {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Base::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Base::Unix(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Base::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Base::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Base::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Base::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Base {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<tokio::io::Ready>> {
+        match self {
+            Base::Tcp(s) => ActixStream::poll_read_ready(s, cx),
+            Base::Unix(s) => ActixStream::poll_read_ready(s, cx),
+        }
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<tokio::io::Ready>> {
+        match self {
+            Base::Tcp(s) => ActixStream::poll_write_ready(s, cx),
+            Base::Unix(s) => ActixStream::poll_write_ready(s, cx),
+        }
+    }
+}
+
 enum Inner {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(Base),
+    Tls(Box<tokio_rustls::client::TlsStream<Base>>),
 }
 
 /// The stream handed to awc: plain or TLS, recording the response head.
@@ -316,15 +422,15 @@ impl AsyncWrite for UpstreamIo {
 impl ActixStream for UpstreamIo {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<tokio::io::Ready>> {
         match &self.inner {
-            Inner::Plain(s) => ActixStream::poll_read_ready(s, cx),
-            Inner::Tls(s) => ActixStream::poll_read_ready(s.get_ref().0, cx),
+            Inner::Plain(s) => s.poll_read_ready(cx),
+            Inner::Tls(s) => s.get_ref().0.poll_read_ready(cx),
         }
     }
 
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<tokio::io::Ready>> {
         match &self.inner {
-            Inner::Plain(s) => ActixStream::poll_write_ready(s, cx),
-            Inner::Tls(s) => ActixStream::poll_write_ready(s.get_ref().0, cx),
+            Inner::Plain(s) => s.poll_write_ready(cx),
+            Inner::Tls(s) => s.get_ref().0.poll_write_ready(cx),
         }
     }
 }

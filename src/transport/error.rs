@@ -4,7 +4,7 @@
 use crate::model::Reason;
 
 /// A failure below the WebSocket or HTTP layer: name resolution, TCP or
-/// TLS. An HTTP CONNECT or SOCKS proxy (SPEC §11) adds its class here. The
+/// TLS, or the proxy on the way (SPEC §12). The
 /// text is built from our own words and the resolver's, socket's or
 /// rustls's; it never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +23,10 @@ pub enum TransportError {
     /// TLS setup, handshake or certificate failure.
     #[error("tls: {0}")]
     Tls(String),
+    /// The proxy could not be reached or refused (407, a refused CONNECT,
+    /// a SOCKS error; SPEC §12). Never holds the proxy password.
+    #[error("proxy: {0}")]
+    Proxy(String),
 }
 
 impl TransportError {
@@ -32,6 +36,7 @@ impl TransportError {
             TransportError::Dns { .. } => Reason::Dns,
             TransportError::Tcp(_) => Reason::Tcp,
             TransportError::Tls(_) => Reason::Tls,
+            TransportError::Proxy(_) => Reason::Proxy,
         }
     }
 }

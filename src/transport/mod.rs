@@ -7,9 +7,11 @@
 //! and frames, and nothing above it (never `upstream`, `subscriber`,
 //! `fanout` or `http`; only `model` and `config` below it).
 
+pub mod deflate;
 mod dialer;
 mod error;
 pub mod frame_guard;
+pub mod proxy;
 pub mod reassembly;
 mod reconnect;
 pub mod retry_after;

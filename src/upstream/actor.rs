@@ -254,13 +254,19 @@ impl Upstream {
     /// put in a query) or any secret part of the URL (SPEC §11), for error
     /// texts that come from libraries.
     fn scrub(&self, text: String) -> String {
+        scrub(&text, &self.hidden())
+    }
+
+    /// What no log line or error text may show: the URL's secrets, the
+    /// token (as given and as put in a query) and the named secrets.
+    pub(super) fn hidden(&self) -> Vec<String> {
         let mut secrets = self.cfg.url_secrets();
         if let Some(t) = &self.creds.token {
             secrets.push(t.expose().to_string());
             secrets.push(encode_query(t.expose()));
         }
         secrets.extend(self.creds.secrets.values().map(|s| s.expose().to_string()));
-        scrub(&text, &secrets)
+        secrets
     }
 
     /// Stops for good with `why`; the future resolves once the close frame

@@ -5,18 +5,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use actix_codec::Framed;
 use awc::error::{ConnectError, SendRequestError, WsClientError};
-use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST, SEC_WEBSOCKET_PROTOCOL};
+use awc::http::header::{
+    HeaderName, HeaderValue, AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL, USER_AGENT,
+};
 use awc::http::Uri;
-use awc::ws::Codec;
 use awc::BoxedSocket;
 use base64::Engine as _;
 
 use super::credentials::{self, CachedToken, Credentials};
 use super::error::LinkError;
+use super::trace;
+use crate::config::proxy::ProxyUrl;
+use crate::config::Compression;
 use crate::config::{AuthKind, Secret, UpstreamConfig};
-use crate::transport::{client_config, Dialer};
+use crate::transport::deflate::{self, LinkCodec};
+use crate::transport::{client_config, proxy, Dialer};
 
 /// Everything needed for one attempt, resolved at attempt time (so a
 /// rotated `token_file` or CA file applies at every reconnect).
@@ -30,12 +38,36 @@ pub struct Attempt {
     dialer: Dialer,
     /// Whether certificate checks are off (warned at every connect).
     pub insecure: bool,
+    /// `trace = true`: what the handshake trace needs (SPEC §12).
+    trace: Option<HandshakeTrace>,
+    /// permessage-deflate was offered (`compression = "deflate"`).
+    offered_deflate: bool,
+}
+
+/// The handshake trace of one attempt: the upstream's name, its redactor,
+/// the auth header (its value is always `***`) and the secrets to scrub.
+struct HandshakeTrace {
+    upstream: String,
+    redactor: crate::config::Redactor,
+    auth_header: Option<String>,
+    secrets: Vec<String>,
+}
+
+impl HandshakeTrace {
+    fn log<'a>(&self, what: &str, headers: impl Iterator<Item = (&'a str, &'a [u8])>) {
+        let also: Vec<&str> = self.auth_header.iter().map(String::as_str).collect();
+        trace::headers(&self.upstream, what, headers, &self.redactor, &also, &self.secrets);
+    }
 }
 
 /// A successful upgrade.
 pub struct Upgraded {
-    /// The WebSocket framed transport.
-    pub framed: Framed<BoxedSocket, Codec>,
+    /// The WebSocket framed transport, with our codec (permessage-deflate
+    /// when the server accepted it).
+    pub framed: Framed<BoxedSocket, LinkCodec>,
+    /// Bytes received on the socket (frames as sent), read by the actor
+    /// into `wsgate_upstream_wire_bytes_total`.
+    pub wire: Rc<Cell<u64>>,
     /// The subprotocol the server picked, if any.
     pub protocol: Option<String>,
 }
@@ -71,6 +103,8 @@ pub struct Files {
     token: Option<Secret>,
     /// The rustls config, for `wss://`.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The proxy on the way, with its password read (SPEC §12).
+    proxy: Option<ProxyUrl>,
 }
 
 impl Files {
@@ -85,9 +119,22 @@ impl Files {
     /// The blocking part of [`Files::read`].
     fn read_now(cfg: &UpstreamConfig, cached: CachedToken) -> Result<Files, LinkError> {
         let creds = credentials::read(cfg, cached)?;
-        let tls = if cfg.url.starts_with("wss://") { Some(client_config(&cfg.tls)?) } else { None };
-        Ok(Files { token: creds.token.clone(), creds, tls })
+        let secure = cfg.url.starts_with("wss://");
+        let tls = if secure { Some(client_config(&cfg.tls)?) } else { None };
+        Ok(Files { token: creds.token.clone(), creds, tls, proxy: proxy_for(cfg, secure)? })
     }
+}
+
+/// The proxy for `cfg` (none over a Unix socket), its password read now.
+fn proxy_for(cfg: &UpstreamConfig, secure: bool) -> Result<Option<ProxyUrl>, LinkError> {
+    if cfg.unix_socket.is_some() {
+        return Ok(None);
+    }
+    let host = cfg.url.parse::<Uri>().ok().and_then(|u| u.host().map(str::to_string)).unwrap_or_default();
+    let p = &cfg.proxy;
+    let password =
+        p.password_source().resolve().map_err(|e| LinkError::Proxy(format!("cannot read the proxy password: {e}")))?;
+    Ok(proxy::choose(&p.url, p.username.as_deref(), password, secure, &host, &|k| std::env::var(k).ok())?)
 }
 
 impl Attempt {
@@ -104,11 +151,19 @@ impl Attempt {
             None => (None, authority),
         };
 
-        let Files { token, tls, .. } = files;
+        let Files { token, tls, proxy, .. } = files;
         let need = |t: &Option<Secret>| t.clone().ok_or_else(|| LinkError::Auth("no token configured".into()));
 
         let mut path_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
         let mut headers = Vec::new();
+        if cfg.compression == Compression::Deflate {
+            headers.push(header(SEC_WEBSOCKET_EXTENSIONS.as_str(), deflate::OFFER)?);
+        }
+        let agent = cfg.user_agent.clone().unwrap_or_else(|| format!("wsgate/{}", env!("CARGO_PKG_VERSION")));
+        headers.push(header(USER_AGENT.as_str(), &agent)?);
+        if let Some(origin) = &cfg.origin {
+            headers.push(header(ORIGIN.as_str(), origin)?);
+        }
         for (k, v) in &cfg.headers {
             headers.push(header(k, v)?);
         }
@@ -142,8 +197,26 @@ impl Attempt {
 
         let tls = if secure { tls } else { None };
         let user_timeout = cfg.heartbeat.interval.get() + cfg.heartbeat.timeout.get();
-        let dialer = Dialer::new(&host, port, tls, user_timeout)?.with_frame_limit(cfg.max_message_size.0);
+        let dialer = Dialer::new(&host, port, tls, user_timeout)?
+            .with_frame_limit(cfg.max_message_size.0)
+            .with_proxy(proxy)
+            .with_unix_socket(cfg.unix_socket.clone());
+        let trace = cfg.trace.then(|| {
+            let mut secrets = cfg.url_secrets();
+            if let Some(t) = &token {
+                secrets.extend([t.expose().to_string(), encode_query(t.expose())]);
+            }
+            HandshakeTrace {
+                upstream: cfg.name.clone(),
+                redactor: cfg.redactor.clone(),
+                auth_header: (cfg.auth.kind == AuthKind::Header)
+                    .then(|| cfg.auth.header_name.clone().unwrap_or_else(|| "x-api-key".into())),
+                secrets,
+            }
+        });
         Ok(Attempt {
+            offered_deflate: cfg.compression == Compression::Deflate,
+            trace,
             url: format!("ws://{host}:{port}{path_query}"),
             host_header: hostport.to_string(),
             headers,
@@ -160,6 +233,18 @@ impl Attempt {
         let connector =
             awc::Connector::new().connector(self.dialer.clone()).timeout(self.timeout).handshake_timeout(self.timeout);
         let client = awc::Client::builder().connector(connector).timeout(self.timeout).finish();
+        if let Some(t) = &self.trace {
+            let path = self.url.find('/').and_then(|i| self.url[i + 2..].find('/').map(|j| &self.url[i + 2 + j..]));
+            let request_line = format!("GET {}", path.unwrap_or("/"));
+            let protocols = self.protocols.join(", ");
+            let mut lines: Vec<(&str, &[u8])> =
+                vec![("request", request_line.as_bytes()), (HOST.as_str(), self.host_header.as_bytes())];
+            lines.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+            if !protocols.is_empty() {
+                lines.push((SEC_WEBSOCKET_PROTOCOL.as_str(), protocols.as_bytes()));
+            }
+            t.log("request", lines.into_iter());
+        }
         let mut req = client.ws(self.url.as_str()).max_frame_size(self.max_frame);
         if let Ok(v) = HeaderValue::try_from(self.host_header.as_str()) {
             req = req.set_header(HOST, v);
@@ -180,10 +265,29 @@ impl Attempt {
                 }
                 Err(classify(e, || st.retry_after(), self.timeout))
             }
-            Ok(Ok((resp, framed))) => {
+            Ok(Ok((resp, awc_framed))) => {
+                if let Some(t) = &self.trace {
+                    let status = resp.status().as_u16().to_string();
+                    let lines = std::iter::once(("status", status.as_bytes()))
+                        .chain(resp.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+                    t.log("answer", lines);
+                }
                 let protocol =
                     resp.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).map(str::to_string);
-                Ok(Upgraded { framed, protocol })
+                let extensions = resp.headers().get(SEC_WEBSOCKET_EXTENSIONS).map(|v| v.to_str().unwrap_or("?"));
+                let params = deflate::accepted(extensions).map_err(LinkError::Protocol)?;
+                if params.is_some() && !self.offered_deflate {
+                    return Err(LinkError::Protocol(
+                        "the server accepted permessage-deflate, which was not offered".into(),
+                    ));
+                }
+                // awc's codec rejects RSV1: swap in ours. `replace_codec`
+                // keeps the buffers and the read state, so frames that came
+                // with the 101 answer are decoded at once (rebuilding from
+                // parts would leave them until the next bytes arrive).
+                let codec = LinkCodec::new(self.max_frame, params);
+                let wire = codec.wire_counter();
+                Ok(Upgraded { framed: awc_framed.replace_codec(codec), wire, protocol })
             }
         }
     }

@@ -25,6 +25,9 @@ pub enum LinkError {
     /// TLS setup, handshake or certificate failure.
     #[error("tls: {0}")]
     Tls(String),
+    /// The proxy could not be reached or refused (SPEC §12).
+    #[error("proxy: {0}")]
+    Proxy(String),
     /// `connect_timeout` passed during TCP, TLS or the upgrade.
     #[error("no upgrade within {0:?}")]
     Timeout(Duration),
@@ -89,6 +92,7 @@ impl LinkError {
             LinkError::Dns { .. } => Reason::Dns,
             LinkError::Tcp(_) => Reason::Tcp,
             LinkError::Tls(_) => Reason::Tls,
+            LinkError::Proxy(_) => Reason::Proxy,
             LinkError::Timeout(_) => Reason::Timeout,
             LinkError::Http { status: 401 | 403, .. } => Reason::Auth,
             LinkError::Http { status: 400..=499, .. } => Reason::Http4xx,
@@ -131,6 +135,7 @@ impl From<TransportError> for LinkError {
             TransportError::Dns { host, detail } => LinkError::Dns { host, detail },
             TransportError::Tcp(detail) => LinkError::Tcp(detail),
             TransportError::Tls(detail) => LinkError::Tls(detail),
+            TransportError::Proxy(detail) => LinkError::Proxy(detail),
         }
     }
 }
@@ -161,6 +166,7 @@ mod tests {
             TransportError::Dns { host: "feed.example".into(), detail: "no such host".into() },
             TransportError::Tcp("127.0.0.1:1: refused".into()),
             TransportError::Tls("bad certificate".into()),
+            TransportError::Proxy("the proxy wants authentication (HTTP 407)".into()),
         ] {
             let l = LinkError::from(t.clone());
             assert_eq!((l.reason(), l.to_string()), (t.reason(), t.to_string()));

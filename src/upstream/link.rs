@@ -230,6 +230,7 @@ pub fn goodbye(error: &LinkError) -> Goodbye {
         | LinkError::Tcp(_)
         | LinkError::Dns { .. }
         | LinkError::Tls(_)
+        | LinkError::Proxy(_)
         | LinkError::Timeout(_)
         | LinkError::Http { .. } => Goodbye::Silent,
     }

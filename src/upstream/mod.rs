@@ -18,7 +18,9 @@ mod inbound;
 pub mod link;
 #[cfg(test)]
 mod link_tests;
+mod once;
 pub mod sequence;
+mod trace;
 mod wire;
 
 use std::sync::Arc;
@@ -27,7 +29,9 @@ use actix::{Addr, Supervisor};
 
 pub use actor::{Retire, Shutdown, Upstream, UpstreamDeps};
 pub use board::{NotReady, StatusBoard, UpstreamStatus, UpstreamView};
+pub use error::LinkError;
 pub use governor::Governor;
+pub use once::{connect_once, Connected};
 
 use crate::config::UpstreamConfig;
 use crate::fanout::Hub;

@@ -3,6 +3,8 @@
 //! the frames that arrive. Decisions are the lifecycle's (`link.rs`); this
 //! file only turns frames into events and carries out closes.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Instant;
 
 use actix::io::SinkWrite;
@@ -10,7 +12,7 @@ use actix::prelude::*;
 use actix_codec::Framed;
 use actix_http::ws::Item;
 use awc::error::WsProtocolError;
-use awc::ws::{CloseReason, Codec, Frame, Message};
+use awc::ws::{CloseReason, Frame, Message};
 use awc::BoxedSocket;
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -22,14 +24,13 @@ use super::error::LinkError;
 use super::heartbeat::{Beat, Heartbeat};
 use super::inbound::Outcome;
 use super::link::{Event, Goodbye, Phase};
+use super::trace::{self, Dir};
+use crate::transport::deflate::LinkCodec;
 use crate::transport::reassembly::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
 
 /// The write half of a link's socket.
-pub(super) type WsSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, Codec>, Message>>;
+pub(super) type WsSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, LinkCodec>, Message>>;
 
-/// How long an old link is still read after our close frame before it is
-/// closed and dropped (the peer's close reply or EOF usually comes first).
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// After the server's close reply, how long the sink gets to flush ours.
 const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -51,10 +52,12 @@ pub(super) struct Link {
     tick: SpawnHandle,
     reasm: Reassembler,
     beat: Heartbeat,
+    /// Bytes the codec took off the socket, not yet counted.
+    wire: Rc<Cell<u64>>,
 }
 
 /// A link we sent a close frame on, still read until the server's close
-/// reply or EOF (or [`CLOSE_GRACE`]).
+/// reply or EOF (or `close_timeout`).
 pub(super) struct Closing {
     epoch: u64,
     sink: WsSink,
@@ -66,6 +69,7 @@ pub(super) struct Closing {
 impl Upstream {
     /// Takes an upgraded socket as the link of `epoch`.
     pub(super) fn attach(&mut self, ctx: &mut Context<Self>, epoch: u64, up: Upgraded) {
+        let wire = up.wire;
         let (sink, stream) = up.framed.split();
         let stream = stream
             .map(move |item| LinkEvent { epoch, item: Some(item) })
@@ -80,14 +84,42 @@ impl Upstream {
             tick,
             reasm: Reassembler::new(self.cfg.max_message_size.bytes()),
             beat: Heartbeat::new(&self.cfg.heartbeat, Instant::now()),
+            wire,
         });
     }
 
     /// Writes a message on the current link, if any.
     pub(super) fn write(&mut self, msg: Message) {
+        self.trace_sent(&msg);
         if let Some(l) = self.link.as_mut() {
             let _ = l.sink.write(msg);
         }
+    }
+
+    /// `trace = true`: logs a frame we send (SPEC §12), secrets scrubbed.
+    fn trace_sent(&self, msg: &Message) {
+        if self.cfg.trace {
+            let (opcode, data, text) = trace::sent(msg);
+            trace::frame(&self.cfg.name, Dir::Send, opcode, &data, text, &self.trace_secrets());
+        }
+    }
+
+    /// `trace = true`: logs a frame we received (SPEC §12).
+    fn trace_received(&self, frame: &Frame) {
+        if self.cfg.trace {
+            let (opcode, data, text) = trace::received(frame);
+            let data = match frame {
+                Frame::Close(r) => trace::close_payload(r.as_ref()),
+                _ => data.to_vec(),
+            };
+            trace::frame(&self.cfg.name, Dir::Recv, opcode, &data, text, &self.trace_secrets());
+        }
+    }
+
+    /// What a trace line must not show: the token, the named secrets and
+    /// the URL's secrets.
+    fn trace_secrets(&self) -> Vec<String> {
+        self.hidden()
     }
 
     /// Restarts the idle clock (the link just went live).
@@ -100,7 +132,7 @@ impl Upstream {
     /// Drops the current link after queueing `bye`.
     ///
     /// The old link is still read (and ignored: its epoch is old) for
-    /// [`CLOSE_GRACE`]: dropping a socket with unread data sends RST, and the
+    /// `close_timeout` (SPEC §12, default 1 s): dropping a socket with unread data sends RST, and the
     /// peer would lose our close frame. The sink is closed only then, because
     /// actix-codec's `Framed::close` does not flush its own write buffer: a
     /// frame queued just before `close()` would be discarded.
@@ -113,11 +145,13 @@ impl Upstream {
             Goodbye::Code(code) => Some(Some(CloseReason { code: code.into(), description: None })),
         };
         if let Some(reason) = frame {
-            let _ = link.sink.write(Message::Close(reason));
+            let msg = Message::Close(reason);
+            self.trace_sent(&msg);
+            let _ = link.sink.write(msg);
         }
         let epoch = link.epoch;
         self.closing.push(Closing { epoch, sink: link.sink, stream: link.stream, scheduled: false });
-        ctx.run_later(CLOSE_GRACE, move |act, ctx| act.finish_closing(ctx, epoch));
+        ctx.run_later(self.cfg.close_timeout.get(), move |act, ctx| act.finish_closing(ctx, epoch));
     }
 
     /// Closes the sink of an old link and stops reading it.
@@ -160,10 +194,10 @@ impl Upstream {
         match link.beat.tick(Instant::now(), live) {
             Beat::Quiet => {}
             Beat::Ping(payload) => {
-                let _ = link.sink.write(Message::Ping(Bytes::copy_from_slice(&payload)));
+                self.write(Message::Ping(Bytes::copy_from_slice(&payload)));
                 let app = &self.cfg.heartbeat.app_message;
                 if live && !app.is_empty() {
-                    let _ = link.sink.write(Message::Text(ByteString::from(app.clone())));
+                    self.write(Message::Text(ByteString::from(app.clone())));
                 }
             }
             Beat::Dead(after) => self.failed(ctx, LinkError::DeadLink(after)),
@@ -177,7 +211,7 @@ impl Upstream {
         let frag = match frame {
             Frame::Ping(p) => {
                 self.deps.metrics.bytes(p.len());
-                let _ = link.sink.write(Message::Pong(p));
+                self.write(Message::Pong(p));
                 return;
             }
             Frame::Pong(p) => {
@@ -280,6 +314,12 @@ impl StreamHandler<LinkEvent> for Upstream {
             }
             return;
         }
+        if let Some(l) = self.link.as_ref() {
+            let n = l.wire.replace(0);
+            if n > 0 {
+                self.deps.metrics.wire_bytes(n);
+            }
+        }
         match ev.item {
             None => self.failed(ctx, LinkError::Tcp("connection closed by the server without a close frame".into())),
             Some(Err(WsProtocolError::Overflow)) => {
@@ -287,14 +327,23 @@ impl StreamHandler<LinkEvent> for Upstream {
                 self.failed(ctx, LinkError::Oversize(format!("frame exceeds max_message_size {limit}")));
             }
             Some(Err(WsProtocolError::Io(e))) => {
-                match e.get_ref().and_then(|inner| inner.downcast_ref::<crate::transport::frame_guard::FrameTooLarge>())
+                let inner = e.get_ref();
+                if let Some(big) = inner.and_then(|i| i.downcast_ref::<crate::transport::frame_guard::FrameTooLarge>())
                 {
-                    Some(big) => self.failed(ctx, LinkError::Oversize(big.to_string())),
-                    None => self.failed(ctx, LinkError::Tcp(e.to_string())),
+                    self.failed(ctx, LinkError::Oversize(big.to_string()))
+                } else if let Some(bad) =
+                    inner.and_then(|i| i.downcast_ref::<crate::transport::deflate::DeflateError>())
+                {
+                    self.failed(ctx, LinkError::Protocol(bad.to_string()))
+                } else {
+                    self.failed(ctx, LinkError::Tcp(e.to_string()))
                 }
             }
             Some(Err(e)) => self.failed(ctx, LinkError::Protocol(e.to_string())),
-            Some(Ok(frame)) => self.on_frame(ctx, frame),
+            Some(Ok(frame)) => {
+                self.trace_received(&frame);
+                self.on_frame(ctx, frame)
+            }
         }
     }
 

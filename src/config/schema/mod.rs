@@ -13,6 +13,7 @@
 //! `[[upstreams]]` tree is in `upstream.rs`, `[[sinks]]` in `sink.rs`.
 
 mod integrity;
+mod reach;
 mod sink;
 mod upstream;
 
@@ -27,6 +28,7 @@ use super::units::{Dur, Size};
 pub use integrity::{
     FreshnessConfig, GovernorConfig, HandshakeStep, OnProblem, SecretSpec, SequenceConfig, TokenCommand,
 };
+pub use reach::{Compression, ProxyConfig};
 pub use sink::{SinkConfig, WebhookConfig};
 pub use upstream::{
     AuthConfig, AuthKind, DecodeConfig, DecodeFormat, HeartbeatConfig, InvalidPolicy, Matcher, ReconnectConfig,

@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::*;
 
 /// The schema sources, read as text.
-const SOURCES: [(&str, &str); 4] = [
+const SOURCES: [(&str, &str); 5] = [
+    ("reach.rs", include_str!("reach.rs")),
     ("mod.rs", include_str!("mod.rs")),
     ("integrity.rs", include_str!("integrity.rs")),
     ("upstream.rs", include_str!("upstream.rs")),
@@ -113,6 +114,7 @@ fn written_defaults_are_the_real_ones() {
         ("SequenceConfig", defaults::<SequenceConfig>("pointer = \"/s\"")),
         ("FreshnessConfig", defaults::<FreshnessConfig>("")),
         ("GovernorConfig", defaults::<GovernorConfig>("")),
+        ("ProxyConfig", defaults::<ProxyConfig>("")),
         ("Stdout", defaults::<SinkConfig>("kind = \"stdout\"")),
         ("File", defaults::<SinkConfig>("kind = \"file\"\npath = \"/x\"")),
         ("WebhookConfig", defaults::<SinkConfig>("kind = \"webhook\"\nurl = \"https://h/\"")),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::empty_is_none;
 use super::integrity::{FreshnessConfig, HandshakeStep, SecretSpec, SequenceConfig, TokenCommand};
+use super::reach::{Compression, ProxyConfig};
 use crate::config::redact::{redact_url, redacted_headers, Redactor};
 use crate::config::secret::{Secret, SecretSource};
 use crate::config::units::{Dur, Size};
@@ -84,6 +85,36 @@ pub struct UpstreamConfig {
     /// `[upstreams.freshness]`: stale topics.
     #[serde(default)]
     pub freshness: FreshnessConfig,
+    /// Path of a Unix socket to connect over instead of TCP; `url` still
+    /// gives the `Host` header and the path. Default: unset.
+    #[serde(default, deserialize_with = "empty_is_none", skip_serializing_if = "Option::is_none")]
+    pub unix_socket: Option<PathBuf>,
+    /// The `Origin` header of the handshake, for servers that want one.
+    /// Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The `User-Agent` header of the handshake; unset sends `wsgate/` and
+    /// the version. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Duration to wait for the server's close frame (or EOF) after ours
+    /// before the socket is dropped. Greater than 0. Default: `"1s"`.
+    #[serde(default = "default_close_timeout")]
+    pub close_timeout: Dur,
+    /// `deflate` offers permessage-deflate (RFC 7692) and honours what
+    /// the server accepts; an inflated message is capped by
+    /// `max_message_size` while it is inflated. `none` offers nothing.
+    /// Default: `"deflate"`.
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    /// Log every frame of this upstream at debug level (opcode, length,
+    /// first 200 bytes) and the handshake headers, secrets as `***`.
+    /// Default: `false`.
+    #[serde(default)]
+    pub trace: bool,
+    /// `[upstreams.proxy]`: an HTTP CONNECT or SOCKS5 proxy on the way.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
     /// Not a key: `log.redact_query`, put here by [`load`](crate::config::load())
     /// (through [`Settings::share_redactor`](crate::config::Settings::share_redactor))
     /// so that every place that shows this upstream's URL redacts it the
@@ -100,6 +131,12 @@ const fn default_connect_timeout() -> Dur {
 }
 const fn default_max_message_size() -> Size {
     Size::mib(16)
+}
+const fn default_compression() -> Compression {
+    Compression::Deflate
+}
+const fn default_close_timeout() -> Dur {
+    Dur::secs(1)
 }
 
 impl UpstreamConfig {
@@ -124,6 +161,13 @@ impl UpstreamConfig {
             token_command: None,
             sequence: None,
             freshness: FreshnessConfig::default(),
+            unix_socket: None,
+            origin: None,
+            user_agent: None,
+            close_timeout: default_close_timeout(),
+            compression: default_compression(),
+            trace: false,
+            proxy: ProxyConfig::default(),
             redactor: Redactor::default(),
         }
     }
@@ -170,6 +214,13 @@ impl fmt::Debug for UpstreamConfig {
             token_command,
             sequence,
             freshness,
+            unix_socket,
+            origin,
+            user_agent,
+            close_timeout,
+            compression,
+            trace,
+            proxy,
             redactor,
         } = self;
         f.debug_struct("UpstreamConfig")
@@ -191,6 +242,13 @@ impl fmt::Debug for UpstreamConfig {
             .field("token_command", token_command)
             .field("sequence", sequence)
             .field("freshness", freshness)
+            .field("unix_socket", unix_socket)
+            .field("origin", origin)
+            .field("user_agent", user_agent)
+            .field("close_timeout", close_timeout)
+            .field("compression", compression)
+            .field("trace", trace)
+            .field("proxy", proxy)
             .finish_non_exhaustive()
     }
 }

@@ -1,0 +1,4 @@
+//! Subcommands that are clients rather than the daemon: `wsgate tail`
+//! (SPEC §12). `main.rs` only parses and dispatches.
+
+pub mod tail;
