@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import contract, docker, kubernetes, lint, prometheus, systemd, wsgate_config
+from . import contract, docker, docs, kubernetes, lint, prometheus, systemd, wsgate_config
 from .context import PROMTOOL, Context, Invalid, MissingTool, Skip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +78,8 @@ CHECKS = [
     Check("Dockerfile", docker.check_dockerfile),
     Check("hadolint deploy/docker/Dockerfile", lint.check_hadolint),
     Check(".dockerignore", docker.check_dockerignore),
+    # ---- the docs
+    Check("paths named in README.md, deploy/README.md and deploy/RUNBOOK.md exist", docs.check_doc_paths),
 ]
 
 
