@@ -16,6 +16,7 @@ use crate::config::{self, ConfigSource, Settings, UpstreamConfig};
 use crate::fanout::{Closed, Hub};
 use crate::health::ProbeTargets;
 use crate::http::{self, AppState};
+use crate::model::RunId;
 use crate::subscriber::auth::{refuse_open, watch_token_file};
 use crate::subscriber::sinks::Sinks;
 use crate::subscriber::websocket::{SubscriberSettings, WsEndpoint};
@@ -45,6 +46,9 @@ pub struct Gateway {
     /// Keeps the subscriber token of `auth_token_file` current.
     token_watch: tokio::task::JoinHandle<()>,
     sinks: Sinks,
+    /// This process's run id: with `seq`, names a message for the broker
+    /// sinks (`Nats-Msg-Id`); kept across reloads.
+    run: RunId,
     server: ServerHandle,
     server_done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -88,7 +92,8 @@ impl Gateway {
             })
             .collect();
 
-        let sinks = Sinks::start(&settings.sinks, &hub, &metrics)?;
+        let run = RunId::random();
+        let sinks = Sinks::start(&settings.sinks, &hub, &metrics, &run)?;
         let probes = ProbeTargets::default();
         let state = AppState {
             board: Arc::clone(&board),
@@ -138,6 +143,7 @@ impl Gateway {
             governor,
             token_watch,
             sinks,
+            run,
             server: handle,
             server_done,
         };
@@ -229,7 +235,8 @@ impl Gateway {
         if let Some(refusal) = refuse_open(&effective, &subscribers) {
             anyhow::bail!("{refusal}");
         }
-        let new_sinks = if new.sinks != self.settings.sinks { Some(Sinks::prepare(&new.sinks)?) } else { None };
+        let new_sinks =
+            if new.sinks != self.settings.sinks { Some(Sinks::prepare(&new.sinks, &self.run)?) } else { None };
 
         // === apply: nothing below fails ===
         *self.subscriber_settings.write().unwrap_or_else(|p| p.into_inner()) = subscribers;

@@ -6,6 +6,7 @@
 //! - [`demo`]: `wsgate demo`, a simulated feed wired to the gateway.
 //! - [`app`]: wiring: registry, hub, supervised upstreams, HTTP server, shutdown order.
 //! - [`http`]: routes only (`/healthz`, `/readyz`, `/status`, `/metrics`).
+//! - [`cluster`]: leases of upstreams in a NATS KV bucket (scale-out, SPEC §15; not wired yet).
 //! - [`health`]: the liveness probe of the hub and every upstream mailbox.
 //! - [`upstream`]: the `Upstream` actor (connect, auth, heartbeat, decode) and
 //!   the `StatusBoard` of live upstream states that HTTP reads.
@@ -28,6 +29,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod fanout;

@@ -192,3 +192,34 @@ impl ShutdownFlag {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// This process's run: a random id drawn at start. With an upstream's
+/// `seq` (consecutive from 1 at process start) it names one message for
+/// good: `Nats-Msg-Id: {upstream}:{run}:{seq}` (SPEC §15), so a retried
+/// publish is stored once and a restart never collides with the last run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunId(Arc<str>);
+
+impl RunId {
+    /// A fresh id: 16 hex digits from the process's randomly seeded hasher,
+    /// the clock and the process id.
+    pub fn random() -> RunId {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        h.write_u128(now.as_nanos());
+        h.write_u32(std::process::id());
+        RunId(Arc::from(format!("{:016x}", h.finish())))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -18,6 +18,7 @@ use support::{eventually, eventually_blocking, free_port, metric, Daemon, Feed};
 use wsgate::app::{Gateway, ShutdownOutcome};
 use wsgate::config::{Dur, Settings, SinkConfig, Size, UpstreamConfig, WebhookConfig};
 use wsgate::fanout::{Closed, DataKind, Hub, Incoming, Publisher};
+use wsgate::model::RunId;
 use wsgate::subscriber::sinks::Sinks;
 use wsgate::telemetry::Metrics;
 
@@ -325,7 +326,7 @@ async fn file_sink_reopens_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let (path, rotated) = (dir.path().join("out.jsonl"), dir.path().join("out.jsonl.1"));
     let (hub, metrics) = (Hub::new(), Metrics::new());
-    let sinks = Sinks::start(&[file_sink(&path, &[], &[])], &hub, &metrics).unwrap();
+    let sinks = Sinks::start(&[file_sink(&path, &[], &[])], &hub, &metrics, &RunId::random()).unwrap();
     let publisher = hub.publisher("t");
 
     publish(&publisher, 1..=3);
@@ -350,7 +351,7 @@ async fn file_sink_reopens_its_path() {
 async fn file_sink_bad_path_fails_the_start() {
     let (hub, metrics) = (Hub::new(), Metrics::new());
     let path = Path::new("/nonexistent-dir/out.jsonl");
-    let err = Sinks::start(&[file_sink(path, &[], &[])], &hub, &metrics).err().expect("start fails");
+    let err = Sinks::start(&[file_sink(path, &[], &[])], &hub, &metrics, &RunId::random()).err().expect("start fails");
     let text = format!("{err:#}");
     assert!(text.contains("sinks[0] (file)") && text.contains("/nonexistent-dir/out.jsonl"), "{text}");
     assert_eq!(hub.subscriber_count(), 0);
@@ -498,7 +499,7 @@ async fn webhook_past_the_deadline_stops_and_counts_the_loss() {
     let hook = Hook::start(|_| Reply::HoldThen(200));
     let (hub, metrics) = (Hub::new(), Metrics::new());
     let cfg = SinkConfig::Webhook(webhook(hook.url(), 2, Dur::secs(30), 100));
-    let sinks = Sinks::start(&[cfg], &hub, &metrics).unwrap();
+    let sinks = Sinks::start(&[cfg], &hub, &metrics, &RunId::random()).unwrap();
     let publisher = hub.publisher("t");
     publish(&publisher, 1..=5);
     eventually(LONG, "a batch on the wire", || hook.posts().len() == 1).await;

@@ -51,6 +51,20 @@ pub fn check_files(settings: &Settings, source: &ConfigSource) -> Result<(), Vec
                         .unwrap_or_else(|m| problems.push((format!("sinks[{i}].auth_token_file"), m)));
                 }
             }
+            SinkConfig::Nats(n) => {
+                for (key, path) in
+                    [("creds_file", &n.creds_file), ("token_file", &n.token_file), ("password_file", &n.password_file)]
+                {
+                    if let Some(path) = path {
+                        check_secret_file(path).unwrap_or_else(|m| problems.push((format!("sinks[{i}].{key}"), m)));
+                    }
+                }
+            }
+            SinkConfig::Redis(r) => {
+                if let Some(path) = &r.password_file {
+                    check_secret_file(path).unwrap_or_else(|m| problems.push((format!("sinks[{i}].password_file"), m)));
+                }
+            }
         }
     }
     if problems.is_empty() {

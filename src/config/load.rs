@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
 
-use super::schema::{AuthKind, DecodeFormat, InvalidPolicy, LogFormat, Overflow, Settings};
+use super::schema::{AuthKind, DecodeFormat, InvalidPolicy, LogFormat, Overflow, Settings, SinkFormat};
 use super::validate::validate;
 
 /// Environment prefix of overrides: `WSGATE__SERVER__LISTEN`.
@@ -192,6 +192,7 @@ const SCHEMA_ENUMS: &[fn() -> Choices] = &[
     enum_choices::<AuthKind>,
     enum_choices::<DecodeFormat>,
     enum_choices::<InvalidPolicy>,
+    enum_choices::<SinkFormat>,
 ];
 
 /// Asks `T`'s derived `Deserialize` for its name and variant names: it

@@ -14,6 +14,8 @@
 //! - `redact`: what of a URL, a header or the whole tree may be shown.
 //! - `secret`: secret values and where they come from (inline, env, file).
 //! - `units`: durations and sizes as written in a config.
+//! - `names`: the broker sinks' subject and stream name templates (`NameTemplate`).
+//! - `template`: handshake message templates (SPEC §13).
 //! - `files`: `wsgate check` opens every file the config names.
 //!
 //! Architecture invariant: config sits below every other module and knows
@@ -24,6 +26,7 @@
 
 mod files;
 mod load;
+mod names;
 pub mod proxy;
 mod redact;
 mod schema;
@@ -34,12 +37,13 @@ mod validate;
 
 pub use files::check_files;
 pub use load::{load, load_with_env, ConfigError, ConfigSource, DEFAULT_PATH, ENV_PREFIX, ENV_SEPARATOR};
+pub use names::NameTemplate;
 pub use redact::{redact_url, redact_webhook_url, scrub, Redactor, DEFAULT_REDACT_QUERY};
 pub use schema::{
     AuthConfig, AuthKind, Compression, DecodeConfig, DecodeFormat, FreshnessConfig, GovernorConfig, HandshakeStep,
-    HeartbeatConfig, InvalidPolicy, LogConfig, LogFormat, Matcher, OnProblem, Overflow, ProxyConfig, ReconnectConfig,
-    SecretSpec, SequenceConfig, ServerConfig, Settings, SinkConfig, SubscribersConfig, TlsConfig, TokenCommand,
-    UpstreamConfig, WebhookConfig,
+    HeartbeatConfig, InvalidPolicy, LogConfig, LogFormat, Matcher, NatsConfig, OnProblem, Overflow, ProxyConfig,
+    ReconnectConfig, RedisConfig, SecretSpec, SequenceConfig, ServerConfig, Settings, SinkConfig, SinkFormat,
+    SubscribersConfig, TlsConfig, TokenCommand, UpstreamConfig, WebhookConfig,
 };
 pub use secret::{Secret, SecretError, SecretSource, REDACTED};
 pub use units::{parse_duration, parse_size, Dur, Size};

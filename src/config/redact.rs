@@ -307,9 +307,14 @@ impl Settings {
             u.proxy.url = redact_url(&u.proxy.url, &redactor, None);
         }
         for sink in &mut s.sinks {
-            if let SinkConfig::Webhook(w) = sink {
-                w.url = redact_webhook_url(&w.url);
-                w.headers = redacted_headers(&w.headers, &redactor);
+            match sink {
+                SinkConfig::Webhook(w) => {
+                    w.url = redact_webhook_url(&w.url);
+                    w.headers = redacted_headers(&w.headers, &redactor);
+                }
+                SinkConfig::Nats(n) => n.url = redact_url(&n.url, &redactor, None),
+                SinkConfig::Redis(r) => r.url = redact_url(&r.url, &redactor, None),
+                SinkConfig::Stdout { .. } | SinkConfig::File { .. } => {}
             }
         }
         s

@@ -12,8 +12,11 @@ use std::net::SocketAddr;
 use http::header::{HeaderName, HeaderValue};
 use http::Uri;
 
+use super::names::NameTemplate;
 use super::redact::redact_webhook_url;
-use super::schema::{AuthConfig, AuthKind, Settings, SinkConfig, TlsConfig, UpstreamConfig};
+use super::schema::{
+    AuthConfig, AuthKind, NatsConfig, Overflow, RedisConfig, Settings, SinkConfig, TlsConfig, UpstreamConfig,
+};
 use super::template::Template;
 
 /// One problem: the key path and what is wrong with it.
@@ -325,6 +328,83 @@ fn validate_sink(sink: &SinkConfig, upstreams: &HashSet<&str>) -> Result<(), Inv
                 return Err(bad("auth_token", "set only one of auth_token, auth_token_env, auth_token_file"));
             }
         }
+        SinkConfig::Nats(n) => validate_nats(n)?,
+        SinkConfig::Redis(r) => validate_redis(r)?,
+    }
+    Ok(())
+}
+
+/// The queue keys the broker sinks share.
+fn validate_broker_queue(queue_capacity: usize, overflow: Overflow) -> Result<(), Invalid> {
+    if queue_capacity == 0 {
+        return Err(bad("queue_capacity", "must be at least 1"));
+    }
+    if overflow == Overflow::Disconnect {
+        return Err(bad("overflow", "a sink cannot be disconnected: use drop_oldest or drop_newest"));
+    }
+    Ok(())
+}
+
+fn validate_nats(n: &NatsConfig) -> Result<(), Invalid> {
+    let shown = || super::redact::redact_url(&n.url, &super::redact::Redactor::default(), None);
+    let scheme_ok = ["nats://", "tls://"].iter().any(|s| n.url.starts_with(s));
+    if !scheme_ok || n.url.parse::<Uri>().is_err() {
+        return Err(bad("url", format!("invalid url {:?} (must start with nats:// or tls://)", shown())));
+    }
+    if n.stream.is_empty() || !n.stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(bad("stream", format!("invalid stream name {:?} (letters, digits, _ and - only)", n.stream)));
+    }
+    let template = NameTemplate::parse(&n.subject).map_err(|m| bad("subject", m))?;
+    let tokens_ok = n.subject.split('.').all(|t| !t.is_empty() && !t.contains([' ', '*', '>', '\t']));
+    if !tokens_ok {
+        return Err(bad(
+            "subject",
+            format!("invalid subject {:?} (dot-separated tokens, no spaces, * or >)", n.subject),
+        ));
+    }
+    if template.stream_subjects().is_none() {
+        return Err(bad(
+            "subject",
+            format!("{:?} must start with a literal token, as in \"wsgate.{{upstream}}.{{topic}}\"", n.subject),
+        ));
+    }
+    if n.max_in_flight == 0 {
+        return Err(bad("max_in_flight", "must be at least 1"));
+    }
+    validate_broker_queue(n.queue_capacity, n.overflow)?;
+    if n.token_source().count() > 1 {
+        return Err(bad("token", "set only one of token, token_env, token_file"));
+    }
+    if n.password_source().count() > 1 {
+        return Err(bad("password", "set only one of password, password_env, password_file"));
+    }
+    if n.username.is_some() != n.password_source().is_set() {
+        return Err(bad("username", "username and a password (password, password_env or password_file) go together"));
+    }
+    let methods = usize::from(n.creds_file.is_some())
+        + usize::from(n.token_source().is_set())
+        + usize::from(n.username.is_some());
+    if methods > 1 {
+        return Err(bad("creds_file", "use one of creds_file, token or username + password"));
+    }
+    Ok(())
+}
+
+fn validate_redis(r: &RedisConfig) -> Result<(), Invalid> {
+    let shown = || super::redact::redact_url(&r.url, &super::redact::Redactor::default(), None);
+    if !r.url.starts_with("redis://") || r.url.parse::<Uri>().is_err() {
+        return Err(bad("url", format!("invalid url {:?} (must start with redis://)", shown())));
+    }
+    NameTemplate::parse(&r.stream).map_err(|m| bad("stream", m))?;
+    if r.stream.is_empty() {
+        return Err(bad("stream", "must not be empty"));
+    }
+    if r.maxlen == 0 {
+        return Err(bad("maxlen", "must be at least 1"));
+    }
+    validate_broker_queue(r.queue_capacity, r.overflow)?;
+    if r.password_source().count() > 1 {
+        return Err(bad("password", "set only one of password, password_env, password_file"));
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ use crate::model::{LinkState, Reason};
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Subscriber kinds: the `kind` label.
-pub const SUBSCRIBER_KINDS: [&str; 4] = ["websocket", "stdout", "file", "webhook"];
+pub const SUBSCRIBER_KINDS: [&str; 6] = ["websocket", "stdout", "file", "webhook", "nats", "redis"];
 /// Why a subscriber lost a message: the `reason` label of drops.
 pub const DROP_REASONS: [&str; 4] =
     [DropReason::Overflow.code(), DropReason::Error.code(), DropReason::Shutdown.code(), DropReason::Reload.code()];

@@ -29,7 +29,7 @@ pub use integrity::{
     FreshnessConfig, GovernorConfig, HandshakeStep, OnProblem, SecretSpec, SequenceConfig, TokenCommand,
 };
 pub use reach::{Compression, ProxyConfig};
-pub use sink::{SinkConfig, WebhookConfig};
+pub use sink::{NatsConfig, RedisConfig, SinkConfig, SinkFormat, WebhookConfig};
 pub use upstream::{
     AuthConfig, AuthKind, DecodeConfig, DecodeFormat, HeartbeatConfig, InvalidPolicy, Matcher, ReconnectConfig,
     TlsConfig, UpstreamConfig,

@@ -1,5 +1,6 @@
-//! One `[[sinks]]` entry (SPEC §6): a subscriber that is not a WebSocket
-//! session. `kind` picks the variant; each drains its own bounded queue.
+//! One `[[sinks]]` entry (SPEC §6, §15): a subscriber that is not a
+//! WebSocket session. `kind` picks the variant; each drains its own bounded
+//! queue.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,11 +8,14 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::redact::{redact_webhook_url, redacted_headers, Redactor};
+use crate::config::redact::{redact_url, redact_webhook_url, redacted_headers, Redactor};
 use crate::config::secret::{Secret, SecretSource};
 use crate::config::units::{Dur, Size};
 
-/// One `[[sinks]]` entry, by `kind`: `stdout`, `file` or `webhook`.
+use super::Overflow;
+
+/// One `[[sinks]]` entry, by `kind`: `stdout`, `file`, `webhook`, `nats`
+/// or `redis`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkConfig {
@@ -47,6 +51,10 @@ pub enum SinkConfig {
     },
     /// `kind = "webhook"`: batches of envelopes POSTed as a JSON array.
     Webhook(WebhookConfig),
+    /// `kind = "nats"`: JetStream publishes, one per message (SPEC §15).
+    Nats(NatsConfig),
+    /// `kind = "redis"`: one `XADD` per message, pipelined (SPEC §15).
+    Redis(RedisConfig),
 }
 
 impl SinkConfig {
@@ -56,6 +64,8 @@ impl SinkConfig {
             SinkConfig::Stdout { .. } => "stdout",
             SinkConfig::File { .. } => "file",
             SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::Nats(_) => "nats",
+            SinkConfig::Redis(_) => "redis",
         }
     }
 
@@ -66,6 +76,8 @@ impl SinkConfig {
                 (upstreams, topics)
             }
             SinkConfig::Webhook(w) => (&w.upstreams, &w.topics),
+            SinkConfig::Nats(n) => (&n.upstreams, &n.topics),
+            SinkConfig::Redis(r) => (&r.upstreams, &r.topics),
         }
     }
 
@@ -74,6 +86,8 @@ impl SinkConfig {
         match self {
             SinkConfig::Stdout { queue_bytes, .. } | SinkConfig::File { queue_bytes, .. } => *queue_bytes,
             SinkConfig::Webhook(w) => w.queue_bytes,
+            SinkConfig::Nats(n) => n.queue_bytes,
+            SinkConfig::Redis(r) => r.queue_bytes,
         }
     }
 }
@@ -179,6 +193,284 @@ impl fmt::Debug for WebhookConfig {
             .field("auth_token", auth_token)
             .field("auth_token_env", auth_token_env)
             .field("auth_token_file", auth_token_file)
+            .field("upstreams", upstreams)
+            .field("topics", topics)
+            .finish()
+    }
+}
+
+// === broker sinks (SPEC §15) ===
+
+/// What a broker sink stores per message: `format` of the nats and redis sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormat {
+    /// The §5 envelope (`upstream`, `topic`, `seq`, `received_at`, `data`).
+    Envelope,
+    /// The frame's bytes as the upstream sent them.
+    Raw,
+}
+
+/// `[[sinks]] kind = "nats"`: every message is a JetStream publish to
+/// `subject`, with `Nats-Msg-Id: {upstream}:{run}:{seq}` (a retried
+/// publish is stored once) and the `wsgate-*` headers; acks are awaited,
+/// failed publishes retried with a backoff while the queue holds the rest.
+/// `Debug` shows the URL's userinfo and every secret as `***`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// The NATS server, `nats://host:port` (`tls://` for TLS). Userinfo
+    /// in it is shown as `***`. Default: `"nats://127.0.0.1:4222"`.
+    #[serde(default = "default_nats_url")]
+    pub url: String,
+    /// The JetStream stream; created when missing, bound to the literal
+    /// prefix of `subject` followed by `>`. Default: `"WSGATE"`.
+    #[serde(default = "default_nats_stream")]
+    pub stream: String,
+    /// Subject template: `{upstream}` and `{topic}` are replaced by the
+    /// message's values, each character outside `[A-Za-z0-9_-]` as `_`
+    /// (an empty topic as `_`). Default: `"wsgate.{upstream}.{topic}"`.
+    #[serde(default = "default_nats_subject")]
+    pub subject: String,
+    /// What the body is: `envelope` or `raw` (the frame's bytes; the
+    /// headers are the same). Default: `"envelope"`.
+    #[serde(default = "default_sink_format")]
+    pub format: SinkFormat,
+    /// Number of publishes awaiting their ack at most; then the sink queue
+    /// fills and its `overflow` applies. At least 1. Default: `1024`.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Number of messages queued at most, beside what is in flight.
+    /// At least 1. Default: `10000`.
+    #[serde(default = "default_webhook_queue")]
+    pub queue_capacity: usize,
+    /// Size of the messages queued at most, beside `queue_capacity`
+    /// (whichever is hit first). At least 1 byte. Default: `"64MiB"`.
+    #[serde(default = "default_sink_queue_bytes")]
+    pub queue_bytes: Size,
+    /// What happens when the queue is full: `drop_oldest` or
+    /// `drop_newest`, counted as `overflow`. Default: `"drop_oldest"`.
+    #[serde(default = "default_sink_overflow")]
+    pub overflow: Overflow,
+    /// Path of a NATS credentials file (JWT + nkey seed), read at start.
+    /// Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creds_file: Option<PathBuf>,
+    /// Auth token, inline (prefer `_env` or `_file`). At most one of the
+    /// three spellings. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// Name of the environment variable holding the auth token. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Path of a file holding the auth token, trimmed, read at start and
+    /// again at every reconnect. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// User name, with one of the `password` spellings. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password, inline (prefer `_env` or `_file`). Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Name of the environment variable holding the password. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Path of a file holding the password, trimmed, read at start and
+    /// again at every reconnect. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Names of the upstreams to follow; empty = all. Default: `[]`.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Topics to follow; empty = all. Default: `[]`.
+    #[serde(default)]
+    pub topics: Vec<String>,
+}
+
+/// `[[sinks]] kind = "redis"`: `XADD stream MAXLEN ~ maxlen * upstream ..
+/// topic .. seq .. data ..` per message, pipelined; a failed pipeline is
+/// sent again after a backoff while the queue holds the rest. `Debug`
+/// shows the URL's userinfo and the password as `***`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// The Redis server, `redis://[user@]host:port[/db]`. Userinfo in it is
+    /// shown as `***`. Default: `"redis://127.0.0.1:6379"`.
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    /// Stream key template: `{upstream}` and `{topic}` are replaced by the
+    /// message's values (as they are). Default: `"wsgate:{upstream}"`.
+    #[serde(default = "default_redis_stream")]
+    pub stream: String,
+    /// Entries kept per stream, approximately (`XADD MAXLEN ~`). At least 1.
+    /// Default: `100000`.
+    #[serde(default = "default_maxlen")]
+    pub maxlen: u64,
+    /// What `data` holds: `envelope` (the envelope's `data` as JSON text)
+    /// or `raw` (the frame's bytes). Default: `"envelope"`.
+    #[serde(default = "default_sink_format")]
+    pub format: SinkFormat,
+    /// Number of messages queued at most, beside the pipeline on the wire.
+    /// At least 1. Default: `10000`.
+    #[serde(default = "default_webhook_queue")]
+    pub queue_capacity: usize,
+    /// Size of the messages queued at most, beside `queue_capacity`
+    /// (whichever is hit first). At least 1 byte. Default: `"64MiB"`.
+    #[serde(default = "default_sink_queue_bytes")]
+    pub queue_bytes: Size,
+    /// What happens when the queue is full: `drop_oldest` or
+    /// `drop_newest`, counted as `overflow`. Default: `"drop_oldest"`.
+    #[serde(default = "default_sink_overflow")]
+    pub overflow: Overflow,
+    /// Password (`AUTH`), inline (prefer `_env` or `_file`). At most one
+    /// of the three spellings; wins over a password in `url`. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Name of the environment variable holding the password. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Path of a file holding the password, trimmed, read at start and
+    /// again at every reconnect. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Names of the upstreams to follow; empty = all. Default: `[]`.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Topics to follow; empty = all. Default: `[]`.
+    #[serde(default)]
+    pub topics: Vec<String>,
+}
+
+fn default_nats_url() -> String {
+    "nats://127.0.0.1:4222".into()
+}
+fn default_nats_stream() -> String {
+    "WSGATE".into()
+}
+fn default_nats_subject() -> String {
+    "wsgate.{upstream}.{topic}".into()
+}
+const fn default_sink_format() -> SinkFormat {
+    SinkFormat::Envelope
+}
+const fn default_max_in_flight() -> usize {
+    1024
+}
+const fn default_sink_overflow() -> Overflow {
+    Overflow::DropOldest
+}
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn default_redis_stream() -> String {
+    "wsgate:{upstream}".into()
+}
+const fn default_maxlen() -> u64 {
+    100_000
+}
+
+impl NatsConfig {
+    /// Where the auth token comes from.
+    pub fn token_source(&self) -> SecretSource<'_> {
+        SecretSource { inline: self.token.as_ref(), env: self.token_env.as_deref(), file: self.token_file.as_ref() }
+    }
+
+    /// Where the password comes from.
+    pub fn password_source(&self) -> SecretSource<'_> {
+        SecretSource {
+            inline: self.password.as_ref(),
+            env: self.password_env.as_deref(),
+            file: self.password_file.as_ref(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Where the password comes from.
+    pub fn password_source(&self) -> SecretSource<'_> {
+        SecretSource {
+            inline: self.password.as_ref(),
+            env: self.password_env.as_deref(),
+            file: self.password_file.as_ref(),
+        }
+    }
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so a new field is a compile error here until it is
+        // decided whether it can be shown.
+        let NatsConfig {
+            url,
+            stream,
+            subject,
+            format,
+            max_in_flight,
+            queue_capacity,
+            queue_bytes,
+            overflow,
+            creds_file,
+            token,
+            token_env,
+            token_file,
+            username,
+            password,
+            password_env,
+            password_file,
+            upstreams,
+            topics,
+        } = self;
+        f.debug_struct("NatsConfig")
+            .field("url", &redact_url(url, &Redactor::default(), None))
+            .field("stream", stream)
+            .field("subject", subject)
+            .field("format", format)
+            .field("max_in_flight", max_in_flight)
+            .field("queue_capacity", queue_capacity)
+            .field("queue_bytes", queue_bytes)
+            .field("overflow", overflow)
+            .field("creds_file", creds_file)
+            .field("token", token)
+            .field("token_env", token_env)
+            .field("token_file", token_file)
+            .field("username", username)
+            .field("password", password)
+            .field("password_env", password_env)
+            .field("password_file", password_file)
+            .field("upstreams", upstreams)
+            .field("topics", topics)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let RedisConfig {
+            url,
+            stream,
+            maxlen,
+            format,
+            queue_capacity,
+            queue_bytes,
+            overflow,
+            password,
+            password_env,
+            password_file,
+            upstreams,
+            topics,
+        } = self;
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(url, &Redactor::default(), None))
+            .field("stream", stream)
+            .field("maxlen", maxlen)
+            .field("format", format)
+            .field("queue_capacity", queue_capacity)
+            .field("queue_bytes", queue_bytes)
+            .field("overflow", overflow)
+            .field("password", password)
+            .field("password_env", password_env)
+            .field("password_file", password_file)
             .field("upstreams", upstreams)
             .field("topics", topics)
             .finish()

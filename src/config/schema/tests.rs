@@ -118,6 +118,8 @@ fn written_defaults_are_the_real_ones() {
         ("Stdout", defaults::<SinkConfig>("kind = \"stdout\"")),
         ("File", defaults::<SinkConfig>("kind = \"file\"\npath = \"/x\"")),
         ("WebhookConfig", defaults::<SinkConfig>("kind = \"webhook\"\nurl = \"https://h/\"")),
+        ("NatsConfig", defaults::<SinkConfig>("kind = \"nats\"")),
+        ("RedisConfig", defaults::<SinkConfig>("kind = \"redis\"")),
     ]
     .into_iter()
     .collect();

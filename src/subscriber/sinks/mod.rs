@@ -13,17 +13,24 @@
 //!   a backoff (`retry.rs`); only what is still unwritten at shutdown is
 //!   counted as dropped.
 //! - `webhook` is async HTTP (awc) on the current arbiter (`webhook.rs`).
+//! - `nats` (JetStream) and `redis` (Streams) store each message in a
+//!   broker (`nats.rs`, `redis.rs`), on the current arbiter, through one
+//!   actor (`broker.rs`) that takes a drain of its queue only when the
+//!   last one is stored: while the broker is down the queue fills and its
+//!   `overflow` policy applies, counted (SPEC §15).
 //!
 //! Shutdown: [`Sinks::flush_and_stop`] sends each actor `Flush`, which
 //! closes its queue (the hub has usually done so already) and resolves once
 //! the actor has taken everything left, written it (files synced) or sent it
 //! (the webhook's last batch), and stopped. A sink still busy at the
 //! deadline is told to `Abandon`: it stops at once and counts what it held
-//! (queued, or waiting for a retry) as dropped (`error`). A broker sink
-//! (NATS, Redis Streams) is one more actor that answers `Flush` and
-//! `Abandon`.
+//! (queued, or waiting for a retry) as dropped (`error`). The broker sinks
+//! answer `Flush` and `Abandon` the same way.
 
+mod broker;
 mod file;
+mod nats;
+mod redis;
 mod retry;
 mod stdout;
 mod webhook;
@@ -39,9 +46,13 @@ use tracing::{info, warn};
 
 use crate::config::{Overflow, SinkConfig, WebhookConfig};
 use crate::fanout::{Closed, Delivery, Filter, Hub, Item, Next, SubQueue, Subscription};
+use crate::model::RunId;
 use crate::telemetry::{DropReason, Left, Metrics};
 
+use self::broker::BrokerSink;
 use self::file::FileLines;
+use self::nats::Nats;
+use self::redis::Redis;
 use self::retry::{Backoff, Gate};
 use self::stdout::StdoutLines;
 use self::webhook::{Endpoint, Webhook};
@@ -131,6 +142,10 @@ enum Opened {
     File(FileLines),
     /// The webhook's config, and its parsed URL, headers and TLS.
     Webhook(Box<(WebhookConfig, Endpoint)>),
+    /// The NATS sink: template parsed, credentials read; not connected.
+    Nats(Box<Nats>),
+    /// The Redis sink: URL parsed, password read; not connected.
+    Redis(Box<Redis>),
 }
 
 impl Sinks {
@@ -140,14 +155,16 @@ impl Sinks {
     }
 
     /// Prepares and starts every configured sink; see [`Sinks::prepare`].
-    pub fn start(cfgs: &[SinkConfig], hub: &Hub, metrics: &Arc<Metrics>) -> anyhow::Result<Sinks> {
-        Ok(Self::prepare(cfgs)?.start(hub, metrics))
+    pub fn start(cfgs: &[SinkConfig], hub: &Hub, metrics: &Arc<Metrics>, run: &RunId) -> anyhow::Result<Sinks> {
+        Ok(Self::prepare(cfgs, run)?.start(hub, metrics))
     }
 
-    /// Opens every file and builds every webhook endpoint, without
-    /// subscribing anything. Fails when a file cannot be opened or a
-    /// webhook URL or header cannot be used, naming the sink.
-    pub fn prepare(cfgs: &[SinkConfig]) -> anyhow::Result<PreparedSinks> {
+    /// Opens every file, builds every webhook endpoint and reads every
+    /// broker credential, without subscribing or connecting anything.
+    /// Fails when a file cannot be opened or a webhook URL or header, or a
+    /// broker URL or credential, cannot be used, naming the sink. `run` is
+    /// this process's run id (`Nats-Msg-Id`).
+    pub fn prepare(cfgs: &[SinkConfig], run: &RunId) -> anyhow::Result<PreparedSinks> {
         let mut sinks = Vec::with_capacity(cfgs.len());
         for (i, cfg) in cfgs.iter().enumerate() {
             let context = || format!("sinks[{i}] ({})", cfg.kind());
@@ -159,6 +176,12 @@ impl Sinks {
                 SinkConfig::Webhook(w) => {
                     let endpoint = Endpoint::new(w).map_err(|e| anyhow::anyhow!("{}: {e}", context()))?;
                     Opened::Webhook(Box::new((w.clone(), endpoint)))
+                }
+                SinkConfig::Nats(n) => Opened::Nats(Box::new(
+                    Nats::prepare(n, run.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", context()))?,
+                )),
+                SinkConfig::Redis(r) => {
+                    Opened::Redis(Box::new(Redis::prepare(r).map_err(|e| anyhow::anyhow!("{}: {e}", context()))?))
                 }
             };
             sinks.push((cfg.clone(), opened));
@@ -177,17 +200,14 @@ impl PreparedSinks {
         for (cfg, opened) in self.sinks {
             let kind = cfg.kind();
             let (upstreams, topics) = cfg.filters();
-            let capacity = match &cfg {
-                SinkConfig::Webhook(w) => w.queue_capacity,
-                SinkConfig::Stdout { .. } | SinkConfig::File { .. } => LINE_QUEUE_CAPACITY,
+            let (capacity, overflow) = match &cfg {
+                SinkConfig::Webhook(w) => (w.queue_capacity, Overflow::DropOldest),
+                SinkConfig::Stdout { .. } | SinkConfig::File { .. } => (LINE_QUEUE_CAPACITY, Overflow::DropOldest),
+                SinkConfig::Nats(n) => (n.queue_capacity, n.overflow),
+                SinkConfig::Redis(r) => (r.queue_capacity, r.overflow),
             };
-            let queue = SubQueue::bounded(
-                capacity,
-                cfg.queue_bytes().bytes(),
-                Overflow::DropOldest,
-                false,
-                metrics.subscriber(kind),
-            );
+            let queue =
+                SubQueue::bounded(capacity, cfg.queue_bytes().bytes(), overflow, false, metrics.subscriber(kind));
             // Sink filters come from the config, which the operator controls: no pair limit.
             let filter = match Filter::from_lists(upstreams, topics, usize::MAX) {
                 Ok(f) => f,
@@ -214,6 +234,8 @@ impl PreparedSinks {
                     let (w, endpoint) = *webhook;
                     Running::new(kind, Webhook::new(w, endpoint, queue, sub).start())
                 }
+                Opened::Nats(nats) => Running::new(kind, BrokerSink::new(*nats, queue, sub).start()),
+                Opened::Redis(redis) => Running::new(kind, BrokerSink::new(*redis, queue, sub).start()),
             };
             sinks.running.push(running);
             info!(sink = kind, "Sink started.");

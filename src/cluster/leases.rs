@@ -1,0 +1,164 @@
+//! Leases in a NATS KV bucket (SPEC §15 fine print): `upstreams.<name>`
+//! holds the owner's node name, `nodes.<node>` says the node is alive; the
+//! bucket keeps one revision per key (history 1) for `lease_ttl`, so a key
+//! nobody renews disappears after that. A lease is taken with `create`
+//! (fails when someone holds it) and renewed with `update` at the revision
+//! this node wrote last (fails when someone else took it after it expired).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use tracing::{info, warn};
+
+use super::share::{plan, View};
+
+/// Prefix of the lease keys.
+const UPSTREAMS: &str = "upstreams.";
+/// Prefix of the liveness keys.
+const NODES: &str = "nodes.";
+
+/// Why a round could not be done (the bucket is unreachable, or refuses).
+#[derive(Debug, thiserror::Error)]
+#[error("lease bucket {bucket}: {message}")]
+pub struct LeaseError {
+    /// The bucket's name.
+    bucket: String,
+    /// What failed, without secrets (the KV API carries none).
+    message: String,
+}
+
+/// This node's leases in one bucket.
+pub struct Leases {
+    /// The bucket.
+    kv: kv::Store,
+    /// Its name, for errors and logs.
+    bucket: String,
+    /// This replica's name.
+    node: String,
+    /// Upstream -> the revision this node wrote last, for each lease held.
+    held: BTreeMap<String, u64>,
+}
+
+impl Leases {
+    /// Opens the bucket, creating it (history 1, TTL `ttl`) when missing;
+    /// an existing bucket with another TTL is updated to `ttl` (warning).
+    pub async fn open(js: &jetstream::Context, bucket: &str, node: &str, ttl: Duration) -> Result<Leases, LeaseError> {
+        let err = |message: String| LeaseError { bucket: bucket.to_string(), message };
+        let kv = match js.get_key_value(bucket).await {
+            Ok(kv) => {
+                let mut stream = js.get_stream(format!("KV_{bucket}")).await.map_err(|e| err(e.to_string()))?;
+                let mut config = stream.info().await.map_err(|e| err(e.to_string()))?.config.clone();
+                if config.max_age != ttl {
+                    warn!(bucket, was = ?config.max_age, now = ?ttl, "Lease bucket has another TTL; it is updated to lease_ttl.");
+                    config.max_age = ttl;
+                    config.duplicate_window = config.duplicate_window.min(ttl);
+                    js.update_stream(config).await.map_err(|e| err(e.to_string()))?;
+                }
+                kv
+            }
+            Err(_) => {
+                // The KV stream as `create_key_value` makes it, made here:
+                // that call first reads the account info, which the client
+                // cannot parse from a 2.9 server.
+                let config = stream::Config {
+                    name: format!("KV_{bucket}"),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    max_age: ttl,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: stream::DiscardPolicy::New,
+                    ..Default::default()
+                };
+                js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
+                js.get_key_value(bucket).await.map_err(|e| err(e.to_string()))?
+            }
+        };
+        Ok(Leases { kv, bucket: bucket.to_string(), node: key_part(node), held: BTreeMap::new() })
+    }
+
+    fn err(&self, message: impl ToString) -> LeaseError {
+        LeaseError { bucket: self.bucket.clone(), message: message.to_string() }
+    }
+
+    /// What the bucket says now: owners and live nodes.
+    pub async fn view(&self) -> Result<View, LeaseError> {
+        let keys: Vec<String> =
+            self.kv.keys().await.map_err(|e| self.err(e))?.try_collect().await.map_err(|e| self.err(e))?;
+        let mut view = View { owners: BTreeMap::new(), nodes: BTreeSet::new() };
+        for key in keys {
+            if let Some(node) = key.strip_prefix(NODES) {
+                view.nodes.insert(node.to_string());
+            } else if let Some(upstream) = key.strip_prefix(UPSTREAMS) {
+                // Gone between the listing and the read: free.
+                if let Some(owner) = self.kv.get(key.as_str()).await.map_err(|e| self.err(e))? {
+                    view.owners.insert(upstream.to_string(), String::from_utf8_lossy(&owner).into_owned());
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// One round (every `lease_ttl / 3`): renews this node's liveness and
+    /// its leases (a lease that cannot be renewed is lost), then takes its
+    /// share of free upstreams and lets the excess go. Returns the
+    /// upstreams this node holds after the round.
+    pub async fn round(&mut self, upstreams: &[String]) -> Result<BTreeSet<String>, LeaseError> {
+        let me = Bytes::from(self.node.clone());
+        self.kv.put(format!("{NODES}{}", self.node), me.clone()).await.map_err(|e| self.err(e))?;
+        let held: Vec<(String, u64)> = self.held.iter().map(|(u, r)| (u.clone(), *r)).collect();
+        for (upstream, revision) in held {
+            match self.kv.update(lease_key(&upstream), me.clone(), revision).await {
+                Ok(revision) => {
+                    self.held.insert(upstream, revision);
+                }
+                Err(e) => {
+                    self.held.remove(&upstream);
+                    warn!(upstream = %upstream, node = %self.node, error = %e, "Lease lost.");
+                }
+            }
+        }
+        let names: Vec<String> = upstreams.iter().map(|u| key_part(u)).collect();
+        let step = plan(&self.node, &names, &self.view().await?);
+        for upstream in step.release {
+            if self.held.remove(&upstream).is_some() {
+                self.kv.delete(lease_key(&upstream)).await.map_err(|e| self.err(e))?;
+                info!(upstream = %upstream, node = %self.node, "Lease let go (above the fair share).");
+            }
+        }
+        for upstream in step.take {
+            // Fails when another node took it first: fine, it is held.
+            if let Ok(revision) = self.kv.create(lease_key(&upstream), me.clone()).await {
+                info!(upstream = %upstream, node = %self.node, "Lease taken.");
+                self.held.insert(upstream, revision);
+            }
+        }
+        Ok(self.held.keys().cloned().collect())
+    }
+
+    /// Lets every lease go and marks this node gone (a clean stop), so
+    /// others take over at once instead of after `lease_ttl`.
+    pub async fn release_all(&mut self) -> Result<(), LeaseError> {
+        for upstream in std::mem::take(&mut self.held).into_keys() {
+            self.kv.delete(lease_key(&upstream)).await.map_err(|e| self.err(e))?;
+        }
+        self.kv.delete(format!("{NODES}{}", self.node)).await.map_err(|e| self.err(e))
+    }
+}
+
+/// The lease key of an upstream.
+fn lease_key(upstream: &str) -> String {
+    format!("{UPSTREAMS}{upstream}")
+}
+
+/// A name as one KV key token: `[A-Za-z0-9_-]`, others `_`, empty `_`.
+fn key_part(name: &str) -> String {
+    if name.is_empty() {
+        return "_".into();
+    }
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
