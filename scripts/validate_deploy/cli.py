@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import contract, docker, kubernetes, prometheus, systemd, wsgate_config
+from . import contract, docker, docs, kubernetes, lint, prometheus, systemd, wsgate_config
 from .context import PROMTOOL, Context, Invalid, MissingTool, Skip
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENT = """\
 environment:
-  PROMTOOL, SYSTEMD_ANALYZE, KUBECTL  the tools, else found on PATH (kubectl is optional)
+  PROMTOOL, SYSTEMD_ANALYZE, KUBECTL, HADOLINT, YAMLLINT
+               the tools, else found on PATH
   WSGATE_BIN   a built wsgate, for `wsgate check` and as the ExecStart that
                systemd-analyze verifies; else `wsgate` on PATH; else skipped
   WSGATE_SPEC  SPEC.md, else shared/SPEC.md beside the repository; else skipped
@@ -42,22 +43,30 @@ CHECKS = [
     Check("promtool test rules deploy/prometheus/rules_test.yml", prometheus.check_rules_tests),
     Check("promtool check config deploy/prometheus/scrape-config.yml", prometheus.check_scrape_config),
     Check("promtool check config (a full prometheus.yml from scrape-config.yml)", prometheus.check_generated_config),
-    Check("metric and label names in rules and dashboard are SPEC §8's", prometheus.check_metric_names),
+    Check("every alert: a runbook section in deploy/RUNBOOK.md and a promtool test where it fires",
+          prometheus.check_runbooks),
+    Check("metric and label names in rules and dashboard are SPEC §8's; a panel for each", prometheus.check_metric_names),
     Check("SPEC §8 matches metrics.py's metric list", prometheus.check_spec_metrics),
     # ---- Grafana
     Check("deploy/grafana/dashboard.json is JSON", prometheus.check_dashboard_json),
     Check("dashboard structure", prometheus.check_dashboard_structure),
     Check("dashboard queries parse (promtool)", prometheus.check_dashboard_queries_parse),
     # ---- Kubernetes
-    Check("kustomization resources exist, no orphan manifests", kubernetes.check_kustomizations),
+    Check("kustomizations and components: resources exist, no orphan manifests", kubernetes.check_kustomizations),
     Check("kubernetes-validate --strict", kubernetes.check_kubernetes_validate),
     Check("PodMonitor and PrometheusRule structure; PrometheusRule == rules.yml", kubernetes.check_operator_resources),
-    Check("manifests vs wsgate: probes, ports, securityContext, grace period, mounts", contract.check_contract),
+    Check("builds vs wsgate: probes, ports, securityContext, grace period, mounts, Secret keys",
+          contract.check_contract),
     Check("wsgate configs use only keys of config/example-full.toml", wsgate_config.check_config_keys),
     *(
         Check(f"kubectl kustomize {directory}", functools.partial(kubernetes.check_kustomize_build, variant=variant))
         for variant, (directory, _) in kubernetes.VARIANTS.items()
     ),
+    Check("components/sidecar on a Deployment it has never seen", kubernetes.check_sidecar_component),
+    Check("NetworkPolicy: only named sources reach port 9750 (sidecar, standalone)",
+          kubernetes.check_network_policies),
+    Check("PodDisruptionBudget covers the standalone gateway", kubernetes.check_disruption_budget),
+    Check("yamllint --strict deploy/", lint.check_yamllint),
     # ---- wsgate itself
     Check("wsgate check --config config/wsgate.toml", wsgate_config.check_wsgate_default_config),
     Check("wsgate check --no-files (every ConfigMap config)", wsgate_config.check_wsgate_configmaps),
@@ -67,7 +76,10 @@ CHECKS = [
     Check("systemd-analyze security --offline (exposure below 2.0)", systemd.check_systemd_security),
     # ---- Docker
     Check("Dockerfile", docker.check_dockerfile),
+    Check("hadolint deploy/docker/Dockerfile", lint.check_hadolint),
     Check(".dockerignore", docker.check_dockerignore),
+    # ---- the docs
+    Check("paths named in README.md, deploy/README.md and deploy/RUNBOOK.md exist", docs.check_doc_paths),
 ]
 
 

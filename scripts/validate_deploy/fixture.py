@@ -16,8 +16,9 @@ from pathlib import Path
 from .context import Context
 
 REPO = Path(__file__).resolve().parents[2]
-# What the checks read: deploy/, the configs, and .dockerignore.
-COPIED = ("deploy", "config", ".dockerignore")
+# What the checks read: deploy/, the configs, .dockerignore, the README and
+# the scripts it names.
+COPIED = ("deploy", "config", ".dockerignore", "README.md", "scripts")
 # The caller's settings that would change a verdict; tests set their own.
 UNSET = ("WSGATE_BIN", "WSGATE_SPEC", "K8S_VERSION", "KUBECTL")
 

@@ -1,15 +1,21 @@
-"""Kubernetes: the kustomizations, every manifest against the Kubernetes
-OpenAPI schemas (kubernetes-validate, strict), the Prometheus Operator
-resources (no schema there: a structural check), the PrometheusRule generated
-from rules.yml, and `kubectl kustomize` builds when kubectl is there."""
+"""Kubernetes: the kustomizations and components, every manifest against the
+Kubernetes OpenAPI schemas (kubernetes-validate, strict), the Prometheus
+Operator resources (no schema there: a structural check), the PrometheusRule
+generated from rules.yml, and the `kubectl kustomize` build of each variant:
+valid, complete, with a NetworkPolicy and (standalone) a PodDisruptionBudget,
+no Secret; and the sidecar component applied to a Deployment it has never
+seen."""
 
+import os
 import re
 
 import yaml
 
-from .context import KUBECTL, Context, kubernetes_validate
+from .context import Context, kubernetes_validate
 from .manifests import (
+    COMPONENT_API,
     K8S_DIR,
+    KUSTOMIZE_API,
     OPERATOR_GROUP,
     all_manifests,
     container_ports,
@@ -19,12 +25,13 @@ from .manifests import (
     manifest_files,
     pod_labels,
     pod_templates,
+    render,
     selector_matches,
 )
 from .prometheus import RULES, load_rules
 from .wsgate_config import duration_s
 
-PROMETHEUSRULE = "deploy/kubernetes/common/prometheusrule.yaml"
+PROMETHEUSRULE = "deploy/kubernetes/components/monitoring/prometheusrule.yaml"
 REGEN_COMMAND = "python3 scripts/validate_deploy --regen"
 PROMETHEUSRULE_HEADER = f"""\
 # GENERATED from deploy/prometheus/rules.yml by `{REGEN_COMMAND}`.
@@ -40,13 +47,21 @@ metadata:
 spec:
 """
 
-# What a kustomize build of each variant must contain: (kind, name).
-COMMON_OBJECTS = {("ConfigMap", "wsgate-config"), ("Secret", "wsgate-feed"), ("PodMonitor", "wsgate"),
-                  ("PrometheusRule", "wsgate")}
+# What a kustomize build of each variant must contain: (kind, name). No
+# Secret anywhere: wsgate-feed is created out of band (deploy/README.md).
+MONITORING = {("PodMonitor", "wsgate"), ("PrometheusRule", "wsgate")}
 VARIANTS = {
-    "base": (K8S_DIR, COMMON_OBJECTS | {("Deployment", "example-app"), ("Service", "example-app")}),
-    "standalone": (f"{K8S_DIR}/standalone", COMMON_OBJECTS | {("Deployment", "wsgate"), ("Service", "wsgate")}),
+    "base": (f"{K8S_DIR}/base", {("ConfigMap", "wsgate-config")}),
+    "sidecar": (f"{K8S_DIR}/examples/sidecar", MONITORING | {
+        ("ConfigMap", "wsgate-config"), ("Deployment", "example-app"), ("Service", "example-app"),
+        ("NetworkPolicy", "wsgate-sidecar")}),
+    "standalone": (f"{K8S_DIR}/standalone", MONITORING | {
+        ("ConfigMap", "wsgate-config"), ("Deployment", "wsgate"), ("Service", "wsgate"),
+        ("NetworkPolicy", "wsgate"), ("PodDisruptionBudget", "wsgate")}),
 }
+SIDECAR_COMPONENT = f"{K8S_DIR}/components/sidecar"
+MONITORING_COMPONENT = f"{K8S_DIR}/components/monitoring"
+WSGATE_PORT = 9750
 
 
 # === kustomizations ===
@@ -58,14 +73,19 @@ def check_kustomizations(ctx: Context) -> list[str]:
     for k in kustomizations(ctx):
         where = ctx.rel(k)
         docs = load_docs(ctx, k)
-        if len(docs) != 1 or docs[0].get("kind") != "Kustomization":
-            problems.append(f"{where}: not a single Kustomization document")
+        if len(docs) != 1 or docs[0].get("kind") not in ("Kustomization", "Component"):
+            problems.append(f"{where}: not a single Kustomization or Component document")
             continue
         kz = docs[0]
-        if kz.get("apiVersion") != "kustomize.config.k8s.io/v1beta1":
-            problems.append(f"{where}: apiVersion should be kustomize.config.k8s.io/v1beta1")
-        if not kz.get("resources"):
-            problems.append(f"{where}: no resources")
+        api = KUSTOMIZE_API if kz["kind"] == "Kustomization" else COMPONENT_API
+        if kz.get("apiVersion") != api:
+            problems.append(f"{where}: apiVersion of a {kz['kind']} should be {api}")
+        if not kz.get("resources") and not kz.get("patches"):
+            problems.append(f"{where}: no resources and no patches")
+        for c in kz.get("components") or []:
+            p = (k.parent / c).resolve() / "kustomization.yaml"
+            if not p.is_file() or (load_docs(ctx, p) or [{}])[0].get("kind") != "Component":
+                problems.append(f"{where}: component {c!r} is not a directory with a Component")
         for r in kz.get("resources") or []:
             p = (k.parent / r).resolve()
             if p.is_dir():
@@ -240,12 +260,16 @@ def check_operator_resources(ctx: Context) -> list[str]:
 # === kubectl kustomize ===
 
 def build_problems(kv, variant: str, docs: list[dict], version: str) -> list[str]:
-    """A variant's build output: every object valid, the expected ones there."""
+    """A variant's build output: every object valid, the expected ones there,
+    no Secret (the credentials are never part of the manifests)."""
     problems = []
     names = {(d.get("kind"), (d.get("metadata") or {}).get("name")) for d in docs}
     for d in docs:
         if not d.get("apiVersion", "").startswith(OPERATOR_GROUP):
             problems += schema_problems(kv, f"{variant}: {d.get('kind')}/{d['metadata']['name']}", d, version)
+        if d.get("kind") == "Secret":
+            problems.append(f"{variant}: the build has Secret/{d['metadata']['name']}: create Secrets out of band"
+                            " (kubectl create secret generic ...), never as a placeholder that overwrites the real one")
     for kind, name in sorted(VARIANTS[variant][1] - names):
         problems.append(f"{variant}: the build lacks {kind}/{name}")
     if variant == "standalone" and ("Deployment", "example-app") in names:
@@ -255,10 +279,161 @@ def build_problems(kv, variant: str, docs: list[dict], version: str) -> list[str
 
 def check_kustomize_build(ctx: Context, variant: str) -> list[str]:
     """`kubectl kustomize` builds the variant, and the result holds up."""
-    kubectl = ctx.tool(KUBECTL)
     kv = kubernetes_validate()
-    done = ctx.run([kubectl, "kustomize", VARIANTS[variant][0]])
-    if done.returncode != 0:
-        return done.stderr.splitlines() + [f"kubectl kustomize exited with status {done.returncode}"]
-    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
-    return build_problems(kv, variant, docs, ctx.k8s_version)
+    return build_problems(kv, variant, render(ctx, VARIANTS[variant][0]), ctx.k8s_version)
+
+
+# === what the builds must hold: network policy, disruption budget ===
+
+def wsgate_pods(docs: list[dict]):
+    """(workload name, pod labels) of every workload that runs wsgate."""
+    from .contract import is_wsgate
+    for _, w, t in pod_templates([(None, d) for d in docs]):
+        spec = t["spec"]
+        if any(is_wsgate(c) for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])):
+            yield w["metadata"]["name"], pod_labels(t)
+
+
+def covers_port(port_list: list | None, port: int) -> bool:
+    """A NetworkPolicy rule's ports admit `port` over TCP (no list: all ports)."""
+    if not port_list:
+        return True
+    for p in port_list:
+        if p.get("protocol", "TCP") != "TCP":
+            continue
+        if "port" not in p:
+            return True
+        if isinstance(p["port"], str):
+            if p["port"] == "wsgate":
+                return True
+            continue
+        if p["port"] <= port <= p.get("endPort", p["port"]):
+            return True
+    return False
+
+
+def network_problems(variant: str, docs: list[dict]) -> list[str]:
+    """Every wsgate pod is selected by a NetworkPolicy with Ingress, and each
+    rule that admits port 9750 names its sources; none admits everyone."""
+    problems = []
+    policies = [d for d in docs if d.get("kind") == "NetworkPolicy"]
+    for name, labels in wsgate_pods(docs):
+        mine = [p for p in policies if selector_matches(p["spec"].get("podSelector") or {}, labels)
+                and "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])]
+        if not mine:
+            problems.append(f"{variant}: no NetworkPolicy restricts ingress to the pods of Deployment/{name}")
+        allowed = 0
+        for p in mine:
+            for rule in p["spec"].get("ingress") or []:
+                if not covers_port(rule.get("ports"), WSGATE_PORT):
+                    continue
+                allowed += 1
+                sources = rule.get("from") or []
+                if not sources:
+                    problems.append(f"{variant}: NetworkPolicy/{p['metadata']['name']} admits anyone to port"
+                                    f" {WSGATE_PORT}")
+                for src in sources:
+                    if "ipBlock" in src or (src.get("namespaceSelector") == {} and not src.get("podSelector")):
+                        problems.append(f"{variant}: NetworkPolicy/{p['metadata']['name']} admits a whole"
+                                        f" network or every pod to port {WSGATE_PORT}")
+        if mine and not allowed:
+            problems.append(f"{variant}: the NetworkPolicy of Deployment/{name} lets nobody reach port"
+                            f" {WSGATE_PORT} (Prometheus must)")
+    return problems
+
+
+def check_network_policies(ctx: Context) -> list[str]:
+    """Sidecar and standalone: only named sources reach wsgate's port."""
+    problems = []
+    for variant in ("sidecar", "standalone"):
+        problems += network_problems(variant, render(ctx, VARIANTS[variant][0]))
+    return problems
+
+
+def disruption_problems(variant: str, docs: list[dict]) -> list[str]:
+    """A PodDisruptionBudget covers the standalone gateway's pods and lets
+    a drain proceed (not maxUnavailable 0, not minAvailable = replicas)."""
+    problems = []
+    budgets = [d for d in docs if d.get("kind") == "PodDisruptionBudget"]
+    deployments = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Deployment"}
+    for name, labels in wsgate_pods(docs):
+        mine = [b for b in budgets if selector_matches(b["spec"].get("selector") or {}, labels)]
+        if not mine:
+            problems.append(f"{variant}: no PodDisruptionBudget covers Deployment/{name}")
+        replicas = deployments[name]["spec"].get("replicas", 1)
+        for b in mine:
+            spec = b["spec"]
+            if spec.get("maxUnavailable") in (0, "0%") or (
+                    isinstance(spec.get("minAvailable"), int) and spec["minAvailable"] >= replicas):
+                problems.append(f"{variant}: PodDisruptionBudget/{b['metadata']['name']} blocks every drain"
+                                f" of Deployment/{name} ({replicas} replicas)")
+    return problems
+
+
+def check_disruption_budget(ctx: Context) -> list[str]:
+    return disruption_problems("standalone", render(ctx, VARIANTS["standalone"][0]))
+
+
+# === the sidecar component on a Deployment it has never seen ===
+
+FOREIGN_APP = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: someone-elses-app
+spec:
+  selector:
+    matchLabels: {app: other}
+  template:
+    metadata:
+      labels: {app: other}
+    spec:
+      initContainers:
+        - name: migrate
+          image: registry.example.com/migrate:2
+      containers:
+        - name: main
+          image: registry.example.com/other:3
+          ports:
+            - {name: http, containerPort: 8080}
+      volumes:
+        - name: data
+          emptyDir: {}
+"""
+
+
+def check_sidecar_component(ctx: Context) -> list[str]:
+    """components/sidecar on an unrelated Deployment: the wsgate native
+    sidecar is added, the app's containers, volumes and labels all stay."""
+    kv = kubernetes_validate()
+    overlay = ctx.tmp / "foreign-app"
+    overlay.mkdir(exist_ok=True)
+    (overlay / "app.yaml").write_text(FOREIGN_APP)
+    def rel(d: str) -> str:  # kustomize wants relative paths to directories
+        return os.path.relpath(ctx.path(d).resolve(), overlay.resolve())
+
+    (overlay / "kustomization.yaml").write_text(
+        f"apiVersion: {KUSTOMIZE_API}\nkind: Kustomization\nresources:\n  - app.yaml\n  - {rel(K8S_DIR + '/base')}\n"
+        f"components:\n  - {rel(SIDECAR_COMPONENT)}\n  - {rel(MONITORING_COMPONENT)}\n")
+    docs = render(ctx, str(overlay))
+    problems = []
+    apps = [d for d in docs if d.get("kind") == "Deployment"]
+    if [d["metadata"]["name"] for d in apps] != ["someone-elses-app"]:
+        return [f"sidecar component: the build has Deployments {[d['metadata']['name'] for d in apps]},"
+                " not just the app's (the patch must take the target's name)"]
+    spec = apps[0]["spec"]["template"]["spec"]
+    inits = {c["name"]: c for c in spec.get("initContainers") or []}
+    if "migrate" not in inits or [c["name"] for c in spec.get("containers") or []] != ["main"]:
+        problems.append("sidecar component: the app's own containers or init containers changed")
+    if "wsgate" not in inits or inits["wsgate"].get("restartPolicy") != "Always":
+        problems.append("sidecar component: no wsgate init container with restartPolicy: Always")
+    if "data" not in {v["name"] for v in spec.get("volumes") or []}:
+        problems.append("sidecar component: the app's volumes were replaced")
+    if pod_labels(apps[0]["spec"]["template"]).get("app") != "other":
+        problems.append("sidecar component: the app's pod labels were replaced")
+    for d in docs:
+        if not d.get("apiVersion", "").startswith(OPERATOR_GROUP):
+            problems += schema_problems(kv, f"sidecar component: {d['kind']}/{d['metadata']['name']}", d,
+                                        ctx.k8s_version)
+    problems += network_problems("sidecar component", docs)
+    return problems

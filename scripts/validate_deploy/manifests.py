@@ -6,9 +6,11 @@ from pathlib import Path
 
 import yaml
 
-from .context import Context, Invalid
+from .context import KUBECTL, Context, Invalid
 
 K8S_DIR = "deploy/kubernetes"
+KUSTOMIZE_API = "kustomize.config.k8s.io/v1beta1"
+COMPONENT_API = "kustomize.config.k8s.io/v1alpha1"
 # The Prometheus Operator's API group: kubernetes-validate has no schema for it.
 OPERATOR_GROUP = "monitoring.coreos.com/"
 
@@ -29,9 +31,36 @@ def kustomizations(ctx: Context) -> list[Path]:
     return sorted(ctx.path(K8S_DIR).rglob("kustomization.yaml"))
 
 
+def patch_files(ctx: Context) -> set[Path]:
+    """The files that kustomizations name as patches (partial objects)."""
+    out = set()
+    for k in kustomizations(ctx):
+        for d in load_docs(ctx, k):
+            for patch in d.get("patches") or []:
+                if isinstance(patch, dict) and "path" in patch:
+                    out.add((k.parent / patch["path"]).resolve())
+    return out
+
+
 def manifest_files(ctx: Context) -> list[Path]:
-    """Every YAML file under deploy/kubernetes but the kustomizations."""
-    return [f for f in sorted(ctx.path(K8S_DIR).rglob("*.y*ml")) if f.name != "kustomization.yaml"]
+    """Every YAML file under deploy/kubernetes but the kustomizations and
+    the patches: the complete objects."""
+    patches = patch_files(ctx)
+    return [f for f in sorted(ctx.path(K8S_DIR).rglob("*.y*ml"))
+            if f.name != "kustomization.yaml" and f.resolve() not in patches]
+
+
+def render(ctx: Context, directory: str) -> list[dict]:
+    """`kubectl kustomize directory`: the objects it builds (cached per run);
+    Invalid with kubectl's message when the build fails."""
+    cache = ctx.cache.setdefault("render", {})
+    if directory not in cache:
+        done = ctx.run([ctx.tool(KUBECTL), "kustomize", directory])
+        if done.returncode != 0:
+            raise Invalid(f"kubectl kustomize {directory} exited with status {done.returncode}: "
+                          + " ".join(done.stderr.split()))
+        cache[directory] = [d for d in yaml.safe_load_all(done.stdout) if d]
+    return cache[directory]
 
 
 def all_manifests(ctx: Context) -> list[tuple[Path, dict]]:

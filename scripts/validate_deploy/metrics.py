@@ -26,6 +26,28 @@ SPEC_METRICS = {
     "wsgate_subscriber_disconnects_total": ("counter", {"reason"}),
     "wsgate_fanout_latency_seconds": ("histogram", set()),
 }
+# SPEC §8's "Added by §12-§15" list (same rules). Its types are not in
+# SPEC's text but follow from the names (a histogram says so in SPEC).
+ADDED_METRICS = {
+    "wsgate_upstream_wire_bytes_total": ("counter", {"upstream"}),
+    "wsgate_upstream_sequence_gaps_total": ("counter", {"upstream"}),
+    "wsgate_upstream_sequence_missed_total": ("counter", {"upstream"}),
+    "wsgate_upstream_duplicates_total": ("counter", {"upstream"}),
+    "wsgate_topic_last_message_age_seconds": ("gauge", {"upstream", "topic"}),
+    "wsgate_topic_stale": ("gauge", {"upstream", "topic"}),
+    "wsgate_connect_wait_seconds": ("histogram", set()),
+    "wsgate_upstream_rotations_total": ("counter", {"upstream"}),
+    "wsgate_upstream_link_up": ("gauge", {"upstream", "link"}),
+    "wsgate_upstream_link_first_total": ("counter", {"upstream", "link"}),
+    "wsgate_cluster_owned_upstreams": ("gauge", set()),
+    "wsgate_cluster_lease_changes_total": ("counter", {"upstream"}),
+}
+# The bounded `reason` values (SPEC §4, §12-§14): the dashboard names the
+# ones added by §12-§14 explicitly.
+REASONS = ("dns", "tcp", "tls", "timeout", "http_4xx", "http_5xx", "auth", "closed", "dead_link", "idle",
+           "oversize", "protocol", "panic", "shutdown", "reload", "proxy", "handshake", "rotate", "sequence",
+           "stale")
+ADDED_REASONS = ("handshake", "sequence", "stale", "proxy", "rotate")
 # The standard process collector (the prometheus crate's, as Go's).
 PROCESS_METRICS = {
     "process_cpu_seconds_total",
@@ -48,11 +70,12 @@ def series_names(name: str, kind: str) -> set:
     return {name + s for s in HISTOGRAM_SUFFIXES} if kind == "histogram" else {name}
 
 
+ALL_METRICS = {**SPEC_METRICS, **ADDED_METRICS}
 ALLOWED_METRICS = set(PROCESS_METRICS) | SYNTHETIC
-for _name, (_kind, _) in SPEC_METRICS.items():
+for _name, (_kind, _) in ALL_METRICS.items():
     ALLOWED_METRICS |= series_names(_name, _kind)
 # Labels: SPEC §8's, `le` of histograms, and target labels added by scraping.
-ALLOWED_LABELS = {label for _, labels in SPEC_METRICS.values() for label in labels} | {
+ALLOWED_LABELS = {label for _, labels in ALL_METRICS.values() for label in labels} | {
     "le", "job", "instance", "namespace", "pod", "container", "service", "endpoint", "environment", "__name__"
 }
 
@@ -107,10 +130,10 @@ def name_problems(where: str, expr: str) -> list[str]:
     for m in sorted(metrics - ALLOWED_METRICS):
         base = re.sub(r"_(bucket|sum|count)$", "", m)
         hint = ""
-        if m in SPEC_METRICS and SPEC_METRICS[m][0] == "histogram":
+        if m in ALL_METRICS and ALL_METRICS[m][0] == "histogram":
             hint = " (a histogram: use _bucket, _sum or _count)"
-        elif base in SPEC_METRICS:
-            hint = f" ({base} is a {SPEC_METRICS[base][0]})"
+        elif base in ALL_METRICS:
+            hint = f" ({base} is a {ALL_METRICS[base][0]})"
         problems.append(f"{where}: metric {m!r} is not in SPEC §8{hint}: {expr!r}")
     for label in sorted(labels - ALLOWED_LABELS):
         problems.append(f"{where}: label {label!r} is not a label of SPEC §8 nor a target label: {expr!r}")
@@ -169,3 +192,16 @@ def spec_table(text: str) -> dict | None:
             labels = {x.strip() for x in re.sub(r"\(.*\)", "", cell).split(",") if x.strip()}
         found[m.group(1)] = (kind, labels)
     return found
+
+
+def spec_added(text: str) -> dict | None:
+    """{name: labels} of SPEC §8's "Added by §12-§15" paragraph, or None when
+    there is none. Items look like `wsgate_x_total{upstream,topic}` or
+    `wsgate_x_seconds` (histogram)."""
+    section = re.search(r"^## 8\..*?(?=^## |\Z)", text, re.S | re.M)
+    para = re.search(r"^Added by .*?(?=\n\n|\Z)", section.group(0), re.S | re.M) if section else None
+    if not para:
+        return None
+    return {m.group(1): {x.strip() for x in (m.group(2) or "").split(",") if x.strip()}
+            for m in re.finditer(r"`(wsgate_\w+)(?:\{([^}]*)\})?`", para.group(0))
+            if m.group(1) != "wsgate_subscribers"}

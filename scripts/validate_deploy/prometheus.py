@@ -2,11 +2,15 @@
 names of the rules and of deploy/grafana/dashboard.json against SPEC §8."""
 
 import json
+import re
 
 import yaml
 
 from .context import PROMTOOL, Context, Skip
 from .metrics import (
+    ADDED_METRICS,
+    ADDED_REASONS,
+    ALL_METRICS,
     SPEC_METRICS,
     dashboard_queries,
     grafana_to_promql,
@@ -14,6 +18,7 @@ from .metrics import (
     promql_names,
     rule_exprs,
     series_names,
+    spec_added,
     spec_table,
 )
 
@@ -21,6 +26,9 @@ RULES = "deploy/prometheus/rules.yml"
 RULES_TEST = "deploy/prometheus/rules_test.yml"
 SCRAPE_CONFIG = "deploy/prometheus/scrape-config.yml"
 DASHBOARD = "deploy/grafana/dashboard.json"
+RUNBOOK = "deploy/RUNBOOK.md"
+# What each runbook section says, as its bold lead-ins.
+RUNBOOK_PARTS = ("What it means", "What to check", "What to do")
 
 
 def load_rules(ctx: Context) -> dict:
@@ -85,9 +93,13 @@ def check_metric_names(ctx: Context) -> list[str]:
     for where, expr in queries:
         problems += name_problems(f"dashboard.json {where}", expr)
         used |= promql_names(expr)[0]
-    for name, (kind, _) in SPEC_METRICS.items():
+    for name, (kind, _) in ALL_METRICS.items():
         if not series_names(name, kind) & used:
             problems.append(f"dashboard.json: no panel shows {name}")
+    exprs = " ".join(expr for _, expr in queries)
+    for reason in ADDED_REASONS:
+        if not re.search(rf"\b{reason}\b", exprs):
+            problems.append(f"dashboard.json: no query names the reason {reason!r} (SPEC §12-§14)")
     return problems
 
 
@@ -102,6 +114,11 @@ def check_spec_metrics(ctx: Context) -> list[str]:
     for n in sorted(set(found) | set(SPEC_METRICS)):
         if found.get(n) != SPEC_METRICS.get(n):
             problems.append(f"SPEC §8 says {n}: {found.get(n)}, metrics.py says {SPEC_METRICS.get(n)}")
+    added = spec_added(ctx.spec.read_text()) or {}
+    for n in sorted(set(added) | set(ADDED_METRICS)):
+        if added.get(n) != (ADDED_METRICS.get(n) or (None, None))[1]:
+            problems.append(f"SPEC §8 (added by §12-§15) says {n}: {added.get(n)},"
+                            f" metrics.py says {(ADDED_METRICS.get(n) or (None, None))[1]}")
     if problems:
         problems.append("update SPEC_METRICS in scripts/validate_deploy/metrics.py to match SPEC §8")
     return problems
@@ -149,4 +166,52 @@ def check_dashboard_queries_parse(ctx: Context) -> list[str]:
     for i, (where, expr) in enumerate(queries):
         if f'"dashboard:query_{i}"' in output:
             problems.append(f"dashboard:query_{i} is dashboard.json {where}: {expr}")
+    return problems
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub (and most Markdown renderers) give a heading."""
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def runbook_sections(text: str) -> dict:
+    """{anchor: body} of every `## ` section of RUNBOOK.md."""
+    out = {}
+    for m in re.finditer(r"^## (.+?)\n(.*?)(?=^## |\Z)", text, re.S | re.M):
+        out[github_anchor(m.group(1))] = m.group(2)
+    return out
+
+
+def check_runbooks(ctx: Context) -> list[str]:
+    """Every alert has a runbook_url to its own section of deploy/RUNBOOK.md,
+    which says what it means, what to check and what to do; every alert has
+    a promtool test case in which it fires."""
+    problems = []
+    sections = runbook_sections(ctx.read(RUNBOOK))
+    alerts = [r for g in load_rules(ctx).get("groups") or [] for r in g.get("rules") or [] if "alert" in r]
+    for r in alerts:
+        name = r["alert"]
+        url = (r.get("annotations") or {}).get("runbook_url", "")
+        m = re.fullmatch(r"(?:.*/)?deploy/RUNBOOK\.md#([\w-]+)", url)
+        if not m:
+            problems.append(f"rules.yml {name}: runbook_url {url!r} does not point at {RUNBOOK}#<section>")
+            continue
+        if m.group(1) != github_anchor(name):
+            problems.append(f"rules.yml {name}: runbook_url points at #{m.group(1)}, not #{github_anchor(name)}")
+        body = sections.get(m.group(1))
+        if body is None:
+            problems.append(f"{RUNBOOK}: no section '## {name}' (runbook_url of {name})")
+            continue
+        for part in RUNBOOK_PARTS:
+            if f"**{part}**" not in body:
+                problems.append(f"{RUNBOOK} ## {name}: no **{part}**")
+    names = {r["alert"] for r in alerts}
+    for anchor in sections:
+        if anchor.startswith("wsgate") and anchor not in {github_anchor(n) for n in names}:
+            problems.append(f"{RUNBOOK}: section #{anchor} is for no alert of rules.yml")
+    tests = yaml.safe_load(ctx.read(RULES_TEST)) or {}
+    fired = {t.get("alertname") for case in tests.get("tests") or [] for t in case.get("alert_rule_test") or []
+             if t.get("exp_alerts")}
+    for name in sorted(names - fired):
+        problems.append(f"rules_test.yml: no test case in which {name} fires")
     return problems

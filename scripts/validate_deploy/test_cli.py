@@ -25,8 +25,8 @@ class Main(TreeCase):
         self.edit("deploy/kubernetes/standalone/deployment.yaml", "path: /readyz", "path: /ready")
         status, out = self.main()
         self.assertEqual(status, 1, out)
-        self.assertIn("FAIL  manifests vs wsgate", out)
-        self.assertIn("      | deploy/kubernetes/standalone/deployment.yaml Deployment/wsgate container wsgate:"
+        self.assertIn("FAIL  builds vs wsgate", out)
+        self.assertIn("      | deploy/kubernetes/standalone Deployment/wsgate container wsgate:"
                       " readinessProbe must GET /readyz, not /ready", out)
         self.assertIn("validate-deploy: FAILED: 1 of", out)
 

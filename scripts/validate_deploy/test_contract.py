@@ -1,13 +1,13 @@
-"""contract.py: the manifests against what wsgate needs."""
+"""contract.py: the kustomize builds against what wsgate needs."""
 
 from . import contract as c
 from .context import Invalid
 from .fixture import TreeCase
 
-APP = "deploy/kubernetes/example-app.yaml"
+APP = "deploy/kubernetes/examples/sidecar/app.yaml"
+SIDECAR = "deploy/kubernetes/components/sidecar/sidecar.yaml"
 STANDALONE = "deploy/kubernetes/standalone/deployment.yaml"
-CONFIGMAP = "deploy/kubernetes/common/configmap.yaml"
-SECRET = "deploy/kubernetes/common/secret.yaml"
+CONFIGMAP = "deploy/kubernetes/base/configmap.yaml"
 
 
 class Contract(TreeCase):
@@ -61,9 +61,14 @@ class Contract(TreeCase):
         with self.assertRaisesRegex(Invalid, "ConfigMap wsgate-config key wsgate.toml: invalid TOML"):
             c.check_contract(self.ctx)
 
-    def test_token_file_key_missing_from_secret_fails(self):
-        self.edit(SECRET, '  token: "replace-me"', '  feed-token: "replace-me"')
-        self.assertFinds(c.check_contract, "Secret wsgate-feed has no key 'token' for /var/run/secrets/feed/token")
+    def test_token_file_key_the_secret_lacks_fails(self):
+        """The Secret is created by hand with the documented keys only."""
+        self.edit(SIDECAR, "              - key: token\n", "              - key: feed-token\n")
+        self.assertFinds(c.check_contract, "Secret wsgate-feed has no key 'feed-token' for /var/run/secrets/feed/token")
+
+    def test_env_from_an_undocumented_secret_key_fails(self):
+        self.edit(SIDECAR, "key: subscriber-token", "key: ws-token")
+        self.assertFinds(c.check_contract, "refers to key 'ws-token' that Secret wsgate-feed is not documented to have")
 
     def test_token_file_not_on_a_secret_volume_fails(self):
         self.edit(CONFIGMAP, 'token_file = "/var/run/secrets/feed/token"', 'token_file = "/etc/feed/token"')
@@ -77,7 +82,7 @@ class Contract(TreeCase):
     def test_container_that_may_run_as_root_fails(self):
         """The app container too: every container is locked down."""
         text = (self.root / APP).read_text()
-        app = text.index("        - name: app")
+        app = text.index("        - name: app")  # the app's own, not the pod's
         self.write(APP, text[:app] + text[app:].replace("runAsNonRoot: true", "runAsNonRoot: false", 1))
         self.assertFinds(c.check_contract, "container app: runAsNonRoot must be true")
 
@@ -88,7 +93,7 @@ class Contract(TreeCase):
 
     def test_sidecar_without_restart_policy_fails(self):
         """Without restartPolicy: Always the init container blocks the pod."""
-        self.edit(APP, "          restartPolicy: Always\n", "")
+        self.edit(SIDECAR, "          restartPolicy: Always\n", "")
         self.assertFinds(c.check_contract, "must be a native sidecar (restartPolicy: Always)")
 
     def test_service_target_port_the_pods_lack_fails(self):

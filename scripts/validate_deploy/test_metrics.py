@@ -2,15 +2,27 @@
 
 import unittest
 
-from .metrics import SPEC_METRICS, grafana_to_promql, name_problems, promql_names, spec_table
+from .metrics import (
+    ADDED_METRICS,
+    SPEC_METRICS,
+    grafana_to_promql,
+    name_problems,
+    promql_names,
+    spec_added,
+    spec_table,
+)
 
 
-def spec_text(metrics: dict) -> str:
-    """A SPEC.md with a §8 table of `metrics`, as SPEC.md writes it."""
+def spec_text(metrics: dict, added: dict = ADDED_METRICS) -> str:
+    """A SPEC.md with a §8 table of `metrics` and the "Added by" list of
+    `added`, as SPEC.md writes them."""
     rows = "".join(
         f"| `{n}` | {kind} | {', '.join(sorted(labels)) or '—'} |\n" for n, (kind, labels) in metrics.items()
     )
-    return f"# SPEC\n\n## 7. HTTP\n\n## 8. Metrics\n\n| name | type | labels |\n|---|---|---|\n{rows}\n## 9. Signals\n"
+    items = ", ".join(f"`{n}{{{','.join(sorted(labels))}}}`" if labels else f"`{n}` ({kind})"
+                      for n, (kind, labels) in added.items())
+    return (f"# SPEC\n\n## 7. HTTP\n\n## 8. Metrics\n\n| name | type | labels |\n|---|---|---|\n{rows}\n"
+            f"Added by §12-§15 (same rules): {items};\n`wsgate_subscribers{{kind}}` gains `nats`.\n\n## 9. Signals\n")
 
 
 class PromqlNames(unittest.TestCase):
@@ -72,3 +84,14 @@ class SpecTable(unittest.TestCase):
 
     def test_no_section_8(self):
         self.assertIsNone(spec_table("## 7. HTTP\n"))
+
+    def test_parses_the_added_list(self):
+        """`name{labels}` and a bare `name` (histogram); wsgate_subscribers is a note, not new."""
+        text = ("## 8. Metrics\n| `wsgate_a` | gauge | x |\n\nAdded by §12-§15 (same rules): `wsgate_b_total{upstream}`,\n"
+                "`wsgate_c{upstream,topic}`, `wsgate_d_seconds`\n(histogram); `wsgate_subscribers{kind}` gains `nats`.\n\n"
+                "## 9. Next\n")
+        self.assertEqual(spec_added(text), {"wsgate_b_total": {"upstream"}, "wsgate_c": {"upstream", "topic"},
+                                            "wsgate_d_seconds": set()})
+
+    def test_round_trips_added_metrics(self):
+        self.assertEqual(spec_added(spec_text(SPEC_METRICS)), {n: labels for n, (_, labels) in ADDED_METRICS.items()})

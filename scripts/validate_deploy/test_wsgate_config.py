@@ -7,7 +7,7 @@ from . import wsgate_config as w
 from .context import Invalid, MissingTool, Skip
 from .fixture import TreeCase
 
-CONFIGMAP = "deploy/kubernetes/common/configmap.yaml"
+CONFIGMAP = "deploy/kubernetes/base/configmap.yaml"
 # A fake wsgate: appends its argv, the config it was given and its WSGATE__*
 # environment to calls.jsonl, then exits with $FAKE_STATUS.
 FAKE_WSGATE = """
