@@ -130,7 +130,18 @@ impl Gateway {
         .run();
         let handle = server.handle();
         let server_done = actix_rt::spawn(server);
-        info!(listen = %addr, upstreams = settings.upstreams.len(), "wsgate is serving.");
+        let ws_auth = if subscriber_settings.read().unwrap_or_else(|p| p.into_inner()).token.is_some() {
+            "token required"
+        } else {
+            "open (no subscriber token)"
+        };
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            listen = %addr,
+            upstreams = settings.upstreams.len(),
+            ws = ws_auth,
+            "wsgate is serving."
+        );
         let gateway = Gateway {
             addr,
             board,

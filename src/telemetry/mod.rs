@@ -94,6 +94,14 @@ impl Left {
     }
 }
 
+/// "in 1.2s", or "none" when the upstream stopped trying.
+fn next_attempt(next: Option<Duration>) -> String {
+    match next {
+        Some(d) => format!("in {:.1}s", d.as_secs_f64()),
+        None => "none (stopped)".into(),
+    }
+}
+
 /// How often invalid upstream data is logged at most (every one is counted).
 const INVALID_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -354,15 +362,19 @@ impl UpstreamMetrics {
     }
 
     /// An attempt failed before `connected`; `text` is already scrubbed.
-    pub fn connect_failed(&self, reason: Reason, text: &str) {
+    /// `next` is when the next attempt starts (`None`: no more attempts).
+    pub fn connect_failed(&self, reason: Reason, text: &str, next: Option<Duration>) {
         self.all.connect_failures.with_label_values(&[&self.name, reason.code()]).inc();
-        warn!(upstream = %self.name, reason = reason.code(), error = %text, "Upstream connect failed.");
+        let next_attempt = next_attempt(next);
+        warn!(upstream = %self.name, reason = reason.code(), error = %text, next_attempt, "Upstream connect failed.");
     }
 
     /// A connected link was lost; `text` is already scrubbed.
-    pub fn link_lost(&self, reason: Reason, text: &str) {
+    /// `next` is when the next attempt starts (`None`: no more attempts).
+    pub fn link_lost(&self, reason: Reason, text: &str, next: Option<Duration>) {
         self.all.disconnects.with_label_values(&[&self.name, reason.code()]).inc();
-        warn!(upstream = %self.name, reason = reason.code(), error = %text, "Upstream link lost.");
+        let next_attempt = next_attempt(next);
+        warn!(upstream = %self.name, reason = reason.code(), error = %text, next_attempt, "Upstream link lost.");
     }
 
     /// A connected link ended on our side (shutdown, reload): counted only.

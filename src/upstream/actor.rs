@@ -25,7 +25,7 @@ use super::error::LinkError;
 use super::governor::{Governor, Permit};
 use super::handshake::{Plan, Values};
 use super::inbound::Inbound;
-use super::link::{Action, Event, Lifecycle};
+use super::link::{Action, Event, Lifecycle, Phase};
 use super::wire::{Closing, Link};
 use crate::config::{scrub, UpstreamConfig};
 use crate::fanout::Publisher;
@@ -131,10 +131,15 @@ impl Upstream {
             Action::Report { error, live } => {
                 let reason = error.reason();
                 let text = self.scrub(error.to_string());
+                // The lifecycle has already moved on: backoff (until when) or stopped.
+                let next = match self.life.phase() {
+                    Phase::Backoff { until, .. } => Some(until.saturating_duration_since(Instant::now())),
+                    _ => None,
+                };
                 if live {
-                    self.deps.metrics.link_lost(reason, &text);
+                    self.deps.metrics.link_lost(reason, &text, next);
                 } else {
-                    self.deps.metrics.connect_failed(reason, &text);
+                    self.deps.metrics.connect_failed(reason, &text, next);
                 }
                 if let LinkError::Closed { code, .. } = &error {
                     self.deps.status.set_close_code(*code);
