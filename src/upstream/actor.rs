@@ -13,17 +13,15 @@ use std::time::{Duration, Instant};
 use actix::io::WriteHandler;
 use actix::prelude::*;
 use awc::error::WsProtocolError;
-use awc::ws::Message;
-use bytestring::ByteString;
 use tokio::sync::oneshot;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
-use super::attempt::{encode_query, Attempt, Files, Upgraded};
+use super::attempt::encode_query;
 use super::board::UpstreamStatus;
 use super::credentials::{CachedToken, Credentials};
 use super::error::LinkError;
-use super::governor::{Governor, Permit};
-use super::handshake::{Plan, Values};
+use super::governor::Governor;
+use super::handshake::Plan;
 use super::inbound::Inbound;
 use super::link::{Action, Event, Lifecycle, Phase};
 use super::wire::{Closing, Link};
@@ -77,9 +75,9 @@ pub struct Upstream {
     pub(super) plan: Plan,
     /// The token and named secrets of the current attempt: rendered into
     /// handshake steps, scrubbed from error text.
-    creds: Credentials,
+    pub(super) creds: Credentials,
     /// What `token_command` printed last, for its `refresh`.
-    command_token: CachedToken,
+    pub(super) command_token: CachedToken,
     /// Shutdown callers waiting for the close frame to be flushed.
     close_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -165,27 +163,6 @@ impl Upstream {
         }
     }
 
-    /// Sends handshake step `step` (rendered now, one clock reading) and,
-    /// when it waits for a reply, shows it in `/status` and arms its timeout.
-    fn send_step(&mut self, ctx: &mut Context<Self>, epoch: u64, step: usize) {
-        let Some(s) = self.plan.steps.get(step) else { return };
-        let values = Values { token: self.creds.token.as_ref(), secrets: &self.creds.secrets };
-        let text = match s.render(&values, std::time::SystemTime::now()) {
-            Ok((text, _shown)) => text,
-            Err(error) => return self.apply(ctx, Event::Failed { epoch, now: Instant::now(), error }),
-        };
-        let (label, timeout, waits) = (s.label.clone(), s.timeout, s.expect.is_some());
-        let kind = if s.auth { "auth reply" } else { "reply" };
-        let error = s.error(&format!("no {kind} within {timeout:?}"));
-        self.write(Message::Text(ByteString::from(text)));
-        if waits {
-            self.deps.status.set_handshake_step(Some(label));
-            ctx.run_later(timeout, move |act, ctx| {
-                act.apply(ctx, Event::StepTimeout { epoch, step, now: Instant::now(), error });
-            });
-        }
-    }
-
     fn set_state(&mut self, state: LinkState) {
         if state != LinkState::Authenticating {
             self.deps.status.set_handshake_step(None);
@@ -194,65 +171,6 @@ impl Upstream {
         self.deps.status.set_state(state);
         self.deps.metrics.state(state);
         self.deps.publisher.set_state(state);
-    }
-
-    /// Reads the secret and TLS files off this thread (SPEC §11), then dials
-    /// and upgrades; results come back tagged with `epoch`.
-    fn dial(&mut self, ctx: &mut Context<Self>, epoch: u64) {
-        self.deps.status.set_waiting(true);
-        let admit = Arc::clone(&self.deps.governor).admit(host_port(&self.cfg.url));
-        ctx.spawn(admit.into_actor(self).map(move |(permit, waited), act, ctx| {
-            act.deps.status.set_waiting(false);
-            act.deps.metrics.connect_waited(waited);
-            if act.life.epoch() == epoch {
-                act.dial_admitted(ctx, epoch, permit);
-            }
-        }));
-    }
-
-    /// The governor let this connect go: it holds `permit` until the
-    /// upgrade is done.
-    fn dial_admitted(&mut self, ctx: &mut Context<Self>, epoch: u64, permit: Permit) {
-        let files = Files::read(Arc::clone(&self.cfg), self.command_token.clone());
-        ctx.spawn(files.into_actor(self).map(move |files, act, ctx| {
-            if act.life.epoch() != epoch {
-                return;
-            }
-            let files = files.inspect(|f| {
-                act.command_token = f.creds.cached.clone();
-                act.creds = f.creds.clone();
-            });
-            let attempt = match files.and_then(|f| Attempt::prepare(&act.cfg, f)) {
-                Ok(a) => a,
-                Err(error) => return act.apply(ctx, Event::Failed { epoch, now: Instant::now(), error }),
-            };
-            if attempt.insecure {
-                warn!(upstream = %act.cfg.name, "TLS certificate verification is OFF (tls.insecure_skip_verify); use only in tests.");
-            }
-            debug!(upstream = %act.cfg.name, url = %act.cfg.redacted_url(), "Connecting to upstream.");
-            ctx.spawn(attempt.run().into_actor(act).map(move |res, act, ctx| {
-                drop(permit);
-                if act.life.epoch() != epoch {
-                    return;
-                }
-                match res.and_then(|up| act.check_subprotocol(up)) {
-                    Ok(up) => {
-                        act.attach(ctx, epoch, up);
-                        act.apply(ctx, Event::Upgraded { epoch, now: Instant::now() });
-                    }
-                    Err(error) => act.apply(ctx, Event::Failed { epoch, now: Instant::now(), error }),
-                }
-            }));
-        }));
-    }
-
-    fn check_subprotocol(&self, up: Upgraded) -> Result<Upgraded, LinkError> {
-        match &up.protocol {
-            Some(p) if !self.cfg.subprotocols.iter().any(|o| o == p) => {
-                Err(LinkError::Protocol(format!("server picked subprotocol {p:?}, which was not offered")))
-            }
-            _ => Ok(up),
-        }
     }
 
     /// `text` without the token of the current attempt (as given and as
@@ -287,20 +205,6 @@ impl Upstream {
         Box::pin(async move {
             let _ = actix_rt::time::timeout(STOP_FLUSH, rx).await;
         })
-    }
-}
-
-/// `host:port` of a `ws://` or `wss://` URL, the governor's per-host key.
-fn host_port(url: &str) -> String {
-    let secure = url.starts_with("wss://");
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let has_port = hostport.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()));
-    if has_port {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:{}", if secure { 443 } else { 80 })
     }
 }
 

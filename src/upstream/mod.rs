@@ -9,6 +9,7 @@ mod attempt;
 mod board;
 mod credentials;
 pub mod decode;
+mod dial;
 mod error;
 pub mod freshness;
 pub mod governor;
