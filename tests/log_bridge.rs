@@ -104,16 +104,7 @@ url = "ws://127.0.0.1:{bad}/"
     // The same filter applies to everything: our own debug line stays out.
     assert!(!has("Connecting to upstream."), "{}", log.text());
 
-    let ok = Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status().unwrap().success();
-    assert!(ok, "kill -TERM failed");
-    let end = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < end, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = daemon.terminate();
     let log = log.finish();
     assert_eq!(status.code(), Some(0), "{log}");
 }

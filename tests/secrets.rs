@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use support::{eventually_blocking, free_port, http_get, Daemon, Feed};
@@ -222,16 +222,7 @@ auth_token = "PLANTEDHOOKTOKEN"
     assert_clean("/metrics", &metrics);
     assert!(metrics.contains(r#"upstream="main""#));
 
-    let ok = Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status().unwrap().success();
-    assert!(ok, "kill -TERM failed");
-    let end = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < end, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = daemon.terminate();
     let log = log.finish();
     assert_eq!(exit.code(), Some(0), "{log}");
     assert_clean("stderr at trace level", &log);

@@ -451,3 +451,22 @@ impl StderrLog {
         self.text()
     }
 }
+
+impl Daemon {
+    /// SIGTERM by PID, then waits (up to 15 s) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -TERM failed");
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < end, "did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
