@@ -6,6 +6,7 @@
 
 mod integrity;
 mod logging;
+mod subscriber;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +17,7 @@ use prometheus::{
 };
 
 pub use logging::init_logging;
+pub use subscriber::{DropReason, Left, SubscriberMetrics};
 use tracing::{info, warn};
 
 use crate::model::{LinkState, Reason};
@@ -29,70 +31,8 @@ pub const SUBSCRIBER_KINDS: [&str; 6] = ["websocket", "stdout", "file", "webhook
 pub const DROP_REASONS: [&str; 4] =
     [DropReason::Overflow.code(), DropReason::Error.code(), DropReason::Shutdown.code(), DropReason::Reload.code()];
 
-/// Why a subscriber or sink did not get a message (SPEC §11): the bounded
-/// `reason` label of `wsgate_subscriber_dropped_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// The queue was full (or the subscriber was closed for being slow).
-    Overflow,
-    /// Writing or sending failed.
-    Error,
-    /// The process shut down before the message was written.
-    Shutdown,
-    /// A reload replaced the sink before the message was written.
-    Reload,
-}
-
-impl DropReason {
-    /// The label value.
-    pub const fn code(self) -> &'static str {
-        match self {
-            DropReason::Overflow => "overflow",
-            DropReason::Error => "error",
-            DropReason::Shutdown => "shutdown",
-            DropReason::Reload => "reload",
-        }
-    }
-}
 /// Why a subscriber went away: the `reason` label of disconnects.
 pub const DISCONNECT_REASONS: [&str; 4] = ["client", "slow", "shutdown", "error"];
-
-/// Why a subscriber or sink went away: the bounded `reason` label of
-/// `wsgate_subscriber_disconnects_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Left {
-    /// The client closed or hung up.
-    Client,
-    /// Closed for being slow (overflow policy `disconnect`).
-    Slow,
-    /// The process shut down (or a reload replaced a sink).
-    Shutdown,
-    /// A protocol error, a timeout, or an output that is gone.
-    Error,
-}
-
-impl Left {
-    /// The label value.
-    pub const fn code(self) -> &'static str {
-        match self {
-            Left::Client => "client",
-            Left::Slow => "slow",
-            Left::Shutdown => "shutdown",
-            Left::Error => "error",
-        }
-    }
-
-    /// How the messages a subscriber leaves queued are counted; a client
-    /// that left by its own choice loses nothing it asked for.
-    pub const fn leftovers(self) -> Option<DropReason> {
-        match self {
-            Left::Client => None,
-            Left::Slow => Some(DropReason::Overflow),
-            Left::Shutdown => Some(DropReason::Shutdown),
-            Left::Error => Some(DropReason::Error),
-        }
-    }
-}
 
 /// "in 1.2s", or "none" when the upstream stopped trying.
 fn next_attempt(next: Option<Duration>) -> String {
@@ -419,72 +359,5 @@ impl UpstreamMetrics {
     /// The first message after a loss of link, `down` after it.
     pub fn downtime(&self, down: Duration) {
         self.downtime.observe(down.as_secs_f64());
-    }
-}
-
-/// The counters of one subscriber kind.
-#[derive(Clone)]
-pub struct SubscriberMetrics {
-    current: IntGauge,
-    messages: IntCounter,
-    /// One counter per [`DropReason`], in [`DROP_REASONS`] order.
-    dropped: [IntCounter; 4],
-    disconnects: IntCounterVec,
-    fanout_latency: Histogram,
-}
-
-impl SubscriberMetrics {
-    /// A subscriber of this kind joined.
-    pub fn joined(&self) {
-        self.current.inc();
-    }
-
-    /// A subscriber of this kind left, for `reason`.
-    pub fn left(&self, reason: Left) {
-        self.current.dec();
-        self.disconnects.with_label_values(&[reason.code()]).inc();
-    }
-
-    /// Messages were written: one per `received` instant (each message's
-    /// monotonic receive time), each observed in the fan-out latency
-    /// histogram, so its count is the number of deliveries (SPEC §11).
-    pub fn delivered(&self, received: impl IntoIterator<Item = Instant>) {
-        let now = Instant::now();
-        let received = received.into_iter();
-        let mut n = 0;
-        if received.size_hint().1.is_some_and(|most| most <= 8) {
-            // A few: observed directly (a local histogram allocates its
-            // buckets, which cost more than it saves for a paced feed's
-            // one-message batches).
-            for at in received {
-                self.fanout_latency.observe(now.saturating_duration_since(at).as_secs_f64());
-                n += 1;
-            }
-        } else {
-            let local = self.fanout_latency.local();
-            for at in received {
-                local.observe(now.saturating_duration_since(at).as_secs_f64());
-                n += 1;
-            }
-            local.flush();
-        }
-        self.messages.inc_by(n);
-    }
-
-    /// `n` messages were not delivered, for `reason`.
-    pub fn dropped(&self, reason: DropReason, n: u64) {
-        if n > 0 {
-            self.dropped[reason as usize].inc_by(n);
-        }
-    }
-
-    /// `n` messages were dropped because the subscriber's queue was full.
-    pub fn dropped_overflow(&self, n: u64) {
-        self.dropped(DropReason::Overflow, n);
-    }
-
-    /// `n` messages were dropped because writing them failed.
-    pub fn dropped_error(&self, n: u64) {
-        self.dropped(DropReason::Error, n);
     }
 }
