@@ -2,6 +2,7 @@
 //! with UTF-8 validation of text. Plain code, no actix: unit-tested and fuzzed.
 
 use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 
 use crate::model::close;
 
@@ -64,6 +65,25 @@ pub struct Message {
     pub kind: Kind,
     /// The payload (UTF-8 checked for text).
     pub data: Bytes,
+    /// The same payload as checked text, for a text message: the one UTF-8
+    /// pass of a message (decoding reads it as `&str` without another).
+    text: Option<ByteString>,
+}
+
+impl Message {
+    /// A message of `kind`; text is checked for UTF-8 here, once.
+    pub fn new(kind: Kind, data: Bytes) -> Result<Self, FrameError> {
+        let text = match kind {
+            Kind::Text => Some(ByteString::try_from(data.clone()).map_err(|_| FrameError::Utf8)?),
+            Kind::Binary => None,
+        };
+        Ok(Message { kind, data, text })
+    }
+
+    /// The payload as text, for a text message.
+    pub fn text(&self) -> Option<&str> {
+        self.text.as_deref()
+    }
 }
 
 /// Joins fragments into messages.
@@ -132,10 +152,7 @@ impl Reassembler {
 }
 
 fn finish(kind: Kind, data: Bytes) -> Result<Message, FrameError> {
-    if kind == Kind::Text && std::str::from_utf8(&data).is_err() {
-        return Err(FrameError::Utf8);
-    }
-    Ok(Message { kind, data })
+    Message::new(kind, data)
 }
 
 #[cfg(test)]

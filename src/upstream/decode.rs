@@ -62,15 +62,20 @@ impl Decoder {
     pub fn decode<'a>(&self, msg: &'a Message) -> Decoded<'a> {
         match self.format {
             DecodeFormat::Binary => Decoded::Ok { topic: Cow::Borrowed(""), kind: DataKind::Binary },
-            DecodeFormat::Text => match std::str::from_utf8(&msg.data) {
-                Ok(_) => Decoded::Ok { topic: Cow::Borrowed(""), kind: DataKind::Text },
-                Err(_) => self.invalid("binary message is not UTF-8 text".into(), false),
+            DecodeFormat::Text => match msg.kind {
+                // Text frames were checked once, in reassembly.
+                Kind::Text => Decoded::Ok { topic: Cow::Borrowed(""), kind: DataKind::Text },
+                Kind::Binary => match std::str::from_utf8(&msg.data) {
+                    Ok(_) => Decoded::Ok { topic: Cow::Borrowed(""), kind: DataKind::Text },
+                    Err(_) => self.invalid("binary message is not UTF-8 text".into(), false),
+                },
             },
             DecodeFormat::Json => {
                 if msg.kind == Kind::Binary {
                     return self.invalid("binary frame on a json upstream".into(), false);
                 }
-                let Ok(text) = std::str::from_utf8(&msg.data) else {
+                // Checked once, in reassembly (`Message::new`).
+                let Some(text) = msg.text() else {
                     return self.invalid("text message is not UTF-8".into(), false);
                 };
                 match self.topic_of(text) {

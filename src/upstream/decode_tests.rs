@@ -8,7 +8,7 @@ fn cfg(format: DecodeFormat, topic: &str, invalid: InvalidPolicy) -> Decoder {
 }
 
 fn text(s: &str) -> Message {
-    Message { kind: Kind::Text, data: Bytes::copy_from_slice(s.as_bytes()) }
+    Message::new(Kind::Text, Bytes::copy_from_slice(s.as_bytes())).unwrap()
 }
 
 fn ok(topic: &str, kind: DataKind) -> Decoded<'static> {
@@ -21,7 +21,7 @@ fn decode_table() {
     use DataKind::*;
     use DecodeFormat as F;
     use InvalidPolicy::*;
-    let bin = Message { kind: Kind::Binary, data: Bytes::from_static(b"\xff\x00") };
+    let bin = Message::new(Kind::Binary, Bytes::from_static(b"\xff\x00")).unwrap();
     let cases: Vec<(Decoder, Message, Decoded)> = vec![
         (cfg(F::Json, "/type", Drop), text(r#"{"type":"trade","p":1}"#), ok("trade", Json)),
         (cfg(F::Json, "/type", Drop), text(r#"{"p":1}"#), ok("", Json)),
