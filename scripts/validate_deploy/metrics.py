@@ -42,6 +42,11 @@ ADDED_METRICS = {
     "wsgate_cluster_owned_upstreams": ("gauge", set()),
     "wsgate_cluster_lease_changes_total": ("counter", {"upstream"}),
 }
+# Named in the fine print of SPEC §14a (Replay, conflate, block), not in §8's
+# list: allowed in rules and the dashboard, not cross-checked with §8.
+FINE_PRINT_METRICS = {
+    "wsgate_upstream_paused_seconds_total": ("counter", {"upstream"}),
+}
 # The bounded `reason` values (SPEC §4, §12-§14): the dashboard names the
 # ones added by §12-§14 explicitly.
 REASONS = ("dns", "tcp", "tls", "timeout", "http_4xx", "http_5xx", "auth", "closed", "dead_link", "idle",
@@ -70,7 +75,7 @@ def series_names(name: str, kind: str) -> set:
     return {name + s for s in HISTOGRAM_SUFFIXES} if kind == "histogram" else {name}
 
 
-ALL_METRICS = {**SPEC_METRICS, **ADDED_METRICS}
+ALL_METRICS = {**SPEC_METRICS, **ADDED_METRICS, **FINE_PRINT_METRICS}
 ALLOWED_METRICS = set(PROCESS_METRICS) | SYNTHETIC
 for _name, (_kind, _) in ALL_METRICS.items():
     ALLOWED_METRICS |= series_names(_name, _kind)
