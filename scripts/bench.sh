@@ -9,6 +9,8 @@
 #   scripts/bench.sh heap                 # massif heap profile, 2 000 idle subscribers -> docs/bench/profile/heap-idle-subscribers.txt
 #   scripts/bench.sh lossless [ARGS]      # lossless bursts, relay pinned to core 0 (issue 16) -> docs/bench/lossless.{md,json}
 #                                         #   e.g. --rounds 1 --scenarios 10:20000 --no-write for a quick check
+#   scripts/bench.sh scale [--deflate]    # 100 upstreams x 1 000 msg/s into 1 000 subscribers following 5 each
+#                                         #   (issue 16) -> docs/bench/scale.{md,json} (scale-deflate.* with --deflate)
 #
 # Environment:
 #   WSGATE_BIN=path   use this wsgate binary instead of building target/release/wsgate
@@ -22,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 MODE=matrix
-if [[ "${1:-}" == "profile" || "${1:-}" == "heap" || "${1:-}" == "lossless" ]]; then
+if [[ "${1:-}" == "profile" || "${1:-}" == "heap" || "${1:-}" == "lossless" || "${1:-}" == "scale" ]]; then
     MODE=$1
     shift
 fi
@@ -68,6 +70,12 @@ if [[ $MODE == lossless ]]; then
     # Every burst is bounded (--timeout, and each child's --duration); the relay
     # under test runs on core 0, the feed and the swarm on core 1.
     timeout 3600 "${NICE[@]}" "$WSBENCH" lossless --wsgate "$WSGATE_BIN" --out "$OUT" "$@"
+    exit 0
+fi
+
+if [[ $MODE == scale ]]; then
+    # Feed, wsgate and swarm share the machine (no pinning); every child is bounded.
+    timeout 900 "${NICE[@]}" "$WSBENCH" scale --wsgate "$WSGATE_BIN" --out "$OUT" "$@"
     exit 0
 fi
 

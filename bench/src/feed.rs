@@ -46,6 +46,15 @@ pub struct FeedArgs {
     /// the subscribers connect first).
     #[arg(long)]
     pub wait_go: bool,
+    /// Give each connection its own `run` (run_id x 1 000 000 + its number),
+    /// so a subscriber of several upstreams fed by this feed tells their
+    /// streams apart (the scale run).
+    #[arg(long)]
+    pub run_per_conn: bool,
+    /// Accept permessage-deflate and send compressed frames (when the
+    /// client offers it): the scale run with compressed upstreams.
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 pub fn println_json(v: serde_json::Value) {
@@ -96,6 +105,15 @@ pub async fn run(args: FeedArgs) -> anyhow::Result<()> {
             let (args, half, conns) = (Arc::clone(&args), half_rx.clone(), Arc::clone(&conns));
             let mut go = go_rx.clone();
             tokio::spawn(async move {
+                if args.deflate {
+                    let n = conns.fetch_add(1, Ordering::SeqCst) + 1;
+                    println_json(json!({"event": "conn", "n": n, "at_ns": now_ns()}));
+                    let run = if args.run_per_conn { args.run_id * 1_000_000 + n } else { args.run_id };
+                    if let Err(e) = crate::deflate_feed::serve(sock, &args, run, deadline, &mut go).await {
+                        eprintln!("feed: connection ended: {e}");
+                    }
+                    return;
+                }
                 if let Err(e) = serve(sock, &args, half, conns, deadline, &mut go).await {
                     eprintln!("feed: connection ended: {e}");
                 }
@@ -140,6 +158,7 @@ async fn serve(
         std::future::pending::<()>().await;
     });
 
+    let run = if args.run_per_conn { args.run_id * 1_000_000 + n } else { args.run_id };
     let pad = padding();
     let mut buf = String::with_capacity(256);
     let mut sent: u64 = 0;
@@ -181,7 +200,7 @@ async fn serve(
         let batch = batch.min(args.count - sent);
         for _ in 0..batch {
             sent += 1;
-            build_message(&mut buf, &pad, args.run_id, sent, now_ns());
+            build_message(&mut buf, &pad, run, sent, now_ns());
             tx.feed(Message::text(buf.as_str())).await?;
         }
         if batch > 0 {

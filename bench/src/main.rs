@@ -1,10 +1,12 @@
 //! wsbench: the wsgate benchmark tool (issue 7). See bench/README.md.
 
 mod common;
+mod deflate_feed;
 mod feed;
 mod lossless;
 mod matrix;
 mod relay;
+mod scale;
 mod swarm;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,8 @@ enum Cmd {
     Load(matrix::LoadArgs),
     /// Lossless bursts: deliveries per relay CPU-second, peak RSS; invalid on any loss (issue 16).
     Lossless(lossless::LosslessArgs),
+    /// The scale run: many upstreams into many subscribers following a few each (issue 16).
+    Scale(scale::ScaleArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Load(a) => current_thread()?.block_on(matrix::load(a)),
         Cmd::Lossless(a) => current_thread()?.block_on(lossless::run(a)),
+        Cmd::Scale(a) => current_thread()?.block_on(scale::run(a)),
     }
 }
 

@@ -53,6 +53,29 @@ pub struct SwarmArgs {
     /// (the window opens at once and `--measure` is only the time limit).
     #[arg(long, default_value_t = 0)]
     pub expect: u64,
+    /// Each client follows this many upstreams (`&upstream=` added to the
+    /// URL), out of `--upstreams` named `{prefix}0`.. (the scale run); 0 =
+    /// the URL as given.
+    #[arg(long, default_value_t = 0)]
+    pub follow: usize,
+    /// The number of upstreams `--follow` picks from.
+    #[arg(long, default_value_t = 1)]
+    pub upstreams: usize,
+    /// The name prefix of those upstreams.
+    #[arg(long, default_value = "u")]
+    pub prefix: String,
+}
+
+/// Client `i`'s URL: with `--follow K`, upstreams i*K .. i*K+K-1 (mod M), so
+/// every upstream has clients x K / M followers.
+fn client_url(args: &SwarmArgs, i: usize) -> String {
+    let mut url = args.url.clone();
+    let m = args.upstreams.max(1);
+    for k in 0..args.follow {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("upstream={}{}", args.prefix, (i * args.follow + k) % m));
+    }
+    url
 }
 
 /// What the swarm reports.
@@ -111,7 +134,7 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
     for i in 0..args.clients {
         let never = i < args.never_read;
         let (sem, connected, failed, url) =
-            (Arc::clone(&sem), Arc::clone(&connected), Arc::clone(&failed), args.url.clone());
+            (Arc::clone(&sem), Arc::clone(&connected), Arc::clone(&failed), client_url(&args, i));
         let mut start_rx = start_rx.clone();
         let idle = args.idle;
         let expect = args.expect;
@@ -241,7 +264,9 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     let mut st = ClientStats { hist: (!idle).then(new_hist), ..Default::default() };
-    let mut last: Option<(u64, u64)> = None; // (run, seq)
+    // (run, last seq) per stream: one for a plain feed, one per followed
+    // upstream in the scale run (a few: a linear search).
+    let mut last: Vec<(u64, u64)> = Vec::with_capacity(1);
     let deadline = tokio::time::sleep_until(close.into());
     tokio::pin!(deadline);
     loop {
@@ -271,12 +296,15 @@ where
         };
         let recv = now_ns();
         let in_window = now >= open;
-        if let Some((run, seq)) = last {
-            if run == stamp.run && stamp.seq > seq + 1 && in_window {
-                st.missed += stamp.seq - seq - 1;
+        match last.iter_mut().find(|(run, _)| *run == stamp.run) {
+            Some((_, seq)) => {
+                if stamp.seq > *seq + 1 && in_window {
+                    st.missed += stamp.seq - *seq - 1;
+                }
+                *seq = stamp.seq;
             }
+            None => last.push((stamp.run, stamp.seq)),
         }
-        last = Some((stamp.run, stamp.seq));
         if in_window {
             st.deliveries += 1;
             if st.first_ns == 0 {
