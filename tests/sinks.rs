@@ -48,6 +48,9 @@ fn file_sink(path: &Path, upstreams: &[&str], topics: &[&str]) -> SinkConfig {
         upstreams: upstreams.iter().map(|s| s.to_string()).collect(),
         topics: topics.iter().map(|s| s.to_string()).collect(),
         queue_bytes: Size::mib(64),
+        queue_capacity: 10_000,
+        overflow: wsgate::config::Overflow::DropOldest,
+        conflate_key: String::new(),
     }
 }
 

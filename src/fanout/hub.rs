@@ -15,9 +15,12 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytestring::ByteString;
 
+use super::gate::Gate;
+use super::history::History;
 use super::message::{state_event, Delivery, Incoming};
 use super::queue::{Closed, Pushed, SubQueue};
-use crate::model::LinkState;
+use super::replay::Resume;
+use crate::model::{LinkState, RunId};
 
 /// One (upstream, topic) pair of a subscriber's filter; `None` = any.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -169,27 +172,36 @@ impl Filter {
 
 /// An upstream as the hub knows it.
 #[derive(Debug)]
-struct Slot {
-    name: Arc<str>,
+pub(super) struct Slot {
+    pub(super) name: Arc<str>,
     /// Last number handed out; survives reconnects and actor restarts.
-    seq: AtomicU64,
+    /// Handed out under the table's read lock, so under the write lock it
+    /// is the last seq every subscriber queue has seen.
+    pub(super) seq: AtomicU64,
+    /// The replay ring (SPEC §14), appended under the same lock as the publish.
+    pub(super) history: Arc<History>,
+    /// Closed while a full blocking sink queue holds this upstream back.
+    gate: Gate,
 }
 
 #[derive(Debug)]
-struct Sub {
-    id: u64,
-    queue: Arc<SubQueue>,
-    filter: Filter,
+pub(super) struct Sub {
+    pub(super) id: u64,
+    pub(super) queue: Arc<SubQueue>,
+    pub(super) filter: Filter,
 }
 
 #[derive(Debug, Default)]
-struct Table {
+pub(super) struct Table {
     /// In config order.
-    upstreams: Vec<(Arc<Slot>, LinkState)>,
-    subscribers: Vec<Sub>,
+    pub(super) upstreams: Vec<(Arc<Slot>, LinkState)>,
+    pub(super) subscribers: Vec<Sub>,
     next_id: u64,
     /// Set at shutdown: new subscriptions are refused.
     closed: bool,
+    /// Replay: this process's run id, and the ring bounds (messages, bytes).
+    pub(super) run: Option<RunId>,
+    history: (usize, usize),
 }
 
 impl Table {
@@ -226,12 +238,12 @@ impl Hub {
         Hub::default()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Table> {
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, Table> {
         // The table is only mutated by short, non-panicking sections.
         self.table.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, Table> {
         self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -242,7 +254,9 @@ impl Hub {
         if let Some((slot, _)) = t.upstreams.iter().find(|(s, _)| &*s.name == name) {
             return Publisher { hub: self.clone(), slot: Arc::clone(slot) };
         }
-        let slot = Arc::new(Slot { name: Arc::from(name), seq: AtomicU64::new(0) });
+        let history = Arc::new(History::default());
+        history.configure(t.history.0, t.history.1);
+        let slot = Arc::new(Slot { name: Arc::from(name), seq: AtomicU64::new(0), history, gate: Gate::default() });
         t.upstreams.push((Arc::clone(&slot), LinkState::Connecting));
         Publisher { hub: self.clone(), slot }
     }
@@ -259,9 +273,33 @@ impl Hub {
         self.read().upstreams.iter().any(|(s, _)| &*s.name == name)
     }
 
+    /// Replay (SPEC §14): this process's run id, and how many messages
+    /// (and bytes) each upstream keeps; 0 messages turns replay off. Set at
+    /// start and on reload.
+    pub fn configure_replay(&self, run: RunId, history: usize, history_bytes: usize) {
+        let mut t = self.write();
+        t.run = Some(run);
+        t.history = (history, history_bytes);
+        for (slot, _) in &t.upstreams {
+            slot.history.configure(history, history_bytes);
+        }
+    }
+
     /// Adds a subscriber. It receives, right away, one state event per
     /// upstream it follows (if it wants events).
     pub fn subscribe(&self, queue: Arc<SubQueue>, filter: Filter) -> Result<Subscription, HubError> {
+        self.subscribe_from(queue, filter, &[])
+    }
+
+    /// As [`Hub::subscribe`], replaying what came after `since` (SPEC §14)
+    /// before the live messages. With replay on, an envelope subscriber
+    /// first gets the `hello` event.
+    pub fn subscribe_from(
+        &self,
+        queue: Arc<SubQueue>,
+        filter: Filter,
+        since: &[Resume],
+    ) -> Result<Subscription, HubError> {
         let mut t = self.write();
         if t.closed {
             return Err(HubError::ShuttingDown);
@@ -269,10 +307,16 @@ impl Hub {
         if let Some(unknown) = filter.named_upstreams().find(|u| !t.upstreams.iter().any(|(s, _)| &*s.name == *u)) {
             return Err(HubError::UnknownUpstream(unknown.to_string()));
         }
+        if let (Some(run), true) = (&t.run, t.history.0 > 0) {
+            queue.push_event(super::message::hello_event(run.as_str()));
+        }
         for (slot, state) in &t.upstreams {
             if filter.follows(&slot.name) {
                 queue.push_event(state_event(&slot.name, *state));
             }
+        }
+        for r in since {
+            t.start_replay(&queue, &filter, r);
         }
         t.next_id += 1;
         let id = t.next_id;
@@ -334,17 +378,22 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Numbers `msg` and queues it for every matching subscriber. Returns the
-    /// number it got. Subscribers closed for being slow are removed.
+    /// Numbers `msg`, keeps it in the replay history and queues it for
+    /// every matching subscriber, all under one read lock (a subscriber
+    /// registering or resuming holds the write lock, so it sees the history
+    /// end where its live queue begins). Returns the number it got.
+    /// Subscribers closed for being slow are removed.
     pub fn publish(&self, msg: Incoming) -> u64 {
-        let seq = self.slot.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let delivery = Delivery::new(msg, seq);
         let mut slow = Vec::new();
+        let seq;
         {
             let t = self.hub.read();
+            seq = self.slot.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let delivery = Delivery::new(msg, seq);
+            self.slot.history.append(&delivery);
             let (up, topic) = (&*delivery.msg.upstream, &*delivery.msg.topic);
             for s in t.subscribers.iter().filter(|s| s.filter.matches(up, topic)) {
-                if s.queue.push(&delivery) == Pushed::Disconnected {
+                if s.queue.push_from(&delivery, Some(&self.slot.gate)) == Pushed::Disconnected {
                     slow.push(s.id);
                 }
             }
@@ -353,6 +402,12 @@ impl Publisher {
             self.hub.remove(id);
         }
         seq
+    }
+
+    /// This upstream's gate: closed while a full blocking sink holds it back
+    /// (the upstream then stops reading its socket, SPEC §14).
+    pub fn gate(&self) -> Gate {
+        self.slot.gate.clone()
     }
 
     /// Tells the envelope subscribers that follow this upstream an event
@@ -384,6 +439,23 @@ impl Subscription {
             }
         }
         self.hub.update_filter(self.id, |f| f.add(pair, max).map_err(HubError::from).err()).map_or(Ok(()), Err)
+    }
+
+    /// The `resume` op (SPEC §14): replays what came after `r.after` of
+    /// `r.upstream` before what is queued live; unknown upstreams are
+    /// refused; one the filter does not follow is ignored.
+    pub fn resume(&self, r: &Resume) -> Result<(), HubError> {
+        if !self.hub.has_upstream(&r.upstream) {
+            return Err(HubError::UnknownUpstream(r.upstream.clone()));
+        }
+        let t = self.hub.write();
+        let Some(i) = t.subscribers.iter().position(|s| s.id == self.id) else { return Ok(()) };
+        let (queue, filter) = (Arc::clone(&t.subscribers[i].queue), t.subscribers[i].filter.clone());
+        if filter.follows(&r.upstream) {
+            queue.forget_upstream(&r.upstream);
+            t.start_replay(&queue, &filter, r);
+        }
+        Ok(())
     }
 
     /// Removes a pair (idempotent); unknown upstreams are refused.

@@ -44,7 +44,7 @@ use futures_util::future::join_all;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::config::{Overflow, SinkConfig, WebhookConfig};
+use crate::config::{SinkConfig, WebhookConfig};
 use crate::fanout::{Closed, Filter, Hub, SubQueue};
 use crate::model::RunId;
 use crate::telemetry::{DropReason, Metrics};
@@ -57,7 +57,8 @@ use self::redis::Redis;
 use self::stdout::StdoutLines;
 use self::webhook::{Endpoint, Webhook};
 
-/// Queue bound of the `stdout` and `file` sinks (messages; oldest dropped when full).
+/// Default queue bound of the `stdout` and `file` sinks (tests).
+#[cfg(test)]
 const LINE_QUEUE_CAPACITY: usize = 10_000;
 
 /// Shortest interval between two warnings of the same sink about the same
@@ -200,14 +201,9 @@ impl PreparedSinks {
         for (cfg, opened) in self.sinks {
             let kind = cfg.kind();
             let (upstreams, topics) = cfg.filters();
-            let (capacity, overflow) = match &cfg {
-                SinkConfig::Webhook(w) => (w.queue_capacity, Overflow::DropOldest),
-                SinkConfig::Stdout { .. } | SinkConfig::File { .. } => (LINE_QUEUE_CAPACITY, Overflow::DropOldest),
-                SinkConfig::Nats(n) => (n.queue_capacity, n.overflow),
-                SinkConfig::Redis(r) => (r.queue_capacity, r.overflow),
-            };
-            let queue =
-                SubQueue::bounded(capacity, cfg.queue_bytes().bytes(), overflow, false, metrics.subscriber(kind));
+            let (capacity, overflow, conflate_key) = cfg.queue_policy();
+            let bytes = cfg.queue_bytes().bytes();
+            let queue = SubQueue::keyed(capacity, bytes, overflow, conflate_key, false, metrics.subscriber(kind));
             // Sink filters come from the config, which the operator controls: no pair limit.
             let filter = match Filter::from_lists(upstreams, topics, usize::MAX) {
                 Ok(f) => f,
