@@ -86,3 +86,7 @@ impl Conflation {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "overflow_tests.rs"]
+mod tests;

@@ -4,6 +4,8 @@ use std::time::{Instant, SystemTime};
 use futures_util::StreamExt;
 
 use super::*;
+use crate::fanout::{Next, QueueStream, Taken};
+use std::task::{Context, Poll};
 use crate::fanout::message::Incoming;
 use crate::model::DataKind;
 use crate::telemetry::Metrics;

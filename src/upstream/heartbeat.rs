@@ -105,6 +105,14 @@ impl Heartbeat {
         None
     }
 
+    /// The link is not read (a blocking sink holds the upstream back):
+    /// every deadline starts again from `now`, and no ping goes out.
+    pub fn suspend(&mut self, now: Instant) {
+        self.probe_since = None;
+        self.last_data = now;
+        self.last_ping = now;
+    }
+
     /// What is due at `now`; `live` says whether data is expected (the idle
     /// clock runs only then).
     pub fn tick(&mut self, now: Instant, live: bool) -> Beat {
