@@ -130,7 +130,11 @@ impl Session {
                 return self.event(ctx, json!({"event": "error", "message": message}));
             }
             ("resume", Some(upstream), Some(after)) if op.topic.is_none() => {
-                sub.resume(&Resume { upstream: upstream.clone(), after, run: op.run.clone() })
+                let r = sub.resume(&Resume { upstream: upstream.clone(), after, run: op.run.clone() });
+                if r.is_ok() {
+                    self.outbox.borrow_mut().resumed(upstream);
+                }
+                r
             }
             ("resume", ..) => {
                 let message = "resume needs upstream and after (and optionally run), no topic";
