@@ -1,0 +1,177 @@
+//! `overflow = "conflate"` and `overflow = "block"` (SPEC §14) end to end:
+//! a subscriber that pauses gets the latest value per key; a file sink
+//! behind a slow reader (a FIFO) loses nothing while the upstream pauses.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::SinkExt;
+
+use support::{eventually, metric, next_json, settings, ws_connect, Feed};
+use tokio_tungstenite::tungstenite::Message;
+use wsgate::app::Gateway;
+use wsgate::config::{Overflow, SinkConfig, Size, UpstreamConfig};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Once `go` is set, sends `count` messages `{"type":"q","sym":"K<n % keys>","v":n}`
+/// (n from 1) padded to about `pad` bytes, as fast as the link takes them;
+/// sets `done` after the last and then keeps the link open.
+fn numbered_feed(go: Arc<AtomicBool>, done: Arc<AtomicBool>, count: u64, keys: u64, pad: usize) -> Feed {
+    Feed::start(move |mut c| {
+        let (go, done) = (Arc::clone(&go), Arc::clone(&done));
+        async move {
+            while !go.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let padding = "x".repeat(pad);
+            for n in 1..=count {
+                let text = format!(r#"{{"type":"q","sym":"K{}","v":{n},"pad":"{padding}"}}"#, n % keys);
+                if c.ws.feed(Message::text(text)).await.is_err() {
+                    return;
+                }
+            }
+            if c.ws.flush().await.is_err() {
+                return;
+            }
+            done.store(true, Ordering::SeqCst);
+            c.drain().await;
+        }
+    })
+}
+
+fn series(gw: &Gateway, name: &str) -> f64 {
+    metric(&String::from_utf8(gw.metrics.encode()).unwrap(), name).unwrap_or(0.0)
+}
+
+/// A subscriber that stops reading while the feed updates a few keys, then
+/// reads again, gets every key's last value, with `seq` growing all along;
+/// what conflation removed is counted as dropped.
+#[actix_rt::test]
+async fn conflate_delivers_the_latest_per_key() {
+    support::logs();
+    let (go, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (count, keys) = (20_000u64, 5u64);
+    let feed = numbered_feed(Arc::clone(&go), Arc::clone(&done), count, keys, 1000);
+    let mut s = settings(vec![UpstreamConfig::new("feed", feed.url("/"))]);
+    s.subscribers.queue_capacity = 64;
+    s.subscribers.overflow = Overflow::Conflate;
+    s.subscribers.conflate_key = "/sym".into();
+    let gw = Gateway::start(s).await.expect("gateway starts");
+    let mut ws = ws_connect(&format!("ws://{}/ws", gw.addr), &[]).await.expect("subscriber connects");
+    loop {
+        let v = next_json(&mut ws, LONG).await;
+        if v["state"] == "connected" {
+            break;
+        }
+    }
+    // Paused: the client reads nothing while the whole stream goes out.
+    go.store(true, Ordering::SeqCst);
+    eventually(LONG, "the feed sent everything", || done.load(Ordering::SeqCst)).await;
+    eventually(LONG, "the gateway took everything", || {
+        series(&gw, r#"wsgate_upstream_messages_total{upstream="feed"}"#) >= count as f64
+    })
+    .await;
+    let dropped = series(&gw, r#"wsgate_subscriber_dropped_total{kind="websocket",reason="overflow"}"#);
+    assert!(dropped > 0.0, "the paused subscriber's queue overflowed");
+
+    // Resumed: read until every key's last value came.
+    let last: HashMap<String, u64> =
+        (count - keys + 1..=count).map(|n| (format!("K{}", n % keys), n)).collect();
+    let mut latest: HashMap<String, u64> = HashMap::new();
+    let (mut prev, mut got) = (0u64, 0u64);
+    while latest != last {
+        let v = next_json(&mut ws, LONG).await;
+        if v.get("event").is_some() {
+            continue;
+        }
+        let seq = v["seq"].as_u64().expect("seq");
+        assert!(seq > prev, "seq grows along the stream: {prev} then {seq}");
+        prev = seq;
+        got += 1;
+        let sym = v["data"]["sym"].as_str().expect("sym").to_string();
+        let value = v["data"]["v"].as_u64().expect("v");
+        assert!(latest.get(&sym).is_none_or(|old| *old < value), "values of a key grow");
+        latest.insert(sym, value);
+    }
+    assert!(got < count, "conflation removed some: {got} of {count} delivered");
+    assert!(got as f64 + dropped >= count as f64, "every message delivered or counted");
+    drop(ws);
+}
+
+/// A file sink with `overflow = "block"` writing into a FIFO that the test
+/// reads slowly: every number exactly once and in order, nothing dropped,
+/// and the upstream was paused (counted).
+#[actix_rt::test]
+async fn block_sink_behind_a_slow_fifo_loses_nothing() {
+    support::logs();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("out.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo");
+    let count = 20_000u64;
+
+    // The slow disk: 4 KiB every 2 ms, until EOF.
+    let text = Arc::new(Mutex::new(String::new()));
+    let lines = Arc::new(AtomicUsize::new(0));
+    let (path, sink, seen) = (fifo.clone(), Arc::clone(&text), Arc::clone(&lines));
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::open(path).expect("open the FIFO for reading");
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let chunk = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    seen.fetch_add(chunk.matches('\n').count(), Ordering::SeqCst);
+                    sink.lock().unwrap().push_str(&chunk);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+
+    let (go, done) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
+    let feed = numbered_feed(go, Arc::clone(&done), count, 7, 100);
+    let mut s = settings(vec![UpstreamConfig::new("feed", feed.url("/"))]);
+    s.sinks = vec![SinkConfig::File {
+        path: fifo.clone(),
+        upstreams: vec![],
+        topics: vec![],
+        queue_bytes: Size::mib(64),
+        queue_capacity: 100,
+        overflow: Overflow::Block,
+        conflate_key: String::new(),
+    }];
+    let gw = Gateway::start(s).await.expect("gateway starts (the FIFO has a reader)");
+    eventually(LONG, "every line reached the FIFO", || lines.load(Ordering::SeqCst) >= count as usize).await;
+    assert!(done.load(Ordering::SeqCst), "the feed sent everything");
+
+    let text = text.lock().unwrap().clone();
+    let mut want = 1u64;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a whole JSON line");
+        assert_eq!(v["seq"].as_u64(), Some(want), "seq {want}");
+        assert_eq!(v["data"]["v"].as_u64(), Some(want), "number {want}, exactly once, in order");
+        want += 1;
+    }
+    assert_eq!(want, count + 1);
+    assert_eq!(series(&gw, r#"wsgate_subscriber_dropped_total{kind="file",reason="overflow"}"#), 0.0);
+    let paused = series(&gw, r#"wsgate_upstream_paused_seconds_total{upstream="feed"}"#);
+    assert!(paused > 0.0, "the upstream was paused: {paused}");
+    let _ = gw.shutdown().await;
+}
+
+/// `[subscribers] overflow = "block"` is refused, naming the key.
+#[test]
+fn block_is_for_sinks_only() {
+    let mut s = settings(vec![]);
+    s.subscribers.overflow = Overflow::Block;
+    let err = wsgate::config::validate(&s).expect_err("refused");
+    assert_eq!(err.0, "subscribers.overflow", "{err:?}");
+}
