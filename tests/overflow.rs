@@ -81,8 +81,7 @@ async fn conflate_delivers_the_latest_per_key() {
     assert!(dropped > 0.0, "the paused subscriber's queue overflowed");
 
     // Resumed: read until every key's last value came.
-    let last: HashMap<String, u64> =
-        (count - keys + 1..=count).map(|n| (format!("K{}", n % keys), n)).collect();
+    let last: HashMap<String, u64> = (count - keys + 1..=count).map(|n| (format!("K{}", n % keys), n)).collect();
     let mut latest: HashMap<String, u64> = HashMap::new();
     let (mut prev, mut got) = (0u64, 0u64);
     while latest != last {

@@ -135,15 +135,7 @@ pub struct Pausable<S, F> {
 impl<S, F> Pausable<S, F> {
     /// `inner`, read only while `gate` is open.
     pub fn new(inner: S, gate: Gate, upstream: &str, is_end: F) -> Self {
-        Pausable {
-            inner,
-            gate,
-            is_end,
-            upstream: Arc::from(upstream),
-            paused_at: None,
-            last_pause: None,
-            ended: false,
-        }
+        Pausable { inner, gate, is_end, upstream: Arc::from(upstream), paused_at: None, last_pause: None, ended: false }
     }
 
     fn lost_after_pause(&mut self) {

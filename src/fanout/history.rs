@@ -15,6 +15,7 @@
 //! `history`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::hub::Filter;
@@ -25,6 +26,9 @@ use super::queue::Item;
 #[derive(Debug, Default)]
 pub struct History {
     ring: Mutex<Ring>,
+    /// `max_items > 0`, readable without the lock: the publish path of an
+    /// upstream without replay takes no lock here.
+    on: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +68,7 @@ impl History {
         let mut r = self.lock();
         r.max_items = max_items;
         r.max_bytes = max_bytes;
+        self.on.store(max_items > 0, Ordering::Release);
         r.trim();
         if r.items.is_empty() && r.items.capacity() > 0 {
             r.items = VecDeque::new();
@@ -72,13 +77,16 @@ impl History {
 
     /// True when messages are kept.
     pub fn enabled(&self) -> bool {
-        self.lock().max_items > 0
+        self.on.load(Ordering::Acquire)
     }
 
     /// Appends the newest message. A message that does not follow the last
     /// one (the numbering started over) empties the ring first, so it stays
     /// consecutive.
     pub fn append(&self, d: &Arc<Delivery>) {
+        if !self.on.load(Ordering::Acquire) {
+            return;
+        }
         let mut r = self.lock();
         if r.max_items == 0 {
             return;

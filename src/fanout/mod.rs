@@ -16,10 +16,10 @@ mod take;
 
 /// Re-exported from [`crate::model`], where it lives, for the hub's users.
 pub use crate::model::DataKind;
-pub use hub::{Filter, Hub, HubError, Pair, Publisher, Subscription};
-pub use message::{freshness_event, upstream_gap_event, Delivery, Incoming};
 pub use gate::{Gate, Pausable};
 pub use history::History;
+pub use hub::{Filter, Hub, HubError, Pair, Publisher, Subscription};
+pub use message::{freshness_event, upstream_gap_event, Delivery, Incoming};
 pub use queue::{Closed, Item, Pushed, SubQueue};
 pub use replay::{parse_since, Resume};
 pub use take::{Next, QueueStream, Taken};

@@ -29,7 +29,8 @@ pub fn parse_since(text: &str, run: Option<&str>) -> Result<Vec<Resume>, String>
             let (upstream, seq) = pair.rsplit_once(':').filter(|(u, _)| !u.is_empty()).ok_or_else(|| {
                 format!("since: expected upstream:seq pairs separated by commas (e.g. since=a:1234,b:99), got {pair:?}")
             })?;
-            let after = seq.parse::<u64>().map_err(|_| format!("since: invalid seq {seq:?} for upstream {upstream:?}"))?;
+            let after =
+                seq.parse::<u64>().map_err(|_| format!("since: invalid seq {seq:?} for upstream {upstream:?}"))?;
             Ok(Resume { upstream: upstream.to_string(), after, run: run.map(str::to_string) })
         })
         .collect()
