@@ -5,6 +5,8 @@
 //! each other.
 
 mod conflate;
+mod entries;
+mod filter;
 pub mod frame;
 mod gate;
 mod history;
