@@ -258,4 +258,23 @@ mod tests {
             assert_eq!(Heartbeat::period(&cfg(i, t, idle)), Duration::from_millis(want), "{i} {t} {idle}");
         }
     }
+
+    /// While suspended (a blocking sink pauses the link) no deadline runs:
+    /// an unanswered ping and a silent feed are judged from the end of the
+    /// pause, not its start.
+    #[test]
+    fn suspend_restarts_the_deadlines() {
+        let c = cfg(100, 50, 300);
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(&c, t0);
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(hb.tick(ms(100), true), ping(1));
+        for t in (110..=2000).step_by(10) {
+            hb.suspend(ms(t));
+        }
+        assert_eq!(hb.tick(ms(2040), true), Beat::Quiet, "no dead link for the ping before the pause");
+        assert_eq!(hb.tick(ms(2100), true), ping(2));
+        assert_eq!(hb.tick(ms(2149), true), Beat::Quiet);
+        assert_eq!(hb.tick(ms(2150), true), Beat::Dead(Duration::from_millis(50)));
+    }
 }
