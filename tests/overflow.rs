@@ -98,6 +98,7 @@ async fn conflate_delivers_the_latest_per_key() {
         assert!(latest.get(&sym).is_none_or(|old| *old < value), "values of a key grow");
         latest.insert(sym, value);
     }
+    eprintln!("conflate: {got} of {count} messages delivered, {dropped} conflated away (counted)");
     assert!(got < count, "conflation removed some: {got} of {count} delivered");
     assert!(got as f64 + dropped >= count as f64, "every message delivered or counted");
     drop(ws);
@@ -162,6 +163,7 @@ async fn block_sink_behind_a_slow_fifo_loses_nothing() {
     assert_eq!(want, count + 1);
     assert_eq!(series(&gw, r#"wsgate_subscriber_dropped_total{kind="file",reason="overflow"}"#), 0.0);
     let paused = series(&gw, r#"wsgate_upstream_paused_seconds_total{upstream="feed"}"#);
+    eprintln!("block: {count} lines through a slow FIFO, 0 dropped, upstream paused {paused:.2} s");
     assert!(paused > 0.0, "the upstream was paused: {paused}");
     let _ = gw.shutdown().await;
 }
@@ -173,4 +175,76 @@ fn block_is_for_sinks_only() {
     s.subscribers.overflow = Overflow::Block;
     let err = wsgate::config::validate(&s).expect_err("refused");
     assert_eq!(err.0, "subscribers.overflow", "{err:?}");
+}
+
+/// The real binary: a file sink with `block` into a FIFO nobody reads for a
+/// while pauses the upstream; the feed drops the reader that stopped
+/// reading; once the FIFO is read again, the daemon says the link was lost
+/// while paused, and reconnects.
+#[test]
+fn a_feed_that_drops_a_paused_link_is_logged() {
+    use std::process::{Command, Stdio};
+    use support::{eventually_blocking, free_port, http_get, Daemon, StderrLog};
+
+    let gave_up = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&gave_up);
+    let feed = Feed::start(move |mut c| {
+        let flag = Arc::clone(&flag);
+        async move {
+            if c.index > 0 {
+                return c.drain().await;
+            }
+            let pad = "x".repeat(1000);
+            for i in 1u64.. {
+                let send = c.send_text(format!(r#"{{"type":"t","i":{i},"pad":"{pad}"}}"#));
+                // A venue's slow-consumer rule: a send blocked for 1 s drops the link.
+                if !matches!(tokio::time::timeout(Duration::from_secs(1), send).await, Ok(true)) {
+                    flag.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("out.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    let go = Arc::new(AtomicBool::new(false));
+    let (path, read_now) = (fifo.clone(), Arc::clone(&go));
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::open(path).expect("open the FIFO for reading");
+        while !read_now.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("wsgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"{addr}\"\n[[upstreams]]\nname = \"feed\"\nurl = \"{}\"\n\
+             [[sinks]]\nkind = \"file\"\npath = \"{}\"\noverflow = \"block\"\nqueue_capacity = 100\n",
+            feed.url("/"),
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon(child);
+    let log = StderrLog::collect(&mut daemon.0);
+    eventually_blocking(LONG, "the feed gave up on the paused link", || gave_up.load(Ordering::SeqCst));
+    go.store(true, Ordering::SeqCst);
+    eventually_blocking(LONG, "the lost link is logged", || log.has("lost while paused by a blocking sink"));
+    eventually_blocking(LONG, "reconnected", || feed.log.accepted() >= 2);
+    let addr = addr.parse().unwrap();
+    let (_, text) = http_get(addr, "/metrics").expect("metrics");
+    let paused = metric(&text, r#"wsgate_upstream_paused_seconds_total{upstream="feed"}"#).unwrap_or(0.0);
+    assert!(paused >= 1.0, "paused at least as long as the feed waited: {paused}");
+    assert!(daemon.terminate().success());
 }

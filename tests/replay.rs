@@ -14,25 +14,34 @@ use wsgate::config::{Settings, UpstreamConfig};
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// A feed that sends `{"type":"t","i":N}` (N from 1) every `every`, forever.
-fn streaming_feed(every: Duration) -> Feed {
+/// A feed that sends `{"type":"t","i":N}` (N from 1), `burst` messages
+/// every millisecond, forever.
+fn streaming_feed(burst: u64) -> Feed {
     Feed::start(move |mut c| async move {
         let mut i = 0u64;
         loop {
-            i += 1;
-            if !c.send_text(format!(r#"{{"type":"t","i":{i}}}"#)).await {
-                return;
+            for _ in 0..burst {
+                i += 1;
+                if !c.send_text(format!(r#"{{"type":"t","i":{i}}}"#)).await {
+                    return;
+                }
             }
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     })
 }
 
 async fn start(history: usize) -> (Feed, Gateway) {
+    start_with(history, 1024, 1).await
+}
+
+/// A gateway with `history` and `queue_capacity`, fed `burst` messages per ms.
+async fn start_with(history: usize, capacity: usize, burst: u64) -> (Feed, Gateway) {
     support::logs();
-    let feed = streaming_feed(Duration::from_millis(1));
+    let feed = streaming_feed(burst);
     let mut s: Settings = settings(vec![UpstreamConfig::new("feed", feed.url("/"))]);
     s.subscribers.history = history;
+    s.subscribers.queue_capacity = capacity;
     let gw = Gateway::start(s).await.expect("gateway starts");
     (feed, gw)
 }
@@ -79,27 +88,30 @@ async fn read_to(ws: &mut Client, at: u64) -> u64 {
 
 /// A subscriber that reconnects with `since` (the last seq it saw) and the
 /// run gets everything after it from the history and then live, while the
-/// feed keeps streaming: no gap, no duplicate. The `resume` op on the live
+/// feed keeps streaming: no gap, no duplicate, though the replay is many
+/// times the subscriber's queue (64). The `resume` op on the live
 /// connection goes back the same way.
 #[actix_rt::test]
 async fn replay_since_and_resume_lose_nothing() {
-    let (_feed, gw) = start(100_000).await;
+    let (_feed, gw) = start_with(100_000, 64, 5).await;
     let url = format!("ws://{}/ws", gw.addr);
     let mut ws = ws_connect(&url, &[]).await.expect("subscriber connects");
     let run = greeting(&mut ws).await;
     let last = read_to(&mut ws, 200).await;
     ws.close(None).await.expect("close");
     drop(ws);
-    eventually(LONG, "the feed streams on while we are away", || published(&gw) >= last + 500).await;
+    eventually(LONG, "the feed streams on while we are away", || published(&gw) >= last + 5000).await;
 
     let mut ws = ws_connect(&format!("{url}?since=feed:{last}&run={run}"), &[]).await.expect("reconnects");
     assert_eq!(greeting(&mut ws).await, run, "same process, same run");
     let away = published(&gw) - last;
     // The replay (what came while away) and then well into live traffic.
-    let next = consecutive(&mut ws, last + 1, away + 1000).await;
+    let next = consecutive(&mut ws, last + 1, away + 5000).await;
+    let during = published(&gw) - last - away;
+    eprintln!("replay: {away} messages away, {during} more while reading {} in order", away + 5000);
 
     // resume on the open connection: back 300, then on without a seam.
-    let after = next - 300;
+    let after = next - 3000;
     let op = format!(r#"{{"op":"resume","upstream":"feed","after":{after}}}"#);
     ws.send(Message::text(op)).await.expect("send resume");
     let mut want = next;
@@ -113,7 +125,8 @@ async fn replay_since_and_resume_lose_nothing() {
         assert_eq!(v["seq"].as_u64(), Some(want), "before the ack the stream goes on: {v}");
         want += 1;
     }
-    consecutive(&mut ws, after + 1, 1000).await;
+    assert!(want > after, "resume goes back");
+    consecutive(&mut ws, after + 1, 5000).await;
 }
 
 /// What the history no longer holds is announced as a gap with reason
@@ -149,7 +162,25 @@ async fn reset_bad_since_and_hello_rules() {
     let reset = next_json(&mut ws, LONG).await;
     assert_eq!(reset, serde_json::json!({"event": "reset", "upstream": "feed"}));
     let first = read_to(&mut ws, 1).await;
-    consecutive(&mut ws, first + 1, 50).await;
+    let mut want = consecutive(&mut ws, first + 1, 50).await;
+    // resume from another run on the open connection: ack, reset, and the
+    // live stream goes on with nothing lost.
+    let op = r#"{"op":"resume","upstream":"feed","after":1,"run":"not-this-run"}"#;
+    ws.send(Message::text(op)).await.expect("send resume");
+    let (mut acked, mut reset) = (false, false);
+    while !(acked && reset) {
+        let v = next_json(&mut ws, LONG).await;
+        match v["event"].as_str() {
+            Some("ack") => acked = true,
+            Some("reset") => reset = true,
+            Some(other) => panic!("unexpected event {other}: {v}"),
+            None => {
+                assert_eq!(v["seq"].as_u64(), Some(want), "{v}");
+                want += 1;
+            }
+        }
+    }
+    consecutive(&mut ws, want, 50).await;
 
     let (status, body) = http_get(gw.addr, "/ws?since=feed").expect("HTTP answer");
     assert_eq!(status, 400);

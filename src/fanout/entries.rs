@@ -51,6 +51,8 @@ pub(super) struct Inner {
     pub(super) holding: Vec<Gate>,
     /// The replay being taken (its marker was reached).
     pub(super) replay: Option<Box<Cursor>>,
+    /// Replay markers still in `items`.
+    pub(super) replays: usize,
     /// Per upstream, the last seq a finished replay sent: live messages at
     /// or below it are skipped (SPEC §14a).
     pub(super) replayed: Vec<(Arc<str>, u64)>,
@@ -66,7 +68,8 @@ impl Inner {
                 self.bytes -= d.size();
             }
             Entry::Gone => self.gone -= 1,
-            Entry::Event(_) | Entry::Replay(_) => {}
+            Entry::Replay(_) => self.replays -= 1,
+            Entry::Event(_) => {}
         }
         if let Some(c) = self.conflation.as_mut() {
             c.popped_front(match &e {
@@ -139,10 +142,45 @@ impl Inner {
         self.bytes = 0;
         self.gone = 0;
         self.replay = None;
+        self.replays = 0;
         if let Some(c) = self.conflation.as_mut() {
             c.rebuild(len, std::iter::empty());
         }
         n
+    }
+
+    /// A live message of an upstream that is being replayed (or waits for
+    /// its replay) joins the replay instead of the queue: the cursor reads
+    /// it from the history in its turn, so a replay longer than the queue
+    /// never overflows it, and replay turns into live without a seam once
+    /// the cursor caught up. True when `d` was taken that way.
+    pub(super) fn absorb(&mut self, d: &Delivery) -> bool {
+        if self.replay.is_none() && self.replays == 0 {
+            return false;
+        }
+        let up = &d.msg.upstream;
+        let cursor = match self.replay.as_mut() {
+            Some(c) if c.upstream == *up => Some(c),
+            _ => self.items.iter_mut().rev().find_map(|e| match e {
+                Entry::Replay(c) if c.upstream == *up => Some(c),
+                _ => None,
+            }),
+        };
+        cursor.is_some_and(|c| c.extend(d.seq))
+    }
+
+    /// Drops every replay of `upstream`, active or waiting (a new one replaces them).
+    pub(super) fn drop_replays(&mut self, upstream: &str) {
+        if self.replay.as_ref().is_some_and(|c| &*c.upstream == upstream) {
+            self.replay = None;
+        }
+        for e in self.items.iter_mut() {
+            if matches!(e, Entry::Replay(c) if &*c.upstream == upstream) {
+                *e = Entry::Gone;
+                self.replays -= 1;
+                self.gone += 1;
+            }
+        }
     }
 
     /// Data entries and events, tombstones excluded: against [`MAX_EVENTS`](super::queue::MAX_EVENTS).

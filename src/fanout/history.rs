@@ -134,6 +134,17 @@ impl Cursor {
         Cursor { upstream, history, next: after.saturating_add(1), end, filter, events }
     }
 
+    /// The live message `seq` joins the replay when it is the next one
+    /// after its end (it is in the history already: appended before any
+    /// queue gets it). False otherwise.
+    pub fn extend(&mut self, seq: u64) -> bool {
+        if seq != self.end + 1 || !self.history.enabled() {
+            return false;
+        }
+        self.end = seq;
+        true
+    }
+
     /// True when everything is sent.
     pub fn done(&self) -> bool {
         self.next > self.end

@@ -168,7 +168,7 @@ impl Hub {
             }
         }
         for r in since {
-            t.start_replay(&queue, &filter, r);
+            t.start_replay(&queue, &filter, r, false);
         }
         t.next_id += 1;
         let id = t.next_id;
@@ -295,19 +295,16 @@ impl Subscription {
 
     /// The `resume` op (SPEC §14): replays what came after `r.after` of
     /// `r.upstream` before what is queued live; unknown upstreams are
-    /// refused; one the filter does not follow is ignored.
-    pub fn resume(&self, r: &Resume) -> Result<(), HubError> {
+    /// refused; one the filter does not follow is ignored. `Ok(true)` when
+    /// the queued messages of that upstream gave way to the replay (the
+    /// session then drops what it took of them and has not written).
+    pub fn resume(&self, r: &Resume) -> Result<bool, HubError> {
         if !self.hub.has_upstream(&r.upstream) {
             return Err(HubError::UnknownUpstream(r.upstream.clone()));
         }
         let t = self.hub.write();
-        let Some(i) = t.subscribers.iter().position(|s| s.id == self.id) else { return Ok(()) };
-        let (queue, filter) = (Arc::clone(&t.subscribers[i].queue), t.subscribers[i].filter.clone());
-        if filter.follows(&r.upstream) {
-            queue.forget_upstream(&r.upstream);
-            t.start_replay(&queue, &filter, r);
-        }
-        Ok(())
+        let Some(s) = t.subscribers.iter().find(|s| s.id == self.id) else { return Ok(false) };
+        Ok(t.start_replay(&s.queue, &s.filter, r, true))
     }
 
     /// Removes a pair (idempotent); unknown upstreams are refused.

@@ -139,6 +139,7 @@ impl SubQueue {
                 conflation: (policy == Overflow::Conflate).then(|| Conflation::new(conflate_key)),
                 holding: Vec::new(),
                 replay: None,
+                replays: 0,
                 replayed: Vec::new(),
             }),
             waker: AtomicWaker::new(),
@@ -187,6 +188,11 @@ impl SubQueue {
             if let Some(why) = g.closed {
                 self.metrics.0.dropped(why.drop_reason(), 1);
                 return Pushed::Dropped;
+            }
+            if g.absorb(d) {
+                drop(g);
+                self.waker.wake();
+                return Pushed::Queued;
             }
             let was_empty = g.items.is_empty();
             if !self.fits(&g, size) {
@@ -279,6 +285,7 @@ impl SubQueue {
     }
 
     fn push_entry(&self, entry: Entry) -> bool {
+        let replay = matches!(entry, Entry::Replay(_));
         let wake = {
             let mut g = self.lock();
             if g.closed.is_some() {
@@ -295,6 +302,7 @@ impl SubQueue {
                 return false;
             }
             g.items.push_back(entry);
+            g.replays += usize::from(replay);
             was_empty
         };
         if wake {
@@ -312,6 +320,7 @@ impl SubQueue {
         g.missed.retain(|(u, _)| &**u != upstream);
         g.missed_tail.retain(|(u, _)| &**u != upstream);
         g.replayed.retain(|(u, _)| &**u != upstream);
+        g.drop_replays(upstream);
         let mut removed = false;
         for at in 0..g.items.len() {
             if matches!(&g.items[at], Entry::Message(d) if &*d.msg.upstream == upstream) {

@@ -41,23 +41,31 @@ impl Table {
     /// replay ends exactly where its live messages begin): a `reset` event
     /// for another run; nothing for an upstream it does not follow or a
     /// seq at or beyond the current one; else a replay marker in its queue.
-    pub(super) fn start_replay(&self, queue: &Arc<SubQueue>, filter: &Filter, r: &Resume) {
-        let Some((slot, _)) = self.upstreams.iter().find(|(s, _)| *s.name == *r.upstream) else { return };
+    ///
+    /// For a `resume` on a live subscription (`live`), the messages of that
+    /// upstream still queued leave the queue first (the replay sends them
+    /// again in order); returns true when that happened.
+    pub(super) fn start_replay(&self, queue: &Arc<SubQueue>, filter: &Filter, r: &Resume, live: bool) -> bool {
+        let Some((slot, _)) = self.upstreams.iter().find(|(s, _)| *s.name == *r.upstream) else { return false };
         if !filter.follows(&slot.name) {
-            return;
+            return false;
         }
         let this_run = self.run.as_ref().map(|run| run.as_str());
         if r.run.as_deref().is_some_and(|run| Some(run) != this_run) {
             queue.push_event(reset_event(&slot.name));
-            return;
+            return false;
+        }
+        if live {
+            queue.forget_upstream(&slot.name);
         }
         let end = slot.seq.load(Ordering::Relaxed);
         if r.after >= end {
-            return;
+            return live;
         }
         let cursor =
             Cursor::new(Arc::clone(&slot.name), Arc::clone(&slot.history), r.after, end, filter.clone(), queue.events);
         queue.push_replay(cursor);
+        live
     }
 }
 

@@ -130,11 +130,14 @@ impl Session {
                 return self.event(ctx, json!({"event": "error", "message": message}));
             }
             ("resume", Some(upstream), Some(after)) if op.topic.is_none() => {
-                let r = sub.resume(&Resume { upstream: upstream.clone(), after, run: op.run.clone() });
-                if r.is_ok() {
-                    self.outbox.borrow_mut().resumed(upstream);
+                match sub.resume(&Resume { upstream: upstream.clone(), after, run: op.run.clone() }) {
+                    Ok(true) => {
+                        self.outbox.borrow_mut().resumed(upstream);
+                        Ok(())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
                 }
-                r
             }
             ("resume", ..) => {
                 let message = "resume needs upstream and after (and optionally run), no topic";
