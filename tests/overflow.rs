@@ -248,3 +248,83 @@ fn a_feed_that_drops_a_paused_link_is_logged() {
     assert!(paused >= 1.0, "paused at least as long as the feed waited: {paused}");
     assert!(daemon.terminate().success());
 }
+
+/// A webhook sink with `overflow = "block"`: while its endpoint holds the
+/// first batch, the queue fills and holds the upstream's gate shut instead
+/// of dropping; once the endpoint answers, every message goes out, in order.
+#[actix_rt::test]
+async fn block_webhook_holds_the_upstream_and_drops_nothing() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (release, seqs) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::<u64>::new())));
+    let (hold, got) = (Arc::clone(&release), Arc::clone(&seqs));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let (hold, got) = (Arc::clone(&hold), Arc::clone(&got));
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut writer = conn;
+                loop {
+                    let (mut line, mut len) = (String::new(), 0usize);
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if line.trim_end().is_empty() && len > 0 {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    while !hold.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let batch: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+                    got.lock().unwrap().extend(batch.iter().map(|e| e["seq"].as_u64().unwrap()));
+                    if writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut s = settings(vec![]);
+    let mut hook: wsgate::config::WebhookConfig =
+        match toml::from_str::<SinkConfig>(&format!("kind = \"webhook\"\nurl = \"{url}\"")).unwrap() {
+            SinkConfig::Webhook(w) => w,
+            other => panic!("{other:?}"),
+        };
+    (hook.batch_size, hook.queue_capacity, hook.overflow) = (2, 4, Overflow::Block);
+    hook.batch_timeout = wsgate::config::Dur::ms(50);
+    s.sinks = vec![SinkConfig::Webhook(hook)];
+    let gw = Gateway::start(s).await.expect("gateway starts");
+    let publisher = gw.hub.publisher("t");
+    let publish = |n: u64| {
+        publisher.publish(wsgate::fanout::Incoming {
+            upstream: "t".into(),
+            topic: "".into(),
+            raw: bytes::Bytes::from(format!(r#"{{"n":{n}}}"#)),
+            raw_is_text: true,
+            kind: wsgate::fanout::DataKind::Json,
+            received_at: std::time::SystemTime::now(),
+            received: std::time::Instant::now(),
+            conn: 1,
+        })
+    };
+    for n in 1..=20 {
+        publish(n);
+    }
+    eventually(LONG, "the webhook holds back the upstream", || publisher.gate().is_closed()).await;
+    release.store(true, Ordering::SeqCst);
+    eventually(LONG, "every message posted", || seqs.lock().unwrap().len() == 20).await;
+    assert_eq!(*seqs.lock().unwrap(), (1..=20).collect::<Vec<u64>>(), "all, once, in order");
+    eventually(LONG, "drained: the gate opens", || !publisher.gate().is_closed()).await;
+    assert_eq!(series(&gw, r#"wsgate_subscriber_dropped_total{kind="webhook",reason="overflow"}"#), 0.0);
+    let _ = gw.shutdown().await;
+}

@@ -61,6 +61,7 @@ fn webhook(url: String, batch_size: usize, batch_timeout: Dur, queue_capacity: u
         batch_timeout,
         queue_capacity,
         queue_bytes: Size::mib(64),
+        overflow: wsgate::config::Overflow::DropOldest,
         headers: Default::default(),
         auth_token: None,
         auth_token_env: None,

@@ -339,6 +339,9 @@ fn validate_sink(sink: &SinkConfig, upstreams: &HashSet<&str>) -> Result<(), Inv
             if w.queue_capacity < w.batch_size {
                 return Err(bad("queue_capacity", "must be at least batch_size"));
             }
+            if !matches!(w.overflow, Overflow::DropOldest | Overflow::Block) {
+                return Err(bad("overflow", "a webhook sink takes drop_oldest or block"));
+            }
             if w.token_source().count() > 1 {
                 return Err(bad("auth_token", "set only one of auth_token, auth_token_env, auth_token_file"));
             }

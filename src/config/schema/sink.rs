@@ -110,15 +110,15 @@ impl SinkConfig {
     }
 
     /// `queue_capacity`, `overflow` and `conflate_key`: how this sink's
-    /// queue is bounded and what happens when it is full. The webhook keeps
-    /// its own bound on what it holds and drops the oldest.
+    /// queue is bounded and what happens when it is full (the webhook:
+    /// `drop_oldest` or `block`, applied to what it holds, no conflation).
     pub fn queue_policy(&self) -> (usize, Overflow, &str) {
         match self {
             SinkConfig::Stdout { queue_capacity, overflow, conflate_key, .. }
             | SinkConfig::File { queue_capacity, overflow, conflate_key, .. } => {
                 (*queue_capacity, *overflow, conflate_key)
             }
-            SinkConfig::Webhook(w) => (w.queue_capacity, Overflow::DropOldest, ""),
+            SinkConfig::Webhook(w) => (w.queue_capacity, w.overflow, ""),
             SinkConfig::Nats(n) => (n.queue_capacity, n.overflow, &n.conflate_key),
             SinkConfig::Redis(r) => (r.queue_capacity, r.overflow, &r.conflate_key),
         }
@@ -161,6 +161,11 @@ pub struct WebhookConfig {
     /// (whichever is hit first). At least 1 byte. Default: `"64MiB"`.
     #[serde(default = "default_sink_queue_bytes")]
     pub queue_bytes: Size,
+    /// What happens when `queue_capacity` envelopes wait: `drop_oldest`
+    /// (counted as `overflow`) or `block` (the upstreams feeding this sink
+    /// stop reading until batches go out). Default: `"drop_oldest"`.
+    #[serde(default = "default_sink_overflow")]
+    pub overflow: Overflow,
     /// Extra request headers, name = value. Values of headers that look
     /// like credentials are shown as `***`. Default: `{}`.
     #[serde(default)]
@@ -219,6 +224,7 @@ impl fmt::Debug for WebhookConfig {
             batch_timeout,
             queue_capacity,
             queue_bytes,
+            overflow,
             headers,
             auth_token,
             auth_token_env,
@@ -232,6 +238,7 @@ impl fmt::Debug for WebhookConfig {
             .field("batch_timeout", batch_timeout)
             .field("queue_capacity", queue_capacity)
             .field("queue_bytes", queue_bytes)
+            .field("overflow", overflow)
             .field("headers", &redacted_headers(headers, &Redactor::default()))
             .field("auth_token", auth_token)
             .field("auth_token_env", auth_token_env)
