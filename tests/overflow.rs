@@ -168,13 +168,18 @@ async fn block_sink_behind_a_slow_fifo_loses_nothing() {
     let _ = gw.shutdown().await;
 }
 
-/// `[subscribers] overflow = "block"` is refused, naming the key.
+/// `[subscribers] overflow = "block"` and a `conflate_key` that is no JSON
+/// pointer are refused, naming the key.
 #[test]
 fn block_is_for_sinks_only() {
     let mut s = settings(vec![]);
     s.subscribers.overflow = Overflow::Block;
     let err = wsgate::config::validate(&s).expect_err("refused");
     assert_eq!(err.0, "subscribers.overflow", "{err:?}");
+    s.subscribers.overflow = Overflow::Conflate;
+    s.subscribers.conflate_key = "symbol".into();
+    let err = wsgate::config::validate(&s).expect_err("not a pointer");
+    assert_eq!(err.0, "subscribers.conflate_key", "{err:?}");
 }
 
 /// The real binary: a file sink with `block` into a FIFO nobody reads for a

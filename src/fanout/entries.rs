@@ -159,8 +159,10 @@ impl Inner {
             return false;
         }
         let up = &d.msg.upstream;
+        let replays = self.replays;
         let cursor = match self.replay.as_mut() {
             Some(c) if c.upstream == *up => Some(c),
+            _ if replays == 0 => None,
             _ => self.items.iter_mut().rev().find_map(|e| match e {
                 Entry::Replay(c) if c.upstream == *up => Some(c),
                 _ => None,

@@ -6,8 +6,10 @@
 //!
 //! - `stdout` and `file` write JSON lines with blocking I/O, so each runs on
 //!   an arbiter (a thread) of its own: a stalled pipe or a slow disk stalls
-//!   only that sink, while its queue (10 000, drop oldest, counted) keeps
-//!   the upstreams and the other subscribers going. They share one actor,
+//!   only that sink, while its queue (`queue_capacity`, 10 000 by default;
+//!   `overflow` drop oldest by default, counted) keeps the upstreams and
+//!   the other subscribers going, or, with `overflow = "block"`, holds the
+//!   upstreams feeding it back (`fanout::Gate`) so nothing is lost. They share one actor,
 //!   `LineSink`; `stdout.rs` and `file.rs` only say how a batch is written.
 //!   A file sink never leaves a torn line and retries a failed batch after
 //!   a backoff (`retry.rs`); only what is still unwritten at shutdown is
