@@ -85,3 +85,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "replay_tests.rs"]
+mod hub_tests;

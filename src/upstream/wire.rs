@@ -192,9 +192,11 @@ impl Upstream {
         if self.deps.publisher.gate().is_closed() {
             // Paused by a blocking sink: not reading, so no deadline runs
             // (heartbeat, idle, freshness) and no ping goes out.
+            let now = Instant::now();
             if let Some(link) = self.link.as_mut() {
-                link.beat.suspend(Instant::now());
+                link.beat.suspend(now);
             }
+            self.inbound.suspend(now);
             return;
         }
         let live = matches!(self.life.phase(), Phase::Live { .. });
