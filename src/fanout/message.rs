@@ -290,6 +290,21 @@ mod tests {
         }
     }
 
+    /// The conflation key: the topic for "", the value at a pointer (text
+    /// as is, other values as JSON), none without a value or without JSON.
+    #[test]
+    fn conflate_keys() {
+        let d = Delivery::new(incoming(DataKind::Json, br#"{"s":"BTC","n":{"id":7},"x":null}"#), 1);
+        assert_eq!(d.conflate_key("").as_deref(), Some("trade"));
+        assert_eq!(d.conflate_key("/s").as_deref(), Some("BTC"));
+        assert_eq!(d.conflate_key("/s").as_deref(), Some("BTC"), "cached");
+        assert_eq!(d.conflate_key("/n").as_deref(), Some(r#"{"id":7}"#), "another pointer, computed");
+        assert_eq!(d.conflate_key("/x").as_deref(), Some("null"));
+        assert_eq!(d.conflate_key("/missing"), None);
+        let t = Delivery::new(incoming(DataKind::Text, b"s"), 2);
+        assert_eq!(t.conflate_key("/s"), None);
+    }
+
     /// Envelopes are valid JSON with the SPEC's fields, for every data kind.
     #[test]
     fn envelope_fields() {

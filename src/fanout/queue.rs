@@ -2,9 +2,12 @@
 //!
 //! The overflow policy is applied here, on the producer side, because a
 //! session whose client stopped reading is not polled at all (ACTIX-FACTS):
-//! the hub can always act, the stalled consumer cannot. The consumer side is
-//! a `Stream` that drains everything queued in one poll and inserts `gap`
-//! events before the next message after drops.
+//! the hub can always act, the stalled consumer cannot: `drop_oldest`,
+//! `drop_newest`, `disconnect`, `conflate` (the index in `conflate.rs`) and,
+//! for sinks, `block` (holding the pushing upstream's `Gate`, `gate.rs`).
+//! A live message of an upstream whose replay is pending joins the replay
+//! instead of the queue (`Inner::absorb`). The consumer side (`take.rs`)
+//! inserts `gap` events before the next message after drops.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
