@@ -244,12 +244,16 @@ fn a_feed_that_drops_a_paused_link_is_logged() {
     let mut daemon = Daemon(child);
     let log = StderrLog::collect(&mut daemon.0);
     eventually_blocking(LONG, "the feed gave up on the paused link", || gave_up.load(Ordering::SeqCst));
+    let sock: std::net::SocketAddr = addr.parse().unwrap();
+    let paused_now = || {
+        let (_, text) = http_get(sock, "/metrics").expect("metrics");
+        metric(&text, r#"wsgate_upstream_paused_seconds_total{upstream="feed"}"#).unwrap_or(0.0)
+    };
+    eventually_blocking(LONG, "the pause is counted while it lasts", || paused_now() > 0.0);
     go.store(true, Ordering::SeqCst);
     eventually_blocking(LONG, "the lost link is logged", || log.has("lost while paused by a blocking sink"));
     eventually_blocking(LONG, "reconnected", || feed.log.accepted() >= 2);
-    let addr = addr.parse().unwrap();
-    let (_, text) = http_get(addr, "/metrics").expect("metrics");
-    let paused = metric(&text, r#"wsgate_upstream_paused_seconds_total{upstream="feed"}"#).unwrap_or(0.0);
+    let paused = paused_now();
     assert!(paused >= 1.0, "paused at least as long as the feed waited: {paused}");
     assert!(daemon.terminate().success());
 }

@@ -101,6 +101,18 @@ impl Gate {
         }
     }
 
+    /// While closed, counts the paused time so far (so the metric moves
+    /// during a long pause, not only when it ends). Called by the
+    /// upstream's tick.
+    pub fn settle(&self) {
+        let mut st = self.state();
+        if let (Some(at), Some(meter)) = (st.closed_at.as_mut(), self.0.meter.get()) {
+            let now = Instant::now();
+            meter.add(now.saturating_duration_since(*at));
+            *at = now;
+        }
+    }
+
     /// Registers `waker` to be woken when the gate opens; returns false
     /// (nothing registered) when it is open already.
     fn wait(&self, waker: &Waker) -> bool {

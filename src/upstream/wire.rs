@@ -189,9 +189,11 @@ impl Upstream {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.deps.publisher.gate().is_closed() {
+        let gate = self.deps.publisher.gate();
+        if gate.is_closed() {
             // Paused by a blocking sink: not reading, so no deadline runs
             // (heartbeat, idle, freshness) and no ping goes out.
+            gate.settle();
             let now = Instant::now();
             if let Some(link) = self.link.as_mut() {
                 link.beat.suspend(now);
