@@ -88,7 +88,14 @@ impl Gate {
     pub(crate) fn release(&self) {
         let wakers = {
             let mut st = self.state();
-            if self.0.holds.fetch_sub(1, Ordering::AcqRel) != 1 {
+            // Under the lock, so the check and the decrement are one step;
+            // a release without a hold (never expected) changes nothing.
+            let holds = self.0.holds.load(Ordering::Acquire);
+            if holds == 0 {
+                return;
+            }
+            self.0.holds.store(holds - 1, Ordering::Release);
+            if holds != 1 {
                 return;
             }
             if let (Some(at), Some(meter)) = (st.closed_at.take(), self.0.meter.get()) {
