@@ -134,11 +134,12 @@ impl Cursor {
         Cursor { upstream, history, next: after.saturating_add(1), end, filter, events }
     }
 
-    /// The live message `seq` joins the replay when it is the next one
-    /// after its end (it is in the history already: appended before any
-    /// queue gets it). False otherwise.
+    /// The live message `seq` joins the replay (it is in the history
+    /// already: appended before any queue gets it). Seqs skipped on the
+    /// way are the upstream's messages this subscriber's filter did not
+    /// take; the cursor filters them out again. False when history is off.
     pub fn extend(&mut self, seq: u64) -> bool {
-        if seq != self.end + 1 || !self.history.enabled() {
+        if seq <= self.end || !self.history.enabled() {
             return false;
         }
         self.end = seq;

@@ -111,3 +111,32 @@ fn resume_goes_back_then_on() {
     assert!(!sub.resume(&Resume { upstream: "a".into(), after: 1, run: Some("other".into()) }).unwrap());
     assert_eq!(take(&q, 100).0, [8]);
 }
+
+/// A subscriber following one topic: live messages of that topic join the
+/// replay even though the upstream's other topics skip seqs between them.
+#[test]
+fn filtered_replay_absorbs_live() {
+    let (hub, p, m) = setup(1000);
+    let topic = |n: u64| Incoming {
+        upstream: "a".into(),
+        topic: if n % 2 == 0 { "even" } else { "odd" }.into(),
+        raw: bytes::Bytes::from(n.to_string()),
+        raw_is_text: true,
+        kind: DataKind::Json,
+        received_at: SystemTime::now(),
+        received: Instant::now(),
+        conn: 1,
+    };
+    for n in 1..=10 {
+        p.publish(topic(n));
+    }
+    let q = SubQueue::new(2, Overflow::DropOldest, false, m.subscriber("websocket"));
+    let f = Filter::from_lists(&[], &["even".into()], 4).unwrap();
+    let since = [Resume { upstream: "a".into(), after: 0, run: None }];
+    let _sub = hub.subscribe_from(Arc::clone(&q), f, &since).unwrap();
+    for n in 11..=30 {
+        p.publish(topic(n));
+    }
+    assert_eq!(q.len(), 0, "nothing queued: all of it joined the replay");
+    assert_eq!(take(&q, 100).0, (1..=15).map(|n| n * 2).collect::<Vec<u64>>());
+}
