@@ -190,11 +190,10 @@ async fn reset_bad_since_and_hello_rules() {
     let v: Value = next_json(&mut raw, LONG).await;
     assert_eq!(v["type"], "t", "raw gets only the feed's frames: {v}");
     // Raw replays too (without events): consecutive frames from there on.
-    let mut want = v["i"].as_u64().expect("i") + 1;
-    for _ in 0..100 {
+    let from = v["i"].as_u64().expect("i") + 1;
+    for want in from..from + 100 {
         let v: Value = next_json(&mut raw, LONG).await;
         assert_eq!(v["i"].as_u64(), Some(want), "{v}");
-        want += 1;
     }
 
     let (_feed0, gw0) = start(0).await;
