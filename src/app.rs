@@ -81,6 +81,10 @@ impl Gateway {
         let metrics = Metrics::new();
         let board = StatusBoard::new();
         let hub = Hub::new();
+        // Drawn before anything subscribes or publishes: the replay `hello`
+        // and the broker sinks' message ids carry it.
+        let run = RunId::random();
+        hub.configure_replay(run.clone(), settings.subscribers.history, settings.subscribers.history_bytes.bytes());
         let governor = Governor::new(&settings.reconnect_governor);
 
         let upstreams = settings
@@ -92,7 +96,6 @@ impl Gateway {
             })
             .collect();
 
-        let run = RunId::random();
         let sinks = Sinks::start(&settings.sinks, &hub, &metrics, &run)?;
         let probes = ProbeTargets::default();
         let state = AppState {
@@ -251,6 +254,7 @@ impl Gateway {
 
         // === apply: nothing below fails ===
         *self.subscriber_settings.write().unwrap_or_else(|p| p.into_inner()) = subscribers;
+        self.hub.configure_replay(self.run.clone(), new.subscribers.history, new.subscribers.history_bytes.bytes());
 
         let mut report = ReloadReport::default();
         let mut old: Vec<(Arc<UpstreamConfig>, Addr<Upstream>)> = std::mem::take(&mut self.upstreams);

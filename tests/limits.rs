@@ -293,6 +293,9 @@ async fn a_reload_that_cannot_be_prepared_changes_nothing() {
         upstreams: vec![],
         topics: vec![],
         queue_bytes: Size::mib(64),
+        queue_capacity: 10_000,
+        overflow: wsgate::config::Overflow::DropOldest,
+        conflate_key: String::new(),
     }];
     let err = gw.reload(new).await.expect_err("the sink cannot open");
     assert!(format!("{err:#}").contains("sinks[0]"), "{err:#}");

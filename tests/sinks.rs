@@ -48,6 +48,9 @@ fn file_sink(path: &Path, upstreams: &[&str], topics: &[&str]) -> SinkConfig {
         upstreams: upstreams.iter().map(|s| s.to_string()).collect(),
         topics: topics.iter().map(|s| s.to_string()).collect(),
         queue_bytes: Size::mib(64),
+        queue_capacity: 10_000,
+        overflow: wsgate::config::Overflow::DropOldest,
+        conflate_key: String::new(),
     }
 }
 
@@ -58,6 +61,7 @@ fn webhook(url: String, batch_size: usize, batch_timeout: Dur, queue_capacity: u
         batch_timeout,
         queue_capacity,
         queue_bytes: Size::mib(64),
+        overflow: wsgate::config::Overflow::DropOldest,
         headers: Default::default(),
         auth_token: None,
         auth_token_env: None,

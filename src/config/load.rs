@@ -260,7 +260,7 @@ mod tests {
     fn unknown_variant_lists_the_choices() {
         let cases = [
             ("LogFormat", "text, json"),
-            ("Overflow", "drop_oldest, drop_newest, disconnect"),
+            ("Overflow", "drop_oldest, drop_newest, disconnect, conflate, block"),
             ("AuthKind", "none, bearer, basic, header, query, message"),
             ("DecodeFormat", "json, text, binary"),
             ("InvalidPolicy", "drop, pass"),

@@ -70,6 +70,16 @@ pub fn validate(s: &Settings) -> Result<(), Invalid> {
     if sub.stall_timeout.is_zero() {
         return Err(bad("subscribers.stall_timeout", "must be greater than 0s"));
     }
+    if sub.overflow == Overflow::Block {
+        return Err(bad(
+            "subscribers.overflow",
+            "block is for sinks only ([[sinks]] overflow): a /ws subscriber cannot hold the upstreams back",
+        ));
+    }
+    validate_pointer(&sub.conflate_key).map_err(|m| bad("subscribers.conflate_key", m))?;
+    if sub.history > 0 && sub.history_bytes.0 == 0 {
+        return Err(bad("subscribers.history_bytes", "must be at least 1 byte when history > 0"));
+    }
     if sub.token_source().count() > 1 {
         return Err(bad("subscribers.auth_token", "set only one of auth_token, auth_token_env, auth_token_file"));
     }
@@ -301,6 +311,11 @@ fn validate_sink(sink: &SinkConfig, upstreams: &HashSet<&str>) -> Result<(), Inv
     if sink.queue_bytes().0 == 0 {
         return Err(bad("queue_bytes", "must be at least 1 byte"));
     }
+    let (capacity, overflow, conflate_key) = sink.queue_policy();
+    validate_pointer(conflate_key).map_err(|m| bad("conflate_key", m))?;
+    if let SinkConfig::Stdout { .. } | SinkConfig::File { .. } = sink {
+        validate_broker_queue(capacity, overflow)?;
+    }
     match sink {
         SinkConfig::Stdout { .. } => {}
         SinkConfig::File { path, .. } => {
@@ -324,6 +339,9 @@ fn validate_sink(sink: &SinkConfig, upstreams: &HashSet<&str>) -> Result<(), Inv
             if w.queue_capacity < w.batch_size {
                 return Err(bad("queue_capacity", "must be at least batch_size"));
             }
+            if !matches!(w.overflow, Overflow::DropOldest | Overflow::Block) {
+                return Err(bad("overflow", "a webhook sink takes drop_oldest or block"));
+            }
             if w.token_source().count() > 1 {
                 return Err(bad("auth_token", "set only one of auth_token, auth_token_env, auth_token_file"));
             }
@@ -334,13 +352,22 @@ fn validate_sink(sink: &SinkConfig, upstreams: &HashSet<&str>) -> Result<(), Inv
     Ok(())
 }
 
+/// A JSON pointer (RFC 6901): empty, or `/` then tokens.
+fn validate_pointer(p: &str) -> Result<(), String> {
+    if p.is_empty() || p.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!("invalid JSON pointer {p:?} (\"\" for the topic, or e.g. \"/symbol\")"))
+    }
+}
+
 /// The queue keys the broker sinks share.
 fn validate_broker_queue(queue_capacity: usize, overflow: Overflow) -> Result<(), Invalid> {
     if queue_capacity == 0 {
         return Err(bad("queue_capacity", "must be at least 1"));
     }
     if overflow == Overflow::Disconnect {
-        return Err(bad("overflow", "a sink cannot be disconnected: use drop_oldest or drop_newest"));
+        return Err(bad("overflow", "a sink cannot be disconnected: use drop_oldest, drop_newest, conflate or block"));
     }
     Ok(())
 }

@@ -9,187 +9,51 @@
 //! queue push. Control (subscribe, filter ops, state changes) takes the
 //! write lock; it is rare.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytestring::ByteString;
 
+pub use super::filter::{Filter, Pair, TooManyFilters};
+use super::gate::Gate;
+use super::history::History;
 use super::message::{state_event, Delivery, Incoming};
 use super::queue::{Closed, Pushed, SubQueue};
-use crate::model::LinkState;
-
-/// One (upstream, topic) pair of a subscriber's filter; `None` = any.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Pair {
-    /// The upstream, or any.
-    pub upstream: Option<Arc<str>>,
-    /// The topic, or any.
-    pub topic: Option<Arc<str>>,
-}
-
-/// A subscriber's filter: a message passes when any pair matches it.
-///
-/// The pairs are kept by shape, so that matching a message costs a few hash
-/// lookups whatever the number of pairs (SPEC §11): a hostile subscriber
-/// with many pairs slows nobody's publish.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
-    /// The pair (any, any) is present: everything passes.
-    everything: bool,
-    /// Pairs (upstream, any).
-    upstreams: HashSet<Arc<str>>,
-    /// Pairs (any, topic).
-    topics: HashSet<Arc<str>>,
-    /// Pairs (upstream, topic), by upstream.
-    pairs: HashMap<Arc<str>, HashSet<Arc<str>>>,
-    /// Distinct pairs in all four shapes, against `max_filters`.
-    len: usize,
-}
-
-/// A filter would hold more pairs than `subscribers.max_filters` allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{pairs} filter pairs (upstream x topic) is over subscribers.max_filters ({max})")]
-pub struct TooManyFilters {
-    /// Distinct pairs the filter would hold.
-    pub pairs: usize,
-    /// The limit.
-    pub max: usize,
-}
-
-impl Filter {
-    /// The initial filter of a query: every listed upstream with every listed
-    /// topic; an empty list means any. Duplicates count once; more than
-    /// `max` distinct pairs is refused before any pair is built.
-    pub fn from_lists(upstreams: &[String], topics: &[String], max: usize) -> Result<Self, TooManyFilters> {
-        fn distinct(list: &[String]) -> Vec<Option<Arc<str>>> {
-            if list.is_empty() {
-                return vec![None];
-            }
-            let mut seen = HashSet::with_capacity(list.len());
-            list.iter().filter(|s| seen.insert(s.as_str())).map(|s| Some(Arc::from(s.as_str()))).collect()
-        }
-        let ups = distinct(upstreams);
-        let tops = distinct(topics);
-        let pairs = ups.len().saturating_mul(tops.len());
-        if pairs > max {
-            return Err(TooManyFilters { pairs, max });
-        }
-        let mut f = Filter::default();
-        for u in &ups {
-            for t in &tops {
-                f.insert(Pair { upstream: u.clone(), topic: t.clone() });
-            }
-        }
-        Ok(f)
-    }
-
-    /// Distinct pairs held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when no pair is held: nothing passes.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// True when the pair is held.
-    pub fn contains(&self, pair: &Pair) -> bool {
-        match (&pair.upstream, &pair.topic) {
-            (None, None) => self.everything,
-            (Some(u), None) => self.upstreams.contains(u),
-            (None, Some(t)) => self.topics.contains(t),
-            (Some(u), Some(t)) => self.pairs.get(u).is_some_and(|ts| ts.contains(t)),
-        }
-    }
-
-    /// Adds a pair (idempotent); refused when a new pair would pass `max`.
-    pub fn add(&mut self, pair: Pair, max: usize) -> Result<(), TooManyFilters> {
-        if self.contains(&pair) {
-            return Ok(());
-        }
-        if self.len >= max {
-            return Err(TooManyFilters { pairs: self.len + 1, max });
-        }
-        self.insert(pair);
-        Ok(())
-    }
-
-    /// Adds a pair known to fit.
-    fn insert(&mut self, pair: Pair) {
-        let new = match (pair.upstream, pair.topic) {
-            (None, None) => !std::mem::replace(&mut self.everything, true),
-            (Some(u), None) => self.upstreams.insert(u),
-            (None, Some(t)) => self.topics.insert(t),
-            (Some(u), Some(t)) => self.pairs.entry(u).or_default().insert(t),
-        };
-        self.len += usize::from(new);
-    }
-
-    /// Removes a pair (idempotent).
-    pub fn remove(&mut self, pair: &Pair) {
-        let gone = match (&pair.upstream, &pair.topic) {
-            (None, None) => std::mem::replace(&mut self.everything, false),
-            (Some(u), None) => self.upstreams.remove(u),
-            (None, Some(t)) => self.topics.remove(t),
-            (Some(u), Some(t)) => {
-                let gone = self.pairs.get_mut(u).is_some_and(|ts| ts.remove(t));
-                if self.pairs.get(u).is_some_and(HashSet::is_empty) {
-                    self.pairs.remove(u);
-                }
-                gone
-            }
-        };
-        self.len -= usize::from(gone);
-    }
-
-    /// True when a message of `upstream` with `topic` passes: at most four
-    /// hash lookups, whatever the number of pairs.
-    pub fn matches(&self, upstream: &str, topic: &str) -> bool {
-        self.everything
-            || self.upstreams.contains(upstream)
-            || self.topics.contains(topic)
-            || self.pairs.get(upstream).is_some_and(|ts| ts.contains(topic))
-    }
-
-    /// True when some pair covers `upstream`: it gets that upstream's state events.
-    pub fn follows(&self, upstream: &str) -> bool {
-        self.everything
-            || !self.topics.is_empty()
-            || self.upstreams.contains(upstream)
-            || self.pairs.contains_key(upstream)
-    }
-
-    /// The upstreams named explicitly.
-    fn named_upstreams(&self) -> impl Iterator<Item = &str> {
-        self.upstreams.iter().chain(self.pairs.keys()).map(|u| &**u)
-    }
-}
+use super::replay::Resume;
+use crate::model::{LinkState, RunId};
 
 /// An upstream as the hub knows it.
 #[derive(Debug)]
-struct Slot {
-    name: Arc<str>,
+pub(super) struct Slot {
+    pub(super) name: Arc<str>,
     /// Last number handed out; survives reconnects and actor restarts.
-    seq: AtomicU64,
+    /// Handed out under the table's read lock, so under the write lock it
+    /// is the last seq every subscriber queue has seen.
+    pub(super) seq: AtomicU64,
+    /// The replay ring (SPEC §14), appended under the same lock as the publish.
+    pub(super) history: Arc<History>,
+    /// Closed while a full blocking sink queue holds this upstream back.
+    gate: Gate,
 }
 
 #[derive(Debug)]
-struct Sub {
-    id: u64,
-    queue: Arc<SubQueue>,
-    filter: Filter,
+pub(super) struct Sub {
+    pub(super) id: u64,
+    pub(super) queue: Arc<SubQueue>,
+    pub(super) filter: Filter,
 }
 
 #[derive(Debug, Default)]
-struct Table {
+pub(super) struct Table {
     /// In config order.
-    upstreams: Vec<(Arc<Slot>, LinkState)>,
-    subscribers: Vec<Sub>,
+    pub(super) upstreams: Vec<(Arc<Slot>, LinkState)>,
+    pub(super) subscribers: Vec<Sub>,
     next_id: u64,
     /// Set at shutdown: new subscriptions are refused.
     closed: bool,
+    /// Replay: this process's run id, and the ring bounds (messages, bytes).
+    pub(super) run: Option<RunId>,
+    history: (usize, usize),
 }
 
 impl Table {
@@ -226,12 +90,12 @@ impl Hub {
         Hub::default()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Table> {
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, Table> {
         // The table is only mutated by short, non-panicking sections.
         self.table.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, Table> {
         self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -242,7 +106,9 @@ impl Hub {
         if let Some((slot, _)) = t.upstreams.iter().find(|(s, _)| &*s.name == name) {
             return Publisher { hub: self.clone(), slot: Arc::clone(slot) };
         }
-        let slot = Arc::new(Slot { name: Arc::from(name), seq: AtomicU64::new(0) });
+        let history = Arc::new(History::default());
+        history.configure(t.history.0, t.history.1);
+        let slot = Arc::new(Slot { name: Arc::from(name), seq: AtomicU64::new(0), history, gate: Gate::default() });
         t.upstreams.push((Arc::clone(&slot), LinkState::Connecting));
         Publisher { hub: self.clone(), slot }
     }
@@ -259,9 +125,33 @@ impl Hub {
         self.read().upstreams.iter().any(|(s, _)| &*s.name == name)
     }
 
+    /// Replay (SPEC §14): this process's run id, and how many messages
+    /// (and bytes) each upstream keeps; 0 messages turns replay off. Set at
+    /// start and on reload.
+    pub fn configure_replay(&self, run: RunId, history: usize, history_bytes: usize) {
+        let mut t = self.write();
+        t.run = Some(run);
+        t.history = (history, history_bytes);
+        for (slot, _) in &t.upstreams {
+            slot.history.configure(history, history_bytes);
+        }
+    }
+
     /// Adds a subscriber. It receives, right away, one state event per
     /// upstream it follows (if it wants events).
     pub fn subscribe(&self, queue: Arc<SubQueue>, filter: Filter) -> Result<Subscription, HubError> {
+        self.subscribe_from(queue, filter, &[])
+    }
+
+    /// As [`Hub::subscribe`], replaying what came after `since` (SPEC §14)
+    /// before the live messages. With replay on, an envelope subscriber
+    /// first gets the `hello` event.
+    pub fn subscribe_from(
+        &self,
+        queue: Arc<SubQueue>,
+        filter: Filter,
+        since: &[Resume],
+    ) -> Result<Subscription, HubError> {
         let mut t = self.write();
         if t.closed {
             return Err(HubError::ShuttingDown);
@@ -269,10 +159,16 @@ impl Hub {
         if let Some(unknown) = filter.named_upstreams().find(|u| !t.upstreams.iter().any(|(s, _)| &*s.name == *u)) {
             return Err(HubError::UnknownUpstream(unknown.to_string()));
         }
+        if let (Some(run), true) = (&t.run, t.history.0 > 0) {
+            queue.push_event(super::message::hello_event(run.as_str()));
+        }
         for (slot, state) in &t.upstreams {
             if filter.follows(&slot.name) {
                 queue.push_event(state_event(&slot.name, *state));
             }
+        }
+        for r in since {
+            t.start_replay(&queue, &filter, r, false);
         }
         t.next_id += 1;
         let id = t.next_id;
@@ -334,17 +230,22 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Numbers `msg` and queues it for every matching subscriber. Returns the
-    /// number it got. Subscribers closed for being slow are removed.
+    /// Numbers `msg`, keeps it in the replay history and queues it for
+    /// every matching subscriber, all under one read lock (a subscriber
+    /// registering or resuming holds the write lock, so it sees the history
+    /// end where its live queue begins). Returns the number it got.
+    /// Subscribers closed for being slow are removed.
     pub fn publish(&self, msg: Incoming) -> u64 {
-        let seq = self.slot.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let delivery = Delivery::new(msg, seq);
         let mut slow = Vec::new();
+        let seq;
         {
             let t = self.hub.read();
+            seq = self.slot.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let delivery = Delivery::new(msg, seq);
+            self.slot.history.append(&delivery);
             let (up, topic) = (&*delivery.msg.upstream, &*delivery.msg.topic);
             for s in t.subscribers.iter().filter(|s| s.filter.matches(up, topic)) {
-                if s.queue.push(&delivery) == Pushed::Disconnected {
+                if s.queue.push_from(&delivery, Some(&self.slot.gate)) == Pushed::Disconnected {
                     slow.push(s.id);
                 }
             }
@@ -353,6 +254,12 @@ impl Publisher {
             self.hub.remove(id);
         }
         seq
+    }
+
+    /// This upstream's gate: closed while a full blocking sink holds it back
+    /// (the upstream then stops reading its socket, SPEC §14).
+    pub fn gate(&self) -> Gate {
+        self.slot.gate.clone()
     }
 
     /// Tells the envelope subscribers that follow this upstream an event
@@ -386,6 +293,20 @@ impl Subscription {
         self.hub.update_filter(self.id, |f| f.add(pair, max).map_err(HubError::from).err()).map_or(Ok(()), Err)
     }
 
+    /// The `resume` op (SPEC §14): replays what came after `r.after` of
+    /// `r.upstream` before what is queued live; unknown upstreams are
+    /// refused; one the filter does not follow is ignored. `Ok(true)` when
+    /// the queued messages of that upstream gave way to the replay (the
+    /// session then drops what it took of them and has not written).
+    pub fn resume(&self, r: &Resume) -> Result<bool, HubError> {
+        if !self.hub.has_upstream(&r.upstream) {
+            return Err(HubError::UnknownUpstream(r.upstream.clone()));
+        }
+        let t = self.hub.write();
+        let Some(s) = t.subscribers.iter().find(|s| s.id == self.id) else { return Ok(false) };
+        Ok(t.start_replay(&s.queue, &s.filter, r, true))
+    }
+
     /// Removes a pair (idempotent); unknown upstreams are refused.
     pub fn remove(&self, pair: &Pair) -> Result<(), HubError> {
         if let Some(u) = pair.upstream.as_deref() {
@@ -401,50 +322,5 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.remove(self.id);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pair(u: Option<&str>, t: Option<&str>) -> Pair {
-        Pair { upstream: u.map(Arc::from), topic: t.map(Arc::from) }
-    }
-
-    /// Every shape of pair matches what it says, and only that.
-    #[test]
-    fn filter_shapes() {
-        let mut f = Filter::default();
-        assert!(!f.matches("a", "x") && !f.follows("a"));
-        f.add(pair(Some("a"), Some("x")), 10).unwrap();
-        f.add(pair(Some("b"), None), 10).unwrap();
-        f.add(pair(None, Some("y")), 10).unwrap();
-        for (u, t, want) in
-            [("a", "x", true), ("a", "z", false), ("b", "anything", true), ("c", "y", true), ("c", "x", false)]
-        {
-            assert_eq!(f.matches(u, t), want, "{u} {t}");
-        }
-        assert!(f.follows("a") && f.follows("b") && f.follows("c"), "a (any, y) pair follows every upstream");
-        f.remove(&pair(None, Some("y")));
-        assert!(!f.follows("c"));
-        f.add(pair(None, None), 10).unwrap();
-        assert!(f.matches("c", "q"));
-        assert_eq!(f.len(), 3);
-    }
-
-    /// Duplicates count once; the limit applies to distinct pairs, before
-    /// the pairs are built.
-    #[test]
-    fn filter_limits() {
-        let list = |n: usize, p: &str| (0..n).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
-        let f = Filter::from_lists(&["a".into(), "a".into()], &list(3, "t"), 3).unwrap();
-        assert_eq!(f.len(), 3);
-        assert_eq!(Filter::from_lists(&list(2, "u"), &list(2, "t"), 3).unwrap_err().pairs, 4);
-        let huge = Filter::from_lists(&list(100_000, "u"), &list(100_000, "t"), 64).unwrap_err();
-        assert_eq!(huge.pairs, 10_000_000_000);
-        let mut f = Filter::from_lists(&[], &[], 1).unwrap();
-        assert!(f.add(pair(None, None), 1).is_ok(), "an existing pair is no new pair");
-        assert!(f.add(pair(Some("a"), None), 1).is_err());
     }
 }

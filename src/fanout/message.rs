@@ -55,6 +55,9 @@ pub struct Delivery {
     /// Header + the upstream's bytes, with the upstream's opcode.
     raw_frame: OnceLock<Bytes>,
     raw_text: OnceLock<Option<ByteString>>,
+    /// The conflation key at the first non-empty `conflate_key` pointer
+    /// asked for (pointer, key): computed once per message.
+    conflate: OnceLock<(Box<str>, Option<Arc<str>>)>,
 }
 
 impl Delivery {
@@ -67,7 +70,35 @@ impl Delivery {
             envelope: OnceLock::new(),
             raw_frame: OnceLock::new(),
             raw_text: OnceLock::new(),
+            conflate: OnceLock::new(),
         })
+    }
+
+    /// The key `overflow = "conflate"` groups this message by (SPEC §14):
+    /// the topic for the pointer `""`, else the value at the JSON pointer
+    /// (a string as is, anything else as its JSON text); `None` when the
+    /// message is no JSON or has no value there (never conflated).
+    /// Computed once per message for the first pointer asked.
+    pub fn conflate_key(&self, pointer: &str) -> Option<Arc<str>> {
+        if pointer.is_empty() {
+            return Some(Arc::clone(&self.msg.topic));
+        }
+        let compute = || {
+            if self.msg.kind != DataKind::Json {
+                return None;
+            }
+            let doc: serde_json::Value = serde_json::from_slice(&self.msg.raw).ok()?;
+            Some(match doc.pointer(pointer)? {
+                serde_json::Value::String(s) => Arc::from(s.as_str()),
+                other => Arc::from(other.to_string()),
+            })
+        };
+        let (p, key) = self.conflate.get_or_init(|| (Box::from(pointer), compute()));
+        if &**p == pointer {
+            key.clone()
+        } else {
+            compute()
+        }
     }
 
     /// The message's bytes as received: what it costs a queue against
@@ -193,6 +224,25 @@ pub fn gap_event(upstream: &str, missed: u64) -> ByteString {
     ByteString::from(format!(r#"{{"event":"gap","upstream":{},"missed":{missed}}}"#, json_str(upstream)))
 }
 
+/// A `gap` event for what the replay history no longer holds (SPEC §14).
+pub fn history_gap_event(upstream: &str, missed: u64) -> ByteString {
+    ByteString::from(format!(
+        r#"{{"event":"gap","upstream":{},"missed":{missed},"reason":"history"}}"#,
+        json_str(upstream)
+    ))
+}
+
+/// `hello` (SPEC §14): the first event of every envelope subscriber while
+/// replay is on, with the process's run id.
+pub fn hello_event(run: &str) -> ByteString {
+    ByteString::from(format!(r#"{{"event":"hello","run":{}}}"#, json_str(run)))
+}
+
+/// `reset` (SPEC §14): a replay asked for another run; live follows.
+pub fn reset_event(upstream: &str) -> ByteString {
+    ByteString::from(format!(r#"{{"event":"reset","upstream":{}}}"#, json_str(upstream)))
+}
+
 /// `upstream_gap` (SPEC §13): the feed skipped sequence numbers.
 pub fn upstream_gap_event(upstream: &str, key: Option<&str>, expected: u64, got: u64, across: bool) -> ByteString {
     let mut text = format!(r#"{{"event":"upstream_gap","upstream":{}"#, json_str(upstream));
@@ -238,6 +288,21 @@ mod tests {
             received: Instant::now(),
             conn: 1,
         }
+    }
+
+    /// The conflation key: the topic for "", the value at a pointer (text
+    /// as is, other values as JSON), none without a value or without JSON.
+    #[test]
+    fn conflate_keys() {
+        let d = Delivery::new(incoming(DataKind::Json, br#"{"s":"BTC","n":{"id":7},"x":null}"#), 1);
+        assert_eq!(d.conflate_key("").as_deref(), Some("trade"));
+        assert_eq!(d.conflate_key("/s").as_deref(), Some("BTC"));
+        assert_eq!(d.conflate_key("/s").as_deref(), Some("BTC"), "cached");
+        assert_eq!(d.conflate_key("/n").as_deref(), Some(r#"{"id":7}"#), "another pointer, computed");
+        assert_eq!(d.conflate_key("/x").as_deref(), Some("null"));
+        assert_eq!(d.conflate_key("/missing"), None);
+        let t = Delivery::new(incoming(DataKind::Text, b"s"), 2);
+        assert_eq!(t.conflate_key("/s"), None);
     }
 
     /// Envelopes are valid JSON with the SPEC's fields, for every data kind.

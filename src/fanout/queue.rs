@@ -2,19 +2,23 @@
 //!
 //! The overflow policy is applied here, on the producer side, because a
 //! session whose client stopped reading is not polled at all (ACTIX-FACTS):
-//! the hub can always act, the stalled consumer cannot. The consumer side is
-//! a `Stream` that drains everything queued in one poll and inserts `gap`
-//! events before the next message after drops.
+//! the hub can always act, the stalled consumer cannot: `drop_oldest`,
+//! `drop_newest`, `disconnect`, `conflate` (the index in `conflate.rs`) and,
+//! for sinks, `block` (holding the pushing upstream's `Gate`, `gate.rs`).
+//! A live message of an upstream whose replay is pending joins the replay
+//! instead of the queue (`Inner::absorb`). The consumer side (`take.rs`)
+//! inserts `gap` events before the next message after drops.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytestring::ByteString;
-use futures_core::Stream;
 use futures_util::task::AtomicWaker;
 
+use super::conflate::Conflation;
+pub(super) use super::entries::{Entry, Inner};
+use super::gate::Gate;
+use super::history::Cursor;
 use super::message::{gap_event, Delivery};
 use crate::config::Overflow;
 use crate::telemetry::{DropReason, SubscriberMetrics};
@@ -22,9 +26,6 @@ use crate::telemetry::{DropReason, SubscriberMetrics};
 /// Unread events one subscriber may hold (state changes of the upstreams
 /// it follows) before it counts as having stopped reading.
 pub const MAX_EVENTS: usize = 1024;
-
-/// An emptied queue keeps at most this many slots allocated.
-const SHRINK_ABOVE: usize = 1024;
 
 /// One queued item.
 #[derive(Debug, Clone)]
@@ -51,7 +52,7 @@ pub enum Closed {
 
 impl Closed {
     /// How a message that can no longer be queued is counted.
-    fn drop_reason(self) -> DropReason {
+    pub(super) fn drop_reason(self) -> DropReason {
         match self {
             Closed::Slow => DropReason::Overflow,
             Closed::Shutdown => DropReason::Shutdown,
@@ -60,51 +61,11 @@ impl Closed {
     }
 }
 
-#[derive(Debug)]
-struct Inner {
-    items: VecDeque<Item>,
-    /// Data messages in `items` (events excluded).
-    messages: usize,
-    /// Bytes of the data messages in `items`, against `max_bytes`.
-    bytes: usize,
-    /// Messages dropped from the head (drop_oldest): older than everything
-    /// queued, so their gap event goes before the first queued message.
-    missed: Vec<(Arc<str>, u64)>,
-    /// Messages dropped on arrival (drop_newest): newer than everything
-    /// queued, so their gap event goes before the next message pushed.
-    missed_tail: Vec<(Arc<str>, u64)>,
-    closed: Option<Closed>,
-    /// The consumer has seen `closed` and the stream ended.
-    finished: bool,
-}
-
-impl Inner {
-    /// Removes the oldest data message, leaving events where they are (a
-    /// state event is never displaced). Returns it, or `None` when only
-    /// events are queued.
-    fn pop_oldest_message(&mut self) -> Option<Arc<Delivery>> {
-        let at = self.items.iter().position(|i| matches!(i, Item::Message(_)))?;
-        let Some(Item::Message(d)) = self.items.remove(at) else { return None };
-        self.messages -= 1;
-        self.bytes -= d.size();
-        Some(d)
-    }
-
-    /// Empties the queue; returns how many data messages it held.
-    fn clear(&mut self) -> u64 {
-        let n = self.messages as u64;
-        self.items.clear();
-        self.messages = 0;
-        self.bytes = 0;
-        n
-    }
-}
-
 /// A bounded, policy-enforcing queue shared by the hub and one subscriber.
 #[derive(Debug)]
 pub struct SubQueue {
-    inner: Mutex<Inner>,
-    waker: AtomicWaker,
+    pub(super) inner: Mutex<Inner>,
+    pub(super) waker: AtomicWaker,
     /// Items (messages and events) held at most.
     capacity: usize,
     /// Bytes of queued messages held at most; one message larger than this
@@ -113,7 +74,7 @@ pub struct SubQueue {
     max_bytes: usize,
     policy: Overflow,
     /// Envelope subscribers get state and gap events; raw ones and sinks do not.
-    events: bool,
+    pub(super) events: bool,
     metrics: SubscriberMetricsHandle,
 }
 
@@ -130,7 +91,7 @@ impl std::fmt::Debug for SubscriberMetricsHandle {
 /// What `push` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
-    /// Queued (possibly after dropping the oldest).
+    /// Queued (possibly after dropping or conflating older ones).
     Queued,
     /// The new message was dropped (`drop_newest`), or the queue is closed.
     Dropped,
@@ -154,16 +115,35 @@ impl SubQueue {
         events: bool,
         metrics: SubscriberMetrics,
     ) -> Arc<Self> {
+        Self::keyed(capacity, max_bytes, policy, "", events, metrics)
+    }
+
+    /// As [`SubQueue::bounded`], with the `conflate_key` pointer that
+    /// `overflow = "conflate"` groups messages by (`""`: the topic).
+    pub fn keyed(
+        capacity: usize,
+        max_bytes: usize,
+        policy: Overflow,
+        conflate_key: &str,
+        events: bool,
+        metrics: SubscriberMetrics,
+    ) -> Arc<Self> {
         Arc::new(SubQueue {
             inner: Mutex::new(Inner {
                 // Empty until used: idle subscribers are the common case (2 KB each saved).
                 items: VecDeque::new(),
                 messages: 0,
                 bytes: 0,
+                gone: 0,
                 missed: Vec::new(),
                 missed_tail: Vec::new(),
                 closed: None,
                 finished: false,
+                conflation: (policy == Overflow::Conflate).then(|| Conflation::new(conflate_key)),
+                holding: Vec::new(),
+                replay: None,
+                replays: 0,
+                replayed: Vec::new(),
             }),
             waker: AtomicWaker::new(),
             capacity: capacity.max(1),
@@ -174,7 +154,7 @@ impl SubQueue {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Inner holds plain data; a panic elsewhere cannot leave it inconsistent.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -189,9 +169,22 @@ impl SubQueue {
         g.messages < self.capacity && (g.messages == 0 || g.bytes.saturating_add(size) <= self.max_bytes)
     }
 
+    /// True when the queue is below its bounds (a blocked upstream may read again).
+    pub(super) fn below_bounds(&self, g: &Inner) -> bool {
+        g.messages < self.capacity && g.bytes < self.max_bytes
+    }
+
     /// Queues a message, applying the overflow policy when full. Never blocks
     /// on the consumer. Every message that is not queued is counted.
     pub fn push(&self, d: &Arc<Delivery>) -> Pushed {
+        self.push_from(d, None)
+    }
+
+    /// As [`SubQueue::push`], from the upstream whose gate is `gate`: under
+    /// `overflow = "block"` a full queue keeps the message (at most one over
+    /// per upstream) and holds the gate shut until its consumer drains it
+    /// below its bounds. (Without a gate, block drops the oldest.)
+    pub fn push_from(&self, d: &Arc<Delivery>, gate: Option<&Gate>) -> Pushed {
         let size = d.size();
         let (result, wake) = {
             let mut g = self.lock();
@@ -199,22 +192,32 @@ impl SubQueue {
                 self.metrics.0.dropped(why.drop_reason(), 1);
                 return Pushed::Dropped;
             }
+            if g.absorb(d) {
+                drop(g);
+                self.waker.wake();
+                return Pushed::Queued;
+            }
             let was_empty = g.items.is_empty();
             if !self.fits(&g, size) {
-                match self.policy {
-                    Overflow::DropOldest => {
+                match (self.policy, gate) {
+                    (Overflow::Block, Some(_)) => {}
+                    (Overflow::DropOldest | Overflow::Conflate | Overflow::Block, _) => {
+                        if self.policy == Overflow::Conflate {
+                            self.conflate(&mut g, d);
+                        }
                         while !self.fits(&g, size) {
                             let Some(old) = g.pop_oldest_message() else { break };
                             note_missed(&mut g.missed, &old.msg.upstream);
                             self.metrics.0.dropped_overflow(1);
                         }
+                        g.compact();
                     }
-                    Overflow::DropNewest => {
+                    (Overflow::DropNewest, _) => {
                         note_missed(&mut g.missed_tail, &d.msg.upstream);
                         self.metrics.0.dropped_overflow(1);
                         return Pushed::Dropped;
                     }
-                    Overflow::Disconnect => {
+                    (Overflow::Disconnect, _) => {
                         let lost = 1 + g.clear();
                         self.metrics.0.dropped_overflow(lost);
                         g.closed = Some(Closed::Slow);
@@ -229,19 +232,41 @@ impl SubQueue {
                 let tail = std::mem::take(&mut g.missed_tail);
                 if self.events {
                     for (upstream, n) in tail {
-                        g.items.push_back(Item::Event(Box::new(gap_event(&upstream, n))));
+                        g.items.push_back(Entry::Event(Box::new(gap_event(&upstream, n))));
                     }
                 }
             }
-            g.items.push_back(Item::Message(Arc::clone(d)));
+            let at = g.items.len();
+            if let Some(c) = g.conflation.as_mut() {
+                c.appended(d, at);
+            }
+            g.items.push_back(Entry::Message(Arc::clone(d)));
             g.messages += 1;
             g.bytes += size;
+            if let (Overflow::Block, Some(gate)) = (self.policy, gate) {
+                if !self.below_bounds(&g) && !g.holding.iter().any(|h| h.same(gate)) {
+                    gate.hold();
+                    g.holding.push(gate.clone());
+                }
+            }
             (Pushed::Queued, was_empty)
         };
         if wake {
             self.waker.wake();
         }
         result
+    }
+
+    /// A full conflating queue: removes every queued message with the key
+    /// of `d` (counted as dropped; their gap comes before the next message).
+    fn conflate(&self, g: &mut Inner, d: &Delivery) {
+        let Some(c) = g.conflation.as_mut() else { return };
+        for at in c.take_same_key(d) {
+            if let Some(old) = g.tombstone(at) {
+                note_missed(&mut g.missed, &old.msg.upstream);
+                self.metrics.0.dropped_overflow(1);
+            }
+        }
     }
 
     /// Queues an event (only for subscribers that want events). Events are
@@ -253,27 +278,76 @@ impl SubQueue {
         if !self.events {
             return true;
         }
+        self.push_entry(Entry::Event(Box::new(event)))
+    }
+
+    /// Queues the start of a replay (envelope or raw subscribers): what the
+    /// cursor replays comes at this point of the stream. Counts as an event.
+    pub(super) fn push_replay(&self, cursor: Cursor) -> bool {
+        self.push_entry(Entry::Replay(Box::new(cursor)))
+    }
+
+    fn push_entry(&self, entry: Entry) -> bool {
+        let replay = matches!(entry, Entry::Replay(_));
         let wake = {
             let mut g = self.lock();
             if g.closed.is_some() {
                 return true;
             }
             let was_empty = g.items.is_empty();
-            if g.items.len() - g.messages >= MAX_EVENTS {
+            if g.events() >= MAX_EVENTS {
                 let lost = g.clear();
                 self.metrics.0.dropped_overflow(lost);
                 g.closed = Some(Closed::Slow);
+                self.release_gates(&mut g);
                 drop(g);
                 self.waker.wake();
                 return false;
             }
-            g.items.push_back(Item::Event(Box::new(event)));
+            g.items.push_back(entry);
+            g.replays += usize::from(replay);
             was_empty
         };
         if wake {
             self.waker.wake();
         }
         true
+    }
+
+    /// A resume (SPEC §14): the queued messages of `upstream` (all at or
+    /// below the replay's end) leave the queue, uncounted: the replay sends
+    /// them again, or its gap event counts them. Their pending gap counts go too.
+    pub(super) fn forget_upstream(&self, upstream: &str) {
+        let mut g = self.lock();
+        let g = &mut *g;
+        g.missed.retain(|(u, _)| &**u != upstream);
+        g.missed_tail.retain(|(u, _)| &**u != upstream);
+        g.replayed.retain(|(u, _)| &**u != upstream);
+        g.drop_replays(upstream);
+        let mut removed = false;
+        for at in 0..g.items.len() {
+            if matches!(&g.items[at], Entry::Message(d) if &*d.msg.upstream == upstream) {
+                g.tombstone(at);
+                removed = true;
+            }
+        }
+        if removed {
+            if let Some(c) = g.conflation.as_mut() {
+                let held = g.items.iter().enumerate().filter_map(|(i, e)| match e {
+                    Entry::Message(d) => Some((i, &**d)),
+                    _ => None,
+                });
+                c.rebuild(0, held);
+            }
+            g.compact();
+        }
+    }
+
+    /// Releases every gate this queue holds (it drained, or closed).
+    pub(super) fn release_gates(&self, g: &mut Inner) {
+        for gate in g.holding.drain(..) {
+            gate.release();
+        }
     }
 
     /// Closes the queue; the consumer sees `Next::Closed(why)` after what is
@@ -284,6 +358,8 @@ impl SubQueue {
             if g.closed.is_none() {
                 g.closed = Some(why);
             }
+            // A closed queue takes nothing more: it holds no upstream back.
+            self.release_gates(&mut g);
         }
         self.waker.wake();
     }
@@ -301,6 +377,7 @@ impl SubQueue {
                     DropReason::Shutdown | DropReason::Error => Closed::Shutdown,
                 });
             }
+            self.release_gates(&mut g);
             g.clear()
         };
         self.metrics.0.dropped(reason, lost);
@@ -314,6 +391,7 @@ impl SubQueue {
         {
             let mut g = self.lock();
             g.closed.get_or_insert(Closed::Shutdown);
+            self.release_gates(&mut g);
             g.clear();
         }
         self.waker.wake();
@@ -334,140 +412,26 @@ impl SubQueue {
         self.lock().bytes
     }
 
-    /// Takes everything queued, with gap events placed before the first
-    /// message that follows drops.
-    fn drain(&self, g: &mut Inner, out: &mut Vec<Item>) {
-        out.reserve(g.items.len() + g.missed.len());
-        g.messages = 0;
-        g.bytes = 0;
-        for item in g.items.drain(..) {
-            if matches!(item, Item::Message(_)) && !g.missed.is_empty() {
-                for (upstream, missed) in g.missed.drain(..) {
-                    if self.events {
-                        out.push(Item::Event(Box::new(gap_event(&upstream, missed))));
-                    }
-                }
-            }
-            out.push(item);
-        }
-    }
-
     /// Why the producer side closed the queue, once it did.
     pub fn closed(&self) -> Option<Closed> {
         self.lock().closed
     }
+}
 
-    /// The consumer side for a writer that pulls only when its socket can
-    /// take more: moves at most `max_items` items and about `max_bytes` of
-    /// message bytes (always at least one item) onto `out`, gap events placed
-    /// as [`Self::stream`] places them; one lock per batch. `Closed` comes
-    /// once everything queued was taken; after it, nothing more.
-    pub fn poll_take(
-        &self,
-        cx: &mut Context<'_>,
-        max_items: usize,
-        max_bytes: usize,
-        out: &mut Vec<Item>,
-    ) -> Poll<Taken> {
+impl Drop for SubQueue {
+    fn drop(&mut self) {
+        // A queue nobody drains any more holds no upstream back.
         let mut g = self.lock();
-        if !g.items.is_empty() {
-            let mut items = 0;
-            let mut bytes = 0;
-            while items < max_items.max(1) && (items == 0 || bytes < max_bytes) {
-                let Some(item) = g.items.pop_front() else { break };
-                if let Item::Message(d) = &item {
-                    g.messages -= 1;
-                    g.bytes -= d.size();
-                    bytes += d.size();
-                    if !g.missed.is_empty() {
-                        for (upstream, missed) in std::mem::take(&mut g.missed) {
-                            if self.events {
-                                out.push(Item::Event(Box::new(gap_event(&upstream, missed))));
-                            }
-                        }
-                    }
-                }
-                out.push(item);
-                items += 1;
-            }
-            if g.items.is_empty() && g.items.capacity() > SHRINK_ABOVE {
-                // A burst is over: give its room back.
-                g.items = VecDeque::new();
-            }
-            return Poll::Ready(Taken::Items);
+        for gate in g.holding.drain(..) {
+            gate.release();
         }
-        if let Some(why) = g.closed {
-            if g.finished {
-                return Poll::Ready(Taken::Finished);
-            }
-            g.finished = true;
-            return Poll::Ready(Taken::Closed(why));
-        }
-        // Registered under the lock: a push after this sees an empty queue and wakes us.
-        self.waker.register(cx.waker());
-        Poll::Pending
-    }
-
-    /// The consumer side as a stream of batches.
-    pub fn stream(self: &Arc<Self>) -> QueueStream {
-        QueueStream { queue: Arc::clone(self) }
     }
 }
 
-fn note_missed(missed: &mut Vec<(Arc<str>, u64)>, upstream: &Arc<str>) {
+pub(super) fn note_missed(missed: &mut Vec<(Arc<str>, u64)>, upstream: &Arc<str>) {
     match missed.iter_mut().find(|(u, _)| u == upstream) {
         Some((_, n)) => *n += 1,
         None => missed.push((Arc::clone(upstream), 1)),
-    }
-}
-
-/// What the consumer gets next.
-#[derive(Debug)]
-pub enum Next {
-    /// Everything queued since the last poll, in order.
-    Items(Vec<Item>),
-    /// The producer closed the queue; the stream ends after this.
-    Closed(Closed),
-}
-
-/// What [`SubQueue::poll_take`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Taken {
-    /// Items were moved out.
-    Items,
-    /// The producer closed the queue and everything queued was taken.
-    Closed(Closed),
-    /// `Closed` was already handed out.
-    Finished,
-}
-
-/// The consumer end of a [`SubQueue`].
-#[derive(Debug)]
-pub struct QueueStream {
-    queue: Arc<SubQueue>,
-}
-
-impl Stream for QueueStream {
-    type Item = Next;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Next>> {
-        let q = &self.queue;
-        let mut g = q.lock();
-        if !g.items.is_empty() {
-            let mut out = Vec::new();
-            q.drain(&mut g, &mut out);
-            return Poll::Ready(Some(Next::Items(out)));
-        }
-        if let Some(why) = g.closed {
-            if g.finished {
-                return Poll::Ready(None);
-            }
-            g.finished = true;
-            return Poll::Ready(Some(Next::Closed(why)));
-        }
-        // Registered under the lock: a push after this sees an empty queue and wakes us.
-        q.waker.register(cx.waker());
-        Poll::Pending
     }
 }
 

@@ -5,8 +5,10 @@ use futures_util::StreamExt;
 
 use super::*;
 use crate::fanout::message::Incoming;
+use crate::fanout::{Next, QueueStream, Taken};
 use crate::model::DataKind;
 use crate::telemetry::Metrics;
+use std::task::{Context, Poll};
 
 fn msg(upstream: &str, seq: u64) -> Arc<Delivery> {
     Delivery::new(

@@ -63,6 +63,9 @@ pub struct Outbox {
     unsent: u64,
     /// Why the session ended, once its actor stopped.
     left: Option<Left>,
+    /// Upstreams the client resumed (SPEC §14): their messages still in
+    /// the body's batch are not written (the replay sends them in order).
+    resumed: Vec<Arc<str>>,
 }
 
 /// The outbox as the actor and the body share it.
@@ -77,6 +80,12 @@ impl Outbox {
         self.frames.push_back(frame);
         self.wake();
         true
+    }
+
+    /// The client resumed `upstream`: what the body took of it before is
+    /// not written (the replay sends it again, in order).
+    pub fn resumed(&mut self, upstream: &str) {
+        self.resumed.push(Arc::from(upstream));
     }
 
     /// The last frame; later frames and data are not written.
@@ -172,6 +181,19 @@ impl Outbound {
         Some(frame)
     }
 
+    /// Drops the unwritten messages of `upstreams` from the batch.
+    fn forget(&mut self, upstreams: &[Arc<str>]) {
+        let stale = |i: &Item| matches!(i, Item::Message(d) if upstreams.contains(&d.msg.upstream));
+        let mut at = self.next;
+        while at < self.batch.len() {
+            if stale(&self.batch[at]) {
+                self.batch.remove(at);
+            } else {
+                at += 1;
+            }
+        }
+    }
+
     fn tell_session(&mut self, closed: Option<Closed>) {
         if let Some(s) = self.session.take() {
             s.do_send(BodyEnded(closed));
@@ -186,6 +208,10 @@ impl Stream for Outbound {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
+        }
+        let resumed = std::mem::take(&mut this.outbox.borrow_mut().resumed);
+        if !resumed.is_empty() {
+            this.forget(&resumed);
         }
         {
             let mut out = this.outbox.borrow_mut();

@@ -22,7 +22,7 @@ use tracing::debug;
 
 use super::outbound::SharedOutbox;
 use crate::fanout::frame;
-use crate::fanout::{Closed, Pair, SubQueue, Subscription};
+use crate::fanout::{Closed, Pair, Resume, SubQueue, Subscription};
 use crate::model::close;
 use crate::telemetry::{Left, SubscriberMetrics};
 use crate::transport::frame_guard::FrameScan;
@@ -98,8 +98,9 @@ impl Session {
         ctx.stop();
     }
 
-    /// `{"op":"subscribe"|"unsubscribe","upstream":..,"topic":..}`; anything
-    /// else is answered with an error event, never a disconnect.
+    /// `{"op":"subscribe"|"unsubscribe","upstream":..,"topic":..}` and
+    /// `{"op":"resume","upstream":..,"after":N,"run":..}` (SPEC §14);
+    /// anything else is answered with an error event, never a disconnect.
     fn control(&mut self, ctx: &mut Context<Self>, text: &str) {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -107,22 +108,43 @@ impl Session {
             op: String,
             upstream: Option<String>,
             topic: Option<String>,
+            after: Option<u64>,
+            run: Option<String>,
         }
         let op: Op = match serde_json::from_str(text) {
             Ok(op) => op,
             Err(e) => {
-                let message =
-                    format!("expected {{\"op\":\"subscribe\"|\"unsubscribe\",\"upstream\":..,\"topic\":..}}: {e}");
+                let message = format!(
+                    "expected {{\"op\":\"subscribe\"|\"unsubscribe\",\"upstream\":..,\"topic\":..}} or {{\"op\":\"resume\",\"upstream\":..,\"after\":N,\"run\":..}}: {e}"
+                );
                 return self.event(ctx, json!({"event": "error", "message": message}));
             }
         };
         let Some(sub) = self.sub.as_ref() else { return };
         let pair = Pair { upstream: op.upstream.as_deref().map(Arc::from), topic: op.topic.as_deref().map(Arc::from) };
-        let result = match op.op.as_str() {
-            "subscribe" => sub.add(pair, self.max_filters),
-            "unsubscribe" => sub.remove(&pair),
-            other => {
-                let message = format!("unknown op {other:?} (subscribe or unsubscribe)");
+        let result = match (op.op.as_str(), &op.upstream, op.after) {
+            ("subscribe", ..) if op.after.is_none() && op.run.is_none() => sub.add(pair, self.max_filters),
+            ("unsubscribe", ..) if op.after.is_none() && op.run.is_none() => sub.remove(&pair),
+            ("subscribe" | "unsubscribe", ..) => {
+                let message = format!("{} takes upstream and topic only", op.op);
+                return self.event(ctx, json!({"event": "error", "message": message}));
+            }
+            ("resume", Some(upstream), Some(after)) if op.topic.is_none() => {
+                match sub.resume(&Resume { upstream: upstream.clone(), after, run: op.run.clone() }) {
+                    Ok(true) => {
+                        self.outbox.borrow_mut().resumed(upstream);
+                        Ok(())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            ("resume", ..) => {
+                let message = "resume needs upstream and after (and optionally run), no topic";
+                return self.event(ctx, json!({"event": "error", "message": message}));
+            }
+            (other, ..) => {
+                let message = format!("unknown op {other:?} (subscribe, unsubscribe or resume)");
                 return self.event(ctx, json!({"event": "error", "message": message}));
             }
         };
@@ -136,6 +158,12 @@ impl Session {
                 }
                 if let Some(t) = op.topic {
                     ack.insert("topic".into(), json!(t));
+                }
+                if let Some(a) = op.after {
+                    ack.insert("after".into(), json!(a));
+                }
+                if let Some(r) = op.run {
+                    ack.insert("run".into(), json!(r));
                 }
                 self.event(ctx, serde_json::Value::Object(ack));
             }

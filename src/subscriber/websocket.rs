@@ -24,7 +24,7 @@ pub use super::auth::SubscriberSettings;
 use super::outbound::{Outbound, SharedOutbox};
 use super::session::ClientFrames;
 pub use super::session::Session;
-use crate::fanout::{Filter, Hub, HubError, SubQueue};
+use crate::fanout::{parse_since, Filter, Hub, HubError, SubQueue};
 use crate::model::ShutdownFlag;
 use crate::telemetry::Metrics;
 
@@ -128,10 +128,16 @@ pub async fn endpoint(
     let mut upstreams = Vec::new();
     let mut topics = Vec::new();
     let mut raw = false;
+    let mut since = Vec::new();
+    let run = query.iter().find(|(k, _)| k == "run").map(|(_, v)| v.as_str());
     for (k, v) in &query {
         match k.as_str() {
             "upstream" => upstreams.push(v.clone()),
             "topic" => topics.push(v.clone()),
+            "since" => match parse_since(v, run) {
+                Ok(pairs) => since.extend(pairs),
+                Err(e) => return Ok(plain(StatusCode::BAD_REQUEST, &e)),
+            },
             "format" => match v.as_str() {
                 "envelope" => raw = false,
                 "raw" => raw = true,
@@ -163,14 +169,15 @@ pub async fn endpoint(
     }
     let live = Arc::clone(&ep.live);
     let metrics = ep.metrics.subscriber("websocket");
-    let queue = SubQueue::bounded(
+    let queue = SubQueue::keyed(
         settings.cfg.queue_capacity,
         settings.cfg.queue_bytes.bytes(),
         settings.cfg.overflow,
+        &settings.cfg.conflate_key,
         !raw,
         metrics.clone(),
     );
-    let sub = match ep.hub.subscribe(Arc::clone(&queue), filter) {
+    let sub = match ep.hub.subscribe_from(Arc::clone(&queue), filter, &since) {
         Ok(s) => s,
         Err(e) => {
             live.fetch_sub(1, Ordering::SeqCst);

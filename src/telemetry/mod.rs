@@ -6,6 +6,7 @@
 
 mod integrity;
 mod logging;
+mod pause;
 mod subscriber;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use prometheus::{
 };
 
 pub use logging::init_logging;
+pub use pause::PauseMeter;
 pub use subscriber::{DropReason, Left, SubscriberMetrics};
 use tracing::{info, warn};
 
@@ -73,6 +75,8 @@ pub struct Metrics {
     fanout_latency: Histogram,
     /// The SPEC §13 families.
     integrity: integrity::Families,
+    /// `wsgate_upstream_paused_seconds_total` (SPEC §14a).
+    paused: pause::Family,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -174,6 +178,7 @@ impl Metrics {
             ),
             fanout_latency,
             integrity: integrity::Families::register(&r),
+            paused: pause::Family::register(&r),
             registry: r,
         };
         for kind in SUBSCRIBER_KINDS {
@@ -210,6 +215,7 @@ impl Metrics {
             self.disconnects.with_label_values(&[name, reason.code()]);
         }
         self.integrity.init(name);
+        self.paused.meter(name);
         UpstreamMetrics {
             name: name.to_string(),
             up: self.upstream_up.with_label_values(l),
@@ -239,6 +245,7 @@ impl Metrics {
         let _ = self.ping_rtt.remove_label_values(l);
         let _ = self.downtime.remove_label_values(l);
         self.integrity.remove(name);
+        self.paused.remove(name);
         for state in LinkState::ALL {
             let _ = self.upstream_state.remove_label_values(&[name, state.as_str()]);
         }
@@ -284,6 +291,11 @@ pub struct UpstreamMetrics {
 }
 
 impl UpstreamMetrics {
+    /// Where the time this upstream is paused by a blocking sink is counted.
+    pub fn pause_meter(&self) -> PauseMeter {
+        self.all.paused.meter(&self.name)
+    }
+
     /// The one-hot state series and `up`.
     pub fn state(&self, state: LinkState) {
         for s in LinkState::ALL {

@@ -105,6 +105,14 @@ impl Heartbeat {
         None
     }
 
+    /// The link is not read (a blocking sink holds the upstream back):
+    /// every deadline starts again from `now`, and no ping goes out.
+    pub fn suspend(&mut self, now: Instant) {
+        self.probe_since = None;
+        self.last_data = now;
+        self.last_ping = now;
+    }
+
     /// What is due at `now`; `live` says whether data is expected (the idle
     /// clock runs only then).
     pub fn tick(&mut self, now: Instant, live: bool) -> Beat {
@@ -249,5 +257,24 @@ mod tests {
         {
             assert_eq!(Heartbeat::period(&cfg(i, t, idle)), Duration::from_millis(want), "{i} {t} {idle}");
         }
+    }
+
+    /// While suspended (a blocking sink pauses the link) no deadline runs:
+    /// an unanswered ping and a silent feed are judged from the end of the
+    /// pause, not its start.
+    #[test]
+    fn suspend_restarts_the_deadlines() {
+        let c = cfg(100, 50, 300);
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(&c, t0);
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(hb.tick(ms(100), true), ping(1));
+        for t in (110..=2000).step_by(10) {
+            hb.suspend(ms(t));
+        }
+        assert_eq!(hb.tick(ms(2040), true), Beat::Quiet, "no dead link for the ping before the pause");
+        assert_eq!(hb.tick(ms(2100), true), ping(2));
+        assert_eq!(hb.tick(ms(2149), true), Beat::Quiet);
+        assert_eq!(hb.tick(ms(2150), true), Beat::Dead(Duration::from_millis(50)));
     }
 }

@@ -79,6 +79,13 @@ impl Inbound {
         }
     }
 
+    /// The link is paused by a blocking sink: no topic ages meanwhile.
+    pub fn suspend(&mut self, now: Instant) {
+        if let Some(f) = self.freshness.as_mut() {
+            f.new_link(now);
+        }
+    }
+
     /// Freshness at `now`: announces the topics that turned stale, updates
     /// the configured topics' gauges; `true` when a stale topic should
     /// replace the link (`on_stale = "reconnect"`).

@@ -52,6 +52,8 @@ pub fn spawn(
     board.insert(Arc::clone(&status));
     let m = metrics.upstream(&cfg.name);
     m.state(LinkState::Connecting);
-    let deps = UpstreamDeps { publisher: hub.publisher(&cfg.name), metrics: m, status, governor: Arc::clone(governor) };
+    let publisher = hub.publisher(&cfg.name);
+    publisher.gate().meter(m.pause_meter());
+    let deps = UpstreamDeps { publisher, metrics: m, status, governor: Arc::clone(governor) };
     Supervisor::start(move |_| Upstream::new(cfg, deps))
 }

@@ -25,6 +25,7 @@ use super::heartbeat::{Beat, Heartbeat};
 use super::inbound::Outcome;
 use super::link::{Event, Goodbye, Phase};
 use super::trace::{self, Dir};
+use crate::fanout::Pausable;
 use crate::transport::deflate::LinkCodec;
 use crate::transport::reassembly::{Fragment, FrameError, Kind, Message as WsMessage, Reassembler};
 
@@ -71,7 +72,9 @@ impl Upstream {
     pub(super) fn attach(&mut self, ctx: &mut Context<Self>, epoch: u64, up: Upgraded) {
         let wire = up.wire;
         let (sink, stream) = up.framed.split();
-        let stream = stream
+        // Read only while no full blocking sink holds this upstream back (SPEC §14).
+        let ends = |i: &Result<Frame, WsProtocolError>| matches!(i, Err(_) | Ok(Frame::Close(_)));
+        let stream = Pausable::new(stream, self.deps.publisher.gate(), &self.cfg.name, ends)
             .map(move |item| LinkEvent { epoch, item: Some(item) })
             .chain(futures_util::stream::once(async move { LinkEvent { epoch, item: None } }));
         let stream = ctx.add_stream(stream);
@@ -186,6 +189,18 @@ impl Upstream {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        let gate = self.deps.publisher.gate();
+        if gate.is_closed() {
+            // Paused by a blocking sink: not reading, so no deadline runs
+            // (heartbeat, idle, freshness) and no ping goes out.
+            gate.settle();
+            let now = Instant::now();
+            if let Some(link) = self.link.as_mut() {
+                link.beat.suspend(now);
+            }
+            self.inbound.suspend(now);
+            return;
+        }
         let live = matches!(self.life.phase(), Phase::Live { .. });
         if live && self.inbound.freshness_tick(Instant::now(), &self.deps.publisher, &self.deps.metrics) {
             return self.failed(ctx, LinkError::Stale("a watched topic is stale: resync".into()));

@@ -147,8 +147,21 @@ pub struct SubscribersConfig {
     /// `run` refuses to start open to the network (fail closed).
     /// Default: `false`.
     pub anonymous: bool,
-    /// What happens when a subscriber's queue is full. Default: `"drop_oldest"`.
+    /// What happens when a subscriber's queue is full: `drop_oldest`,
+    /// `drop_newest`, `disconnect` or `conflate` (`block` is for sinks
+    /// only). Default: `"drop_oldest"`.
     pub overflow: Overflow,
+    /// JSON pointer whose value is the key `overflow = "conflate"` keeps
+    /// the latest message of (per upstream); `""` = the topic. Messages
+    /// without a value there are never conflated. Default: `""`.
+    pub conflate_key: String,
+    /// Number of messages kept per upstream for replay (`/ws?since=`, the
+    /// `resume` op); 0 = replay off (and no `hello` event). Default: `0`.
+    pub history: usize,
+    /// Size of the messages kept per upstream for replay (message bytes as
+    /// received), beside `history` (whichever is hit first).
+    /// Default: `"64MiB"`.
+    pub history_bytes: Size,
     /// Token subscribers must present, inline (prefer `_env` or `_file`).
     /// At most one of the three spellings. Default: unset.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,6 +195,9 @@ impl Default for SubscribersConfig {
             max_filters: 64,
             anonymous: false,
             overflow: Overflow::DropOldest,
+            conflate_key: String::new(),
+            history: 0,
+            history_bytes: Size::mib(64),
             auth_token: None,
             auth_token_env: None,
             auth_token_file: None,
@@ -212,6 +228,13 @@ pub enum Overflow {
     DropNewest,
     /// Close the subscriber with 1008 "slow consumer".
     Disconnect,
+    /// Keep at most one message per (upstream, `conflate_key` value): the
+    /// newest replaces the queued ones of its key (counted as dropped); a
+    /// message whose key has nothing queued drops the oldest.
+    Conflate,
+    /// Sinks only: the upstreams feeding a full queue stop reading their
+    /// socket until it drains; nothing is dropped.
+    Block,
 }
 
 // === serde helpers ===

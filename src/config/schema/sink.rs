@@ -27,10 +27,24 @@ pub enum SinkConfig {
         /// Topics to follow; empty = all. Default: `[]`.
         #[serde(default)]
         topics: Vec<String>,
-        /// Size of the messages queued at most; beyond it the oldest are
-        /// dropped, counted. At least 1 byte. Default: `"64MiB"`.
+        /// Size of the messages queued at most, beside `queue_capacity`
+        /// (whichever is hit first). At least 1 byte. Default: `"64MiB"`.
         #[serde(default = "default_sink_queue_bytes")]
         queue_bytes: Size,
+        /// Number of messages queued at most. At least 1. Default: `10000`.
+        #[serde(default = "default_webhook_queue")]
+        queue_capacity: usize,
+        /// What happens when the queue is full: `drop_oldest`,
+        /// `drop_newest`, `conflate` (see `conflate_key`) or `block` (the
+        /// upstreams feeding this sink stop reading until it drains:
+        /// lossless recording). Drops are counted as `overflow`.
+        /// Default: `"drop_oldest"`.
+        #[serde(default = "default_sink_overflow")]
+        overflow: Overflow,
+        /// JSON pointer whose value `overflow = "conflate"` keeps the
+        /// latest message of; `""` = the topic. Default: `""`.
+        #[serde(default)]
+        conflate_key: String,
     },
     /// `kind = "file"`: JSON lines appended to a file, reopened on SIGHUP
     /// (logrotate).
@@ -44,10 +58,24 @@ pub enum SinkConfig {
         /// Topics to follow; empty = all. Default: `[]`.
         #[serde(default)]
         topics: Vec<String>,
-        /// Size of the messages queued at most; beyond it the oldest are
-        /// dropped, counted. At least 1 byte. Default: `"64MiB"`.
+        /// Size of the messages queued at most, beside `queue_capacity`
+        /// (whichever is hit first). At least 1 byte. Default: `"64MiB"`.
         #[serde(default = "default_sink_queue_bytes")]
         queue_bytes: Size,
+        /// Number of messages queued at most. At least 1. Default: `10000`.
+        #[serde(default = "default_webhook_queue")]
+        queue_capacity: usize,
+        /// What happens when the queue is full: `drop_oldest`,
+        /// `drop_newest`, `conflate` (see `conflate_key`) or `block` (the
+        /// upstreams feeding this sink stop reading until it drains:
+        /// lossless recording). Drops are counted as `overflow`.
+        /// Default: `"drop_oldest"`.
+        #[serde(default = "default_sink_overflow")]
+        overflow: Overflow,
+        /// JSON pointer whose value `overflow = "conflate"` keeps the
+        /// latest message of; `""` = the topic. Default: `""`.
+        #[serde(default)]
+        conflate_key: String,
     },
     /// `kind = "webhook"`: batches of envelopes POSTed as a JSON array.
     Webhook(WebhookConfig),
@@ -78,6 +106,21 @@ impl SinkConfig {
             SinkConfig::Webhook(w) => (&w.upstreams, &w.topics),
             SinkConfig::Nats(n) => (&n.upstreams, &n.topics),
             SinkConfig::Redis(r) => (&r.upstreams, &r.topics),
+        }
+    }
+
+    /// `queue_capacity`, `overflow` and `conflate_key`: how this sink's
+    /// queue is bounded and what happens when it is full (the webhook:
+    /// `drop_oldest` or `block`, applied to what it holds, no conflation).
+    pub fn queue_policy(&self) -> (usize, Overflow, &str) {
+        match self {
+            SinkConfig::Stdout { queue_capacity, overflow, conflate_key, .. }
+            | SinkConfig::File { queue_capacity, overflow, conflate_key, .. } => {
+                (*queue_capacity, *overflow, conflate_key)
+            }
+            SinkConfig::Webhook(w) => (w.queue_capacity, w.overflow, ""),
+            SinkConfig::Nats(n) => (n.queue_capacity, n.overflow, &n.conflate_key),
+            SinkConfig::Redis(r) => (r.queue_capacity, r.overflow, &r.conflate_key),
         }
     }
 
@@ -118,6 +161,11 @@ pub struct WebhookConfig {
     /// (whichever is hit first). At least 1 byte. Default: `"64MiB"`.
     #[serde(default = "default_sink_queue_bytes")]
     pub queue_bytes: Size,
+    /// What happens when `queue_capacity` envelopes wait: `drop_oldest`
+    /// (counted as `overflow`) or `block` (the upstreams feeding this sink
+    /// stop reading until batches go out). Default: `"drop_oldest"`.
+    #[serde(default = "default_sink_overflow")]
+    pub overflow: Overflow,
     /// Extra request headers, name = value. Values of headers that look
     /// like credentials are shown as `***`. Default: `{}`.
     #[serde(default)]
@@ -176,6 +224,7 @@ impl fmt::Debug for WebhookConfig {
             batch_timeout,
             queue_capacity,
             queue_bytes,
+            overflow,
             headers,
             auth_token,
             auth_token_env,
@@ -189,6 +238,7 @@ impl fmt::Debug for WebhookConfig {
             .field("batch_timeout", batch_timeout)
             .field("queue_capacity", queue_capacity)
             .field("queue_bytes", queue_bytes)
+            .field("overflow", overflow)
             .field("headers", &redacted_headers(headers, &Redactor::default()))
             .field("auth_token", auth_token)
             .field("auth_token_env", auth_token_env)
@@ -248,10 +298,16 @@ pub struct NatsConfig {
     /// (whichever is hit first). At least 1 byte. Default: `"64MiB"`.
     #[serde(default = "default_sink_queue_bytes")]
     pub queue_bytes: Size,
-    /// What happens when the queue is full: `drop_oldest` or
-    /// `drop_newest`, counted as `overflow`. Default: `"drop_oldest"`.
+    /// What happens when the queue is full: `drop_oldest`, `drop_newest`,
+    /// `conflate` (see `conflate_key`) or `block` (the upstreams feeding
+    /// this sink stop reading until it drains), drops counted as
+    /// `overflow`. Default: `"drop_oldest"`.
     #[serde(default = "default_sink_overflow")]
     pub overflow: Overflow,
+    /// JSON pointer whose value `overflow = "conflate"` keeps the latest
+    /// message of; `""` = the topic. Default: `""`.
+    #[serde(default)]
+    pub conflate_key: String,
     /// Path of a NATS credentials file (JWT + nkey seed), read at start.
     /// Default: unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,10 +375,16 @@ pub struct RedisConfig {
     /// (whichever is hit first). At least 1 byte. Default: `"64MiB"`.
     #[serde(default = "default_sink_queue_bytes")]
     pub queue_bytes: Size,
-    /// What happens when the queue is full: `drop_oldest` or
-    /// `drop_newest`, counted as `overflow`. Default: `"drop_oldest"`.
+    /// What happens when the queue is full: `drop_oldest`, `drop_newest`,
+    /// `conflate` (see `conflate_key`) or `block` (the upstreams feeding
+    /// this sink stop reading until it drains), drops counted as
+    /// `overflow`. Default: `"drop_oldest"`.
     #[serde(default = "default_sink_overflow")]
     pub overflow: Overflow,
+    /// JSON pointer whose value `overflow = "conflate"` keeps the latest
+    /// message of; `""` = the topic. Default: `""`.
+    #[serde(default)]
+    pub conflate_key: String,
     /// Password (`AUTH`), inline (prefer `_env` or `_file`). At most one
     /// of the three spellings; wins over a password in `url`. Default: unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -410,6 +472,7 @@ impl fmt::Debug for NatsConfig {
             queue_capacity,
             queue_bytes,
             overflow,
+            conflate_key,
             creds_file,
             token,
             token_env,
@@ -430,6 +493,7 @@ impl fmt::Debug for NatsConfig {
             .field("queue_capacity", queue_capacity)
             .field("queue_bytes", queue_bytes)
             .field("overflow", overflow)
+            .field("conflate_key", conflate_key)
             .field("creds_file", creds_file)
             .field("token", token)
             .field("token_env", token_env)
@@ -454,6 +518,7 @@ impl fmt::Debug for RedisConfig {
             queue_capacity,
             queue_bytes,
             overflow,
+            conflate_key,
             password,
             password_env,
             password_file,
@@ -468,6 +533,7 @@ impl fmt::Debug for RedisConfig {
             .field("queue_capacity", queue_capacity)
             .field("queue_bytes", queue_bytes)
             .field("overflow", overflow)
+            .field("conflate_key", conflate_key)
             .field("password", password)
             .field("password_env", password_env)
             .field("password_file", password_file)

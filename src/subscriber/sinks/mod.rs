@@ -6,8 +6,10 @@
 //!
 //! - `stdout` and `file` write JSON lines with blocking I/O, so each runs on
 //!   an arbiter (a thread) of its own: a stalled pipe or a slow disk stalls
-//!   only that sink, while its queue (10 000, drop oldest, counted) keeps
-//!   the upstreams and the other subscribers going. They share one actor,
+//!   only that sink, while its queue (`queue_capacity`, 10 000 by default;
+//!   `overflow` drop oldest by default, counted) keeps the upstreams and
+//!   the other subscribers going, or, with `overflow = "block"`, holds the
+//!   upstreams feeding it back (`fanout::Gate`) so nothing is lost. They share one actor,
 //!   `LineSink`; `stdout.rs` and `file.rs` only say how a batch is written.
 //!   A file sink never leaves a torn line and retries a failed batch after
 //!   a backoff (`retry.rs`); only what is still unwritten at shutdown is
@@ -44,7 +46,7 @@ use futures_util::future::join_all;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::config::{Overflow, SinkConfig, WebhookConfig};
+use crate::config::{SinkConfig, WebhookConfig};
 use crate::fanout::{Closed, Filter, Hub, SubQueue};
 use crate::model::RunId;
 use crate::telemetry::{DropReason, Metrics};
@@ -57,7 +59,8 @@ use self::redis::Redis;
 use self::stdout::StdoutLines;
 use self::webhook::{Endpoint, Webhook};
 
-/// Queue bound of the `stdout` and `file` sinks (messages; oldest dropped when full).
+/// Default queue bound of the `stdout` and `file` sinks (tests).
+#[cfg(test)]
 const LINE_QUEUE_CAPACITY: usize = 10_000;
 
 /// Shortest interval between two warnings of the same sink about the same
@@ -200,14 +203,9 @@ impl PreparedSinks {
         for (cfg, opened) in self.sinks {
             let kind = cfg.kind();
             let (upstreams, topics) = cfg.filters();
-            let (capacity, overflow) = match &cfg {
-                SinkConfig::Webhook(w) => (w.queue_capacity, Overflow::DropOldest),
-                SinkConfig::Stdout { .. } | SinkConfig::File { .. } => (LINE_QUEUE_CAPACITY, Overflow::DropOldest),
-                SinkConfig::Nats(n) => (n.queue_capacity, n.overflow),
-                SinkConfig::Redis(r) => (r.queue_capacity, r.overflow),
-            };
-            let queue =
-                SubQueue::bounded(capacity, cfg.queue_bytes().bytes(), overflow, false, metrics.subscriber(kind));
+            let (capacity, overflow, conflate_key) = cfg.queue_policy();
+            let bytes = cfg.queue_bytes().bytes();
+            let queue = SubQueue::keyed(capacity, bytes, overflow, conflate_key, false, metrics.subscriber(kind));
             // Sink filters come from the config, which the operator controls: no pair limit.
             let filter = match Filter::from_lists(upstreams, topics, usize::MAX) {
                 Ok(f) => f,

@@ -26,9 +26,10 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::{info, warn};
 
+use super::retry::Gate;
 use super::{Abandon, Flush, Throttle, Waiters};
 use crate::config::{
-    redact_webhook_url, scrub, ReconnectConfig, Redactor, Secret, SecretError, TlsConfig, WebhookConfig,
+    redact_webhook_url, scrub, Overflow, ReconnectConfig, Redactor, Secret, SecretError, TlsConfig, WebhookConfig,
 };
 use crate::fanout::{Closed, Delivery, Item, Next, SubQueue, Subscription};
 use crate::telemetry::Left;
@@ -267,6 +268,10 @@ pub(super) struct Webhook {
     reject_warnings: Throttle,
     /// Bounds the warnings about overflow drops.
     overflow_warnings: Throttle,
+    /// `overflow = "block"`: pauses the queue stream while
+    /// `queue_capacity` envelopes wait here, so the queue fills and holds
+    /// the upstreams back instead of anything being dropped.
+    gate: Arc<Gate>,
 }
 
 impl Webhook {
@@ -297,6 +302,7 @@ impl Webhook {
             retry_warnings: Throttle::default(),
             reject_warnings: Throttle::default(),
             overflow_warnings: Throttle::default(),
+            gate: Arc::default(),
         }
     }
 
@@ -304,6 +310,15 @@ impl Webhook {
     /// dropping the oldest waiting ones.
     fn bound(&mut self) {
         let held = self.batch.as_ref().map_or(0, |b| b.len);
+        if self.cfg.overflow == Overflow::Block {
+            // Take no more while full; the queue then blocks the upstreams.
+            if self.pending.len() + held >= self.cfg.queue_capacity {
+                self.gate.pause();
+            } else {
+                self.gate.resume();
+            }
+            return;
+        }
         let room = self.cfg.queue_capacity.saturating_sub(held);
         let excess = self.pending.len().saturating_sub(room);
         if excess == 0 {
@@ -325,6 +340,7 @@ impl Webhook {
     /// Starts the next batch when one is due, arms the batch timer when
     /// not, and finishes when everything is sent after the queue closed.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.bound();
         if self.batch.is_some() || self.left.is_some() {
             return;
         }
@@ -502,7 +518,7 @@ impl Actor for Webhook {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.add_stream(self.queue.stream());
+        ctx.add_stream(self.gate.wrap(self.queue.stream()));
         info!(sink = "webhook", url = %self.endpoint.shown, batch_size = self.cfg.batch_size, "Webhook sink ready.");
     }
 

@@ -8,6 +8,7 @@ use crate::fanout::{DataKind, Incoming};
 fn config(url: &str) -> WebhookConfig {
     WebhookConfig {
         queue_bytes: crate::config::Size::mib(64),
+        overflow: crate::config::Overflow::DropOldest,
         url: url.into(),
         batch_size: 100,
         batch_timeout: Dur::secs(1),
