@@ -5,6 +5,7 @@
 //! a subscriber.
 
 mod integrity;
+mod links;
 mod logging;
 mod subscriber;
 
@@ -16,6 +17,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+pub use links::LinkMetrics;
 pub use logging::init_logging;
 pub use subscriber::{DropReason, Left, SubscriberMetrics};
 use tracing::{info, warn};
@@ -73,6 +75,8 @@ pub struct Metrics {
     fanout_latency: Histogram,
     /// The SPEC §13 families.
     integrity: integrity::Families,
+    /// The SPEC §14 link families.
+    links: links::Families,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -174,6 +178,7 @@ impl Metrics {
             ),
             fanout_latency,
             integrity: integrity::Families::register(&r),
+            links: links::Families::register(&r),
             registry: r,
         };
         for kind in SUBSCRIBER_KINDS {
@@ -239,6 +244,7 @@ impl Metrics {
         let _ = self.ping_rtt.remove_label_values(l);
         let _ = self.downtime.remove_label_values(l);
         self.integrity.remove(name);
+        self.links.remove(name);
         for state in LinkState::ALL {
             let _ = self.upstream_state.remove_label_values(&[name, state.as_str()]);
         }

@@ -137,11 +137,36 @@ pub enum Event {
         /// When.
         now: Instant,
     },
-    /// Shutdown or reload: close and stay stopped.
+    /// Shutdown or reload: close and stay stopped; also a link retired
+    /// after a make-before-break rotation (`Rotate`).
     Stop {
-        /// `Shutdown` or `Reload`.
+        /// `Shutdown`, `Reload` or `Rotate`.
         error: LinkError,
     },
+    /// `break_before_make` at `max_connection_age`: close the live link of
+    /// `epoch` with 1000 (reason `rotate`) and dial a new one without a
+    /// state change (SPEC §14a: a state event only if the new link fails).
+    Rotate {
+        /// The epoch of the live link.
+        epoch: u64,
+    },
+}
+
+impl Event {
+    /// The epoch an event is tagged with; `None` for events of the whole
+    /// upstream (start, panic, stop).
+    pub fn epoch(&self) -> Option<u64> {
+        match self {
+            Event::Upgraded { epoch, .. }
+            | Event::StepDone { epoch, .. }
+            | Event::StepTimeout { epoch, .. }
+            | Event::Failed { epoch, .. }
+            | Event::BackoffOver { epoch }
+            | Event::Stable { epoch }
+            | Event::Rotate { epoch } => Some(*epoch),
+            Event::Started { .. } | Event::Panicked { .. } | Event::Stop { .. } => None,
+        }
+    }
 }
 
 /// How a link is closed: the close frame to send before it goes.
@@ -220,7 +245,8 @@ pub fn goodbye(error: &LinkError) -> Goodbye {
         | LinkError::Sequence(_)
         | LinkError::Stale(_)
         | LinkError::Shutdown
-        | LinkError::Reload => Goodbye::Code(close::NORMAL),
+        | LinkError::Reload
+        | LinkError::Rotate => Goodbye::Code(close::NORMAL),
         LinkError::Panic => Goodbye::Code(close::INTERNAL),
         // Echo the server's close with its own code.
         LinkError::Closed { code: Some(c), .. } => Goodbye::Code(*c),
@@ -256,6 +282,9 @@ pub struct Lifecycle {
     down_since: Option<Instant>,
     /// A caught panic stopped the actor: at the restart, back off first.
     after_panic: bool,
+    /// A `break_before_make` rotation runs: `connecting` and
+    /// `authenticating` are not shown until the new link is live or fails.
+    quiet: bool,
 }
 
 impl Lifecycle {
@@ -276,7 +305,32 @@ impl Lifecycle {
             policy,
             down_since: None,
             after_panic: false,
+            quiet: false,
         }
+    }
+
+    /// The lifecycle of link slot `slot` of an upstream with several: its
+    /// epochs start at `slot << 32`, so an epoch names its slot.
+    pub fn for_slot(cfg: &UpstreamConfig, slot: u32) -> Self {
+        let mut life = Self::new(cfg);
+        life.epoch = u64::from(slot) << 32;
+        life
+    }
+
+    /// The slot an epoch belongs to (see [`Lifecycle::for_slot`]).
+    pub fn slot_of(epoch: u64) -> u32 {
+        (epoch >> 32) as u32
+    }
+
+    /// The last link number handed out.
+    pub fn conns(&self) -> u64 {
+        self.conns
+    }
+
+    /// Continues the numbering of the upstream's other slots (SPEC §14a:
+    /// `conn` is shared by all links of an upstream).
+    pub fn set_conns(&mut self, last: u64) {
+        self.conns = last;
     }
 
     /// Where the slot is.
@@ -296,6 +350,14 @@ impl Lifecycle {
 
     /// The one transition function.
     pub fn on(&mut self, event: Event) -> Vec<Action> {
+        let mut actions = self.step(event);
+        if self.quiet {
+            actions.retain(|a| !matches!(a, Action::State(LinkState::Connecting | LinkState::Authenticating)));
+        }
+        actions
+    }
+
+    fn step(&mut self, event: Event) -> Vec<Action> {
         if matches!(self.phase, Phase::Stopped { .. }) {
             return Vec::new();
         }
@@ -335,6 +397,7 @@ impl Lifecycle {
                 if live {
                     self.down_since.get_or_insert(now);
                 }
+                self.quiet = false;
                 let reason = error.reason();
                 let (retryable, at_least) = (error.is_retryable(), error.retry_after());
                 let mut actions = vec![Action::Close(self.goodbye(&error)), Action::Report { error, live }];
@@ -369,6 +432,14 @@ impl Lifecycle {
                 self.after_panic = true;
                 self.phase = Phase::Connecting { attempt: 0 };
                 vec![Action::Close(bye), Action::Report { error: LinkError::Panic, live }, Action::Restart]
+            }
+            Event::Rotate { epoch } => {
+                if epoch != self.epoch || !matches!(self.phase, Phase::Live { .. }) {
+                    return Vec::new();
+                }
+                let actions = vec![Action::Ended(Reason::Rotate), Action::Close(goodbye(&LinkError::Rotate))];
+                self.quiet = true;
+                [actions, self.dial(false)].concat()
             }
             Event::Stop { error } => {
                 let reason = error.reason();
@@ -422,6 +493,7 @@ impl Lifecycle {
     }
 
     fn go_live(&mut self, conn: u64, now: Instant) -> Vec<Action> {
+        self.quiet = false;
         self.phase = Phase::Live { conn, since: now };
         vec![Action::Live { epoch: self.epoch, conn }, Action::State(LinkState::Connected)]
     }
