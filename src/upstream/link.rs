@@ -338,6 +338,15 @@ impl Lifecycle {
         &self.phase
     }
 
+    /// The state this slot shows: during a `break_before_make` rotation
+    /// still `connected` until the new link is live or fails.
+    pub fn shown(&self) -> LinkState {
+        match self.phase {
+            Phase::Connecting { .. } | Phase::Handshaking { .. } if self.quiet => LinkState::Connected,
+            ref p => p.state(),
+        }
+    }
+
     /// The current epoch: results tagged otherwise are stale.
     pub fn epoch(&self) -> u64 {
         self.epoch

@@ -173,7 +173,7 @@ impl Upstream {
             .slots
             .iter()
             .filter(|s| s.role == Role::Primary)
-            .map(|s| s.life.phase().state())
+            .map(|s| s.life.shown())
             .max_by_key(|s| rank(*s));
         if let Some(state) = state {
             if self.shown != Some(state) {
@@ -190,8 +190,8 @@ impl Upstream {
             let mine = || self.slots.iter().filter(move |s| s.url == index);
             let up = mine().any(Slot::live);
             self.links.up(index, up);
-            let shown = mine().filter(|s| s.role == Role::Primary).max_by_key(|s| rank(s.life.phase().state()));
-            let state = shown.map_or("standby", |s| s.life.phase().state().as_str());
+            let shown = mine().filter(|s| s.role == Role::Primary).max_by_key(|s| rank(s.life.shown()));
+            let state = shown.map_or("standby", |s| s.life.shown().as_str());
             let conn = shown.map_or(0, |s| s.life.phase().conn().unwrap_or(self.link_conns[index]));
             if let Some(c) = shown.and_then(|s| s.life.phase().conn()) {
                 self.link_conns[index] = c;
