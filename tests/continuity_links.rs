@@ -56,10 +56,8 @@ async fn connected(gw: &Gateway) {
 async fn watch(gw: &Gateway, n: usize, run: Duration) -> Vec<Seen> {
     let url = format!("ws://{}/ws?upstream=a", gw.addr);
     let subs = subscribers(n, url, run);
-    eventually(LONG, "subscribers connected", || {
-        count(gw, r#"wsgate_subscribers{kind="websocket"}"#) >= n as f64
-    })
-    .await;
+    eventually(LONG, "subscribers connected", || count(gw, r#"wsgate_subscribers{kind="websocket"}"#) >= n as f64)
+        .await;
     eventually(run + LONG, "subscribers done", || subs.is_finished()).await;
     subs.join().expect("subscriber thread").into_iter().map(|r| r.expect("subscriber ran")).collect()
 }
@@ -172,7 +170,8 @@ async fn redundant_links_survive_a_killed_endpoint() {
     let seen: Vec<Seen> = subs.join().unwrap().into_iter().map(|r| r.expect("subscriber ran")).collect();
     assert_lossless(&seen, 300);
     assert!(gw.board.upstreams()[0].view().conn >= 3, "links share the conn counter");
-    let firsts: f64 = (0..2).map(|l| count(&gw, &format!(r#"wsgate_upstream_link_first_total{{link="{l}",upstream="a"}}"#))).sum();
+    let firsts: f64 =
+        (0..2).map(|l| count(&gw, &format!(r#"wsgate_upstream_link_first_total{{link="{l}",upstream="a"}}"#))).sum();
     assert!(firsts > 0.0, "first copies counted");
 }
 

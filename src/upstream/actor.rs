@@ -19,9 +19,9 @@ use tracing::{debug, error, info};
 use super::attempt::encode_query;
 use super::board::UpstreamStatus;
 use super::credentials::{CachedToken, Credentials};
+use super::dedupe::{Dedupe, Identity};
 use super::error::LinkError;
 use super::governor::Governor;
-use super::dedupe::{Dedupe, Identity};
 use super::handshake::Plan;
 use super::inbound::Inbound;
 use super::link::{Action, Event, Phase};
@@ -259,7 +259,13 @@ impl Supervised for Upstream {
         // The old context's futures, streams and timers are gone; make sure
         // the old connections go with them. Rotations in progress end.
         self.drop_links();
+        let gone: Vec<u8> = self.slots.iter().filter(|s| s.role != Role::Primary).map(|s| s.lane).collect();
         self.slots.retain(|s| s.role == Role::Primary);
+        if let Some((_, d)) = self.dedupe.as_mut() {
+            for lane in gone {
+                d.forget_lane(lane);
+            }
+        }
         info!(upstream = %self.cfg.name, "Upstream actor restarting.");
     }
 }

@@ -17,13 +17,14 @@ pub mod governor;
 pub mod handshake;
 pub mod heartbeat;
 mod inbound;
-mod slots;
 pub mod link;
+mod link_events;
 #[cfg(test)]
 mod link_tests;
 mod once;
 mod rotation;
 pub mod sequence;
+mod slots;
 mod trace;
 mod wire;
 

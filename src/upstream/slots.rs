@@ -169,12 +169,8 @@ impl Upstream {
                 d.forget_lane(lane);
             }
         }
-        let state = self
-            .slots
-            .iter()
-            .filter(|s| s.role == Role::Primary)
-            .map(|s| s.life.shown())
-            .max_by_key(|s| rank(*s));
+        let state =
+            self.slots.iter().filter(|s| s.role == Role::Primary).map(|s| s.life.shown()).max_by_key(|s| rank(*s));
         if let Some(state) = state {
             if self.shown != Some(state) {
                 self.shown = Some(state);

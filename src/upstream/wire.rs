@@ -345,7 +345,9 @@ impl StreamHandler<LinkEvent> for Upstream {
             }
         }
         match ev.item {
-            None => self.failed(ctx, id, LinkError::Tcp("connection closed by the server without a close frame".into())),
+            None => {
+                self.failed(ctx, id, LinkError::Tcp("connection closed by the server without a close frame".into()))
+            }
             Some(Err(WsProtocolError::Overflow)) => {
                 let limit = self.cfg.max_message_size;
                 self.failed(ctx, id, LinkError::Oversize(format!("frame exceeds max_message_size {limit}")));
