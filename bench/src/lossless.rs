@@ -40,7 +40,10 @@ pub struct LosslessArgs {
     /// Formats, comma separated.
     #[arg(long, default_value = "raw,envelope")]
     pub formats: String,
-    /// Targets, comma separated (wsgate, reference).
+    /// Targets, comma separated: wsgate, reference; and for the cost of
+    /// de-duplication (issue 14): wsgate-seq (one link, `[upstreams.sequence]`
+    /// on `/fseq`), wsgate-redundant (two feeds of the same stream,
+    /// `urls` + `redundancy = "all"`, de-duplicated by `/fseq`).
     #[arg(long, default_value = "wsgate,reference")]
     pub targets: String,
     /// The core the relay under test is pinned to.
@@ -101,13 +104,22 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn wsgate_config(port: u16, feed: &str, messages: u64) -> String {
+fn wsgate_config(port: u16, feeds: &[String], messages: u64, sequence: bool) -> String {
     // A queue that holds the whole burst: any drop is a failed run.
+    let endpoints = if feeds.len() == 1 {
+        format!("url = \"{}\"\n", feeds[0])
+    } else {
+        let list: Vec<String> = feeds.iter().map(|f| format!("\"{f}\"")).collect();
+        format!("urls = [{}]\nredundancy = \"all\"\n", list.join(", "))
+    };
+    // Both feeds number their messages alike (`fseq`) but stamp their own
+    // send time: the copies are told by the sequence, not the payload.
+    let sequence = if sequence { "\n[upstreams.sequence]\npointer = \"/fseq\"\n" } else { "" };
     format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout = \"5s\"\n\n[log]\nlevel = \"warn\"\n\n\
          [subscribers]\nmax_connections = 20000\nqueue_capacity = {}\nqueue_bytes = \"4GiB\"\n\
-         overflow = \"drop_newest\"\n\n[[upstreams]]\nname = \"feed\"\nurl = \"{feed}\"\n\
-         \n[upstreams.decode]\nformat = \"json\"\ntopic = \"/type\"\n",
+         overflow = \"drop_newest\"\n\n[[upstreams]]\nname = \"feed\"\n{endpoints}\
+         \n[upstreams.decode]\nformat = \"json\"\ntopic = \"/type\"\n{sequence}",
         messages + 4096
     )
 }
@@ -134,11 +146,23 @@ async fn burst(
     let mut feed = Proc::spawn("feed", cmd, &log("feed")).await?;
     let v = feed.expect("listening", Duration::from_secs(10)).await?;
     let furl = format!("ws://127.0.0.1:{}/", v["port"].as_u64().unwrap_or(0));
+    // wsgate-redundant: a second feed of the same numbered stream.
+    let mut second = None;
+    let mut furls = vec![furl.clone()];
+    if target == "wsgate-redundant" {
+        let mut cmd = pinned(&a.load_cpu, exe);
+        cmd.args(["feed", "--port", "0", "--rate", "0", "--wait-go", "--count", &messages.to_string()]);
+        cmd.args(["--duration", &(a.timeout + 60).to_string()]);
+        let mut f = Proc::spawn("feed2", cmd, &log("feed2")).await?;
+        let v = f.expect("listening", Duration::from_secs(10)).await?;
+        furls.push(format!("ws://127.0.0.1:{}/", v["port"].as_u64().unwrap_or(0)));
+        second = Some(f);
+    }
 
-    let (relay, port) = if target == "wsgate" {
+    let (relay, port) = if target.starts_with("wsgate") {
         let port = free_port()?;
         let cfg = a.work.join(format!("lossless-wsgate-{port}.toml"));
-        std::fs::write(&cfg, wsgate_config(port, &furl, messages))?;
+        std::fs::write(&cfg, wsgate_config(port, &furls, messages, target != "wsgate"))?;
         let mut cmd = pinned(&a.relay_cpu, &a.wsgate);
         cmd.arg("run").arg("--config").arg(&cfg);
         let p = Proc::spawn("wsgate", cmd, &log("wsgate")).await?;
@@ -163,6 +187,9 @@ async fn burst(
         (p, port)
     };
     wait_conns(&mut feed, 1).await?;
+    if let Some(f) = second.as_mut() {
+        wait_conns(f, 1).await?;
+    }
     let mut cmd = pinned(&a.load_cpu, exe);
     cmd.args(["swarm", "--url", &format!("ws://127.0.0.1:{port}/ws?format={format}")]);
     cmd.args(["--clients", &subs.to_string(), "--expect", &messages.to_string()]);
@@ -175,11 +202,14 @@ async fn burst(
     let cpu0 = cpu_secs(relay.pid);
     let go_ns = now_ns();
     feed.send("go").await?;
+    if let Some(f) = second.as_mut() {
+        f.send("go").await?;
+    }
     let res = swarm.expect("result", Duration::from_secs(a.timeout + 30)).await?;
     let cpu1 = cpu_secs(relay.pid);
     let peak = peak_rss_kib(relay.pid);
     let sw: SwarmResult = serde_json::from_value(res)?;
-    let dropped = if target == "wsgate" {
+    let dropped = if target.starts_with("wsgate") {
         let m = http_get(port, "/metrics", Duration::from_secs(5)).await.map(|(_, b)| b).unwrap_or_default();
         metric_sum(&m, "wsgate_subscriber_dropped_total", &[])
     } else {
@@ -188,6 +218,9 @@ async fn burst(
     swarm.stop().await;
     relay.stop().await;
     feed.stop().await;
+    if let Some(f) = second {
+        f.stop().await;
+    }
 
     let mut why = Vec::new();
     if sw.complete != subs {
@@ -336,6 +369,13 @@ fn summarize(runs: &[Burst], scenarios: &[(usize, u64)], formats: &[&str], targe
 /// The table: per scenario and format, wsgate and the reference side by side.
 pub fn markdown(doc: &Value) -> String {
     let mut s = String::new();
+    let cells = doc["summary"].as_array().cloned().unwrap_or_default();
+    if cells.iter().any(|c| c["target"] == "wsgate-redundant" || c["target"] == "wsgate-seq") {
+        s += &dedupe_table(doc, &cells);
+    }
+    if !cells.iter().any(|c| c["target"] == "reference") {
+        return s;
+    }
     s += "## Lossless bursts (issue 16)\n\n";
     s += &format!(
         "Relay pinned to one core (`taskset`), feed and swarm on the other; ~200-byte JSON messages; \
@@ -346,7 +386,6 @@ pub fn markdown(doc: &Value) -> String {
     );
     s += "| scenario | format | wsgate deliveries/CPU-s | reference | ratio | wsgate deliveries/s | reference | wsgate peak RSS | reference | valid runs (wsgate / ref) |\n";
     s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
-    let cells = doc["summary"].as_array().cloned().unwrap_or_default();
     let find = |t: &str, f: &Value, n: &Value, m: &Value| {
         cells
             .iter()
@@ -383,4 +422,53 @@ pub fn markdown(doc: &Value) -> String {
         );
     }
     s
+}
+
+/// Issue 14: the cost of de-duplication on the hot path, one link against
+/// two redundant links of the same stream (and one link with the sequence
+/// check that the de-duplicator's identity uses).
+fn dedupe_table(doc: &Value, cells: &[Value]) -> String {
+    let mut s = String::from("## Redundant links: the cost of de-duplication (issue 14)\n\n");
+    s += &format!(
+        "wsgate pinned to one core, feeds and swarm on the other; ~200-byte JSON messages; median of the valid \
+         runs (any loss, gap or duplicate makes a run invalid). `wsgate`: one link; `wsgate-seq`: one link with \
+         `[upstreams.sequence]` on `/fseq`; `wsgate-redundant`: two feeds of the same stream, \
+         `redundancy = \"all\"`, each message received twice and delivered once (de-duplicated by `/fseq`). \
+         Load average (1, 5, 15 min) at start: {}, at end: {}.\n\n",
+        doc["load_at_start"].as_str().unwrap_or("?"),
+        doc["load_at_end"].as_str().unwrap_or("?")
+    );
+    s += "| scenario | format | target | deliveries/CPU-s | vs one link | deliveries/s | peak RSS | valid runs |\n";
+    s += "|---|---|---|---:|---:|---:|---:|---|\n";
+    let num = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    for c in cells.iter().filter(|c| c["target"].as_str().is_some_and(|t| t.starts_with("wsgate"))) {
+        let base = cells.iter().find(|b| {
+            b["target"] == "wsgate"
+                && b["format"] == c["format"]
+                && b["subscribers"] == c["subscribers"]
+                && b["messages"] == c["messages"]
+        });
+        let ok = c["valid"].as_u64().unwrap_or(0) > 0;
+        let vs = match base {
+            Some(b) if ok && num(b, "deliveries_per_cpu_s") > 0.0 => {
+                format!("{:.2}x", num(c, "deliveries_per_cpu_s") / num(b, "deliveries_per_cpu_s"))
+            }
+            _ => "—".into(),
+        };
+        let show = |k: &str| if ok { format!("{:.0}", num(c, k)) } else { "invalid".into() };
+        s += &format!(
+            "| {} x {} | {} | {} | {} | {} | {} | {} | {}/{} |\n",
+            c["subscribers"],
+            c["messages"],
+            c["format"].as_str().unwrap_or(""),
+            c["target"].as_str().unwrap_or(""),
+            show("deliveries_per_cpu_s"),
+            vs,
+            show("deliveries_per_s"),
+            if ok { format!("{:.0} MB", num(c, "peak_rss_kib") / 1024.0) } else { "—".into() },
+            c["valid"],
+            c["runs"]
+        );
+    }
+    s + "\n"
 }
