@@ -9,6 +9,8 @@
 #   scripts/bench.sh heap                 # massif heap profile, 2 000 idle subscribers -> docs/bench/profile/heap-idle-subscribers.txt
 #   scripts/bench.sh lossless [ARGS]      # lossless bursts, relay pinned to core 0 (issue 16) -> docs/bench/lossless.{md,json}
 #                                         #   e.g. --rounds 1 --scenarios 10:20000 --no-write for a quick check
+#   scripts/bench.sh dedupe [ARGS]        # the cost of de-duplication (issue 14): one link vs two redundant links
+#                                         #   of one stream (redundancy = "all") -> docs/bench/dedupe.{md,json}
 #
 # Environment:
 #   WSGATE_BIN=path   use this wsgate binary instead of building target/release/wsgate
@@ -22,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 MODE=matrix
-if [[ "${1:-}" == "profile" || "${1:-}" == "heap" || "${1:-}" == "lossless" ]]; then
+if [[ "${1:-}" == "profile" || "${1:-}" == "heap" || "${1:-}" == "lossless" || "${1:-}" == "dedupe" ]]; then
     MODE=$1
     shift
 fi
@@ -68,6 +70,18 @@ if [[ $MODE == lossless ]]; then
     # Every burst is bounded (--timeout, and each child's --duration); the relay
     # under test runs on core 0, the feed and the swarm on core 1.
     timeout 3600 "${NICE[@]}" "$WSBENCH" lossless --wsgate "$WSGATE_BIN" --out "$OUT" "$@"
+    exit 0
+fi
+
+if [[ $MODE == dedupe ]]; then
+    command -v taskset >/dev/null || { echo "taskset is missing (util-linux)" >&2; exit 1; }
+    # The lossless bursts with wsgate only: one link, one link with the sequence
+    # check, two redundant links of one stream. ARGS (if any) replace the
+    # default formats and scenarios, e.g. --rounds 1 --scenarios 10:20000.
+    args=("$@")
+    ((${#args[@]} == 0)) && args=(--formats raw --scenarios 1:300000,10:60000)
+    timeout 3600 "${NICE[@]}" "$WSBENCH" lossless --wsgate "$WSGATE_BIN" --out "$OUT" \
+        --targets wsgate,wsgate-seq,wsgate-redundant "${args[@]}"
     exit 0
 fi
 

@@ -335,8 +335,10 @@ pub async fn run(a: LosslessArgs) -> anyhow::Result<()> {
     let md = markdown(&doc);
     print!("{md}");
     if !a.no_write {
-        std::fs::write(a.out.join("lossless.json"), serde_json::to_string_pretty(&doc)?)?;
-        std::fs::write(a.out.join("lossless.md"), md)?;
+        // The de-duplication runs (issue 14) have a file of their own.
+        let stem = if targets.contains(&"reference") { "lossless" } else { "dedupe" };
+        std::fs::write(a.out.join(format!("{stem}.json")), serde_json::to_string_pretty(&doc)?)?;
+        std::fs::write(a.out.join(format!("{stem}.md")), md)?;
     }
     Ok(())
 }
