@@ -93,6 +93,24 @@ async fn make_before_break_rotation_loses_nothing() {
     assert!(gw.board.upstreams()[0].view().conn >= 6, "conn counts every link");
 }
 
+/// With `[upstreams.sequence]`, copies are told by the sequence number:
+/// rotations lose nothing, and the removed copies are not counted as
+/// sequence duplicates or gaps (SPEC §14a).
+#[actix_rt::test]
+async fn rotation_by_sequence_counts_no_duplicates() {
+    let venue = Venue::start(1, Duration::from_millis(10));
+    let mut u = upstream(venue.url(0));
+    u.max_connection_age = Dur::secs(1);
+    u.sequence = Some(toml::from_str("pointer = \"/seq\"").unwrap());
+    let gw = start(u).await;
+    connected(&gw).await;
+    let seen = watch(&gw, 5, Duration::from_secs(6)).await;
+    assert_lossless(&seen, 200);
+    assert!(count(&gw, r#"wsgate_upstream_rotations_total{upstream="a"}"#) >= 2.0);
+    assert_eq!(count(&gw, r#"wsgate_upstream_duplicates_total{upstream="a"}"#), 0.0, "no sequence duplicate");
+    assert_eq!(count(&gw, r#"wsgate_upstream_sequence_gaps_total{upstream="a"}"#), 0.0, "no gap");
+}
+
 /// A new link that cannot be opened keeps the old one: still connected,
 /// still delivering; the rotation is retried and succeeds later.
 #[actix_rt::test]

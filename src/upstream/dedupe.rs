@@ -47,8 +47,11 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// By sequence when `sequence` is set, else by payload hash.
+    /// By sequence when `sequence` is set, else by payload hash. A feed
+    /// that numbers every connection from scratch (`reset_on_reconnect`)
+    /// gives two links different numbers for one message: by payload.
     pub fn new(sequence: Option<&SequenceConfig>) -> Self {
+        let sequence = sequence.filter(|s| !s.reset_on_reconnect);
         Identity { sequence: sequence.map(|s| (s.pointer.clone(), s.key.clone())) }
     }
 
@@ -233,5 +236,8 @@ mod tests {
         assert_eq!(seq.of(br#"{"seq":1,"s":"a","t":1}"#), seq.of(br#"{"s":"a","seq":1,"t":2}"#));
         assert_ne!(seq.of(br#"{"seq":1,"s":"a"}"#), seq.of(br#"{"seq":1,"s":"b"}"#));
         assert_ne!(seq.of(br#"{"x":1}"#), seq.of(br#"{"x":2}"#), "no number: by payload");
+        let cfg: SequenceConfig = toml::from_str("pointer = \"/seq\"\nreset_on_reconnect = true").unwrap();
+        let per_link = Identity::new(Some(&cfg));
+        assert_ne!(per_link.of(br#"{"seq":1,"t":1}"#), per_link.of(br#"{"seq":1,"t":2}"#), "by payload");
     }
 }

@@ -94,8 +94,10 @@ impl Upstream {
         let key = ident.of(raw);
         let decide = self.live_links() >= 2;
         let Some(slot) = self.slot_mut(id) else { return true };
-        let (lane, url, role, first_data) = (slot.lane, slot.url, slot.role, !slot.had_data);
-        slot.had_data = true;
+        // Replies delivered during a handshake do not switch a rotation.
+        let live = slot.live();
+        let (lane, url, role, first_data) = (slot.lane, slot.url, slot.role, live && !slot.had_data);
+        slot.had_data |= live;
         let verdict = match self.dedupe.as_mut() {
             Some((_, d)) => d.observe(key, lane, decide),
             None => Verdict::First,
