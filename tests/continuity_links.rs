@@ -6,10 +6,12 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::venue::{subscribers, Seen, Venue};
-use support::{eventually, metric, settings};
+use support::{eventually, metric, settings, Feed};
 use wsgate::app::Gateway;
 use wsgate::config::{Dur, Redundancy, Rotate, UpstreamConfig};
 use wsgate::model::LinkState;
@@ -137,6 +139,51 @@ async fn failing_new_link_keeps_the_old() {
     })
     .await;
     assert_eq!(state(&gw), LinkState::Connected);
+}
+
+/// A quiet feed: the new link is live but brings no data when the venue
+/// cuts the old one; the new link takes over, with no redial and no state
+/// change.
+#[actix_rt::test]
+async fn quiet_feed_rotation_takes_over_when_the_old_link_is_cut() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut2 = Arc::clone(&cut);
+    let feed = Feed::start(move |mut c| {
+        let cut = Arc::clone(&cut2);
+        async move {
+            if c.index == 0 {
+                c.send_text(r#"{"type":"hello"}"#).await;
+            }
+            loop {
+                if c.index == 0 && cut.load(Ordering::SeqCst) {
+                    return; // the venue drops the old link without a close frame
+                }
+                match tokio::time::timeout(Duration::from_millis(20), c.recv_text()).await {
+                    Ok(None) => return,
+                    _ => continue,
+                }
+            }
+        }
+    });
+    let mut u = upstream(feed.url("/"));
+    u.max_connection_age = Dur::secs(1);
+    let gw = start(u).await;
+    connected(&gw).await;
+    let mut left = false;
+    eventually(LONG, "the new link is live", || {
+        left |= state(&gw) != LinkState::Connected;
+        count(&gw, r#"wsgate_upstream_connects_total{upstream="a"}"#) >= 2.0
+    })
+    .await;
+    cut.store(true, Ordering::SeqCst);
+    eventually(LONG, "the new link took over", || {
+        left |= state(&gw) != LinkState::Connected;
+        count(&gw, r#"wsgate_upstream_rotations_total{upstream="a"}"#) >= 1.0
+    })
+    .await;
+    assert!(!left, "the upstream left connected");
+    assert_eq!(feed.log.accepted(), 2, "no redial of the old link");
+    assert_eq!(count(&gw, r#"wsgate_upstream_disconnects_total{reason="tcp",upstream="a"}"#), 0.0);
 }
 
 /// Break-before-make closes the old link 1000 and opens a new one; the

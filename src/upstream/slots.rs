@@ -136,6 +136,14 @@ impl Upstream {
 
     /// Feeds `event` to slot `id`.
     pub(super) fn apply_to(&mut self, ctx: &mut Context<Self>, id: u32, event: Event) {
+        if matches!(event, Event::Failed { .. }) && self.slot(id).is_some_and(|s| s.role == Role::Primary) {
+            // A link lost while its live replacement waits for data (a quiet
+            // feed): the replacement takes over instead of a redial.
+            let ready = self.slots.iter().find(|s| s.role == (Role::Candidate { replaces: id }) && s.live());
+            if let Some(new) = ready.map(|s| s.id) {
+                self.promote(ctx, new, id);
+            }
+        }
         let conns = self.conns;
         let Some(slot) = self.slot_mut(id) else { return };
         // A replaced link that fails is not replaced again: it is retired.
