@@ -19,8 +19,6 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
-use serde_json::Value;
-
 use crate::config::SequenceConfig;
 
 /// Links a de-duplicator tells apart (bits of a `u64`).
@@ -59,15 +57,13 @@ impl Identity {
     pub fn of(&self, raw: &[u8]) -> u64 {
         let mut h = DefaultHasher::new();
         if let Some((pointer, key)) = &self.sequence {
-            if let Ok(doc) = serde_json::from_slice::<Value>(raw) {
-                if let Some(n) = doc.pointer(pointer).and_then(Value::as_u64) {
-                    1u8.hash(&mut h);
-                    n.hash(&mut h);
-                    if !key.is_empty() {
-                        doc.pointer(key).map(ToString::to_string).unwrap_or_default().hash(&mut h);
-                    }
-                    return h.finish();
+            if let Some(n) = super::pointer::find_u64(raw, pointer) {
+                1u8.hash(&mut h);
+                n.hash(&mut h);
+                if !key.is_empty() {
+                    super::pointer::find(raw, key).map(|k| k.get()).unwrap_or_default().hash(&mut h);
                 }
+                return h.finish();
             }
         }
         0u8.hash(&mut h);

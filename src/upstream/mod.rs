@@ -22,6 +22,7 @@ mod link_events;
 #[cfg(test)]
 mod link_tests;
 mod once;
+pub mod pointer;
 mod rotation;
 pub mod sequence;
 mod slots;
