@@ -229,6 +229,9 @@ async fn burst(
     if sw.missed > 0 {
         why.push(format!("{} skipped", sw.missed));
     }
+    if sw.repeated > 0 {
+        why.push(format!("{} duplicated or out of order", sw.repeated));
+    }
     if sw.gap_events > 0 {
         why.push(format!("{} gap events", sw.gap_events));
     }

@@ -72,6 +72,10 @@ pub struct SwarmResult {
     pub missed: u64,
     /// wsgate `gap` events received (envelope only).
     pub gap_events: u64,
+    /// Messages at or below the last sequence number seen (duplicates or
+    /// out of order) inside the window, all readers.
+    #[serde(default)]
+    pub repeated: u64,
     /// Readers whose connection ended before the window closed.
     pub closed_early: usize,
     pub lat_us_p50: f64,
@@ -91,6 +95,7 @@ pub struct SwarmResult {
 struct ClientStats {
     deliveries: u64,
     missed: u64,
+    repeated: u64,
     gap_events: u64,
     closed_early: bool,
     hist: Option<Histogram<u64>>,
@@ -207,6 +212,7 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
         res.min_per_reader = res.min_per_reader.min(s.deliveries);
         res.max_per_reader = res.max_per_reader.max(s.deliveries);
         res.missed += s.missed;
+        res.repeated += s.repeated;
         res.gap_events += s.gap_events;
         res.closed_early += usize::from(s.closed_early);
         res.complete += usize::from(args.expect > 0 && s.deliveries == args.expect);
@@ -274,6 +280,9 @@ where
         if let Some((run, seq)) = last {
             if run == stamp.run && stamp.seq > seq + 1 && in_window {
                 st.missed += stamp.seq - seq - 1;
+            }
+            if run == stamp.run && stamp.seq <= seq && in_window {
+                st.repeated += 1;
             }
         }
         last = Some((stamp.run, stamp.seq));
