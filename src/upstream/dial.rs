@@ -94,7 +94,13 @@ impl Upstream {
         let error = s.error(&format!("no {kind} within {timeout:?}"));
         self.write(super::link::Lifecycle::slot_of(epoch), Message::Text(ByteString::from(text)));
         if waits {
-            self.deps.status.set_handshake_step(Some(label));
+            // Shown while it holds the upstream back: not for a rotation's
+            // new link, nor for a second link while another is connected.
+            let id = super::link::Lifecycle::slot_of(epoch);
+            let primary = self.slot(id).is_some_and(|s| s.role == super::slots::Role::Primary && !s.life.quiet());
+            if primary && self.shown != Some(crate::model::LinkState::Connected) {
+                self.deps.status.set_handshake_step(Some(label));
+            }
             ctx.run_later(timeout, move |act, ctx| {
                 act.apply(ctx, Event::StepTimeout { epoch, step, now: Instant::now(), error });
             });

@@ -166,6 +166,11 @@ impl Lifecycle {
         }
     }
 
+    /// A `break_before_make` rotation runs unseen (see [`Lifecycle::shown`]).
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// The current epoch: results tagged otherwise are stale.
     pub fn epoch(&self) -> u64 {
         self.epoch
