@@ -83,6 +83,7 @@ async fn make_before_break_rotation_loses_nothing() {
     let mut u = upstream(venue.url(0));
     u.max_connection_age = Dur::secs(2);
     u.rotate = Rotate::MakeBeforeBreak;
+    u.on_connect = vec![r#"{"op":"subscribe"}"#.into()];
     let gw = start(u).await;
     connected(&gw).await;
     let seen = watch(&gw, 50, Duration::from_secs(20)).await;
@@ -93,6 +94,10 @@ async fn make_before_break_rotation_loses_nothing() {
     assert!(closes.iter().filter(|c| **c == 1000).count() >= 5, "closes seen by the feed: {closes:?}");
     assert!(count(&gw, r#"wsgate_upstream_disconnects_total{reason="rotate",upstream="a"}"#) >= 5.0);
     assert!(gw.board.upstreams()[0].view().conn >= 6, "conn counts every link");
+    let subscribed: std::collections::BTreeSet<usize> =
+        venue.log(0).received().into_iter().filter(|(_, t)| t.contains("subscribe")).map(|(i, _)| i).collect();
+    assert!(subscribed.len() >= 6, "every new link is handshaken: {subscribed:?}");
+    assert_eq!(gw.board.upstreams()[0].view().handshake_step, None);
 }
 
 /// With `[upstreams.sequence]`, copies are told by the sequence number:

@@ -76,6 +76,9 @@ impl Venue {
                                     }
                                     return;
                                 }
+                                Some(Ok(Message::Text(t))) => {
+                                    c.log.received.lock().unwrap().push((c.index, t.to_string()));
+                                }
                                 Some(Ok(_)) => {}
                                 _ => return,
                             },
