@@ -1,6 +1,7 @@
 //! wsbench: the wsgate benchmark tool (issue 7). See bench/README.md.
 
 mod common;
+mod dedupe_report;
 mod feed;
 mod lossless;
 mod matrix;

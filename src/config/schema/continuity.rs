@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::UpstreamConfig;
+use crate::config::redact::redact_url;
+
 /// `rotate`: how a link older than `max_connection_age` is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -29,4 +32,32 @@ pub enum Redundancy {
     /// One link per URL, each with its own backoff; the first copy of a
     /// message wins.
     All,
+}
+
+// === the endpoints of an upstream ===
+
+impl UpstreamConfig {
+    /// Every URL of `urls`, redacted as [`redacted_url`](Self::redacted_url).
+    pub fn redacted_urls(&self) -> Vec<String> {
+        self.urls.iter().map(|u| redact_url(u, &self.redactor, self.query_auth_param())).collect()
+    }
+
+    /// The endpoints this upstream links to: `urls`, or `url` alone.
+    pub fn link_urls(&self) -> Vec<&str> {
+        if self.urls.is_empty() {
+            vec![self.url.as_str()]
+        } else {
+            self.urls.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// The config one link of endpoint `index` dials: this one with `url`
+    /// set to that endpoint (every per-URL helper then applies to it).
+    pub fn for_link(&self, index: usize) -> UpstreamConfig {
+        let mut one = self.clone();
+        if let Some(u) = self.urls.get(index) {
+            one.url = u.clone();
+        }
+        one
+    }
 }

@@ -225,30 +225,6 @@ impl UpstreamConfig {
         redact_url(&self.url, &self.redactor, self.query_auth_param())
     }
 
-    /// Every URL of `urls`, redacted as [`redacted_url`](Self::redacted_url).
-    pub fn redacted_urls(&self) -> Vec<String> {
-        self.urls.iter().map(|u| redact_url(u, &self.redactor, self.query_auth_param())).collect()
-    }
-
-    /// The endpoints this upstream links to: `urls`, or `url` alone.
-    pub fn link_urls(&self) -> Vec<&str> {
-        if self.urls.is_empty() {
-            vec![self.url.as_str()]
-        } else {
-            self.urls.iter().map(String::as_str).collect()
-        }
-    }
-
-    /// The config one link of endpoint `index` dials: this one with `url`
-    /// set to that endpoint (every per-URL helper then applies to it).
-    pub fn for_link(&self, index: usize) -> UpstreamConfig {
-        let mut one = self.clone();
-        if let Some(u) = self.urls.get(index) {
-            one.url = u.clone();
-        }
-        one
-    }
-
     /// The secret substrings of the URL (userinfo, secret query values), to
     /// [`scrub`](crate::config::scrub) from error texts of libraries that
     /// might echo the URL.
@@ -258,7 +234,7 @@ impl UpstreamConfig {
     }
 
     /// `auth.param` when `auth.kind = "query"`: its value is always secret.
-    fn query_auth_param(&self) -> Option<&str> {
+    pub(super) fn query_auth_param(&self) -> Option<&str> {
         (self.auth.kind == AuthKind::Query).then(|| self.auth.param.as_deref().unwrap_or("token"))
     }
 }
