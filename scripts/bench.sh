@@ -11,6 +11,8 @@
 #                                         #   e.g. --rounds 1 --scenarios 10:20000 --no-write for a quick check
 #   scripts/bench.sh scale [--deflate]    # 100 upstreams x 1 000 msg/s into 1 000 subscribers following 5 each
 #                                         #   (issue 16) -> docs/bench/scale.{md,json} (scale-deflate.* with --deflate)
+#   scripts/bench.sh dedupe [ARGS]        # the cost of de-duplication (issue 14): one link vs two redundant links
+#                                         #   of one stream (redundancy = "all") -> docs/bench/dedupe.{md,json}
 #
 # Environment:
 #   WSGATE_BIN=path   use this wsgate binary instead of building target/release/wsgate
@@ -24,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 MODE=matrix
-if [[ "${1:-}" == "profile" || "${1:-}" == "heap" || "${1:-}" == "lossless" || "${1:-}" == "scale" ]]; then
+if [[ "${1:-}" == "profile" || "${1:-}" == "heap" || "${1:-}" == "lossless" || "${1:-}" == "scale" || "${1:-}" == "dedupe" ]]; then
     MODE=$1
     shift
 fi
@@ -76,6 +78,18 @@ fi
 if [[ $MODE == scale ]]; then
     # Feed, wsgate and swarm share the machine (no pinning); every child is bounded.
     timeout 900 "${NICE[@]}" "$WSBENCH" scale --wsgate "$WSGATE_BIN" --out "$OUT" "$@"
+    exit 0
+fi
+
+if [[ $MODE == dedupe ]]; then
+    command -v taskset >/dev/null || { echo "taskset is missing (util-linux)" >&2; exit 1; }
+    # The lossless bursts with wsgate only: one link, one link with the sequence
+    # check, two redundant links of one stream. ARGS (if any) replace the
+    # default formats and scenarios, e.g. --rounds 1 --scenarios 10:20000.
+    args=("$@")
+    ((${#args[@]} == 0)) && args=(--formats raw --scenarios 1:300000,10:60000)
+    timeout 3600 "${NICE[@]}" "$WSBENCH" lossless --wsgate "$WSGATE_BIN" --out "$OUT" \
+        --targets wsgate,wsgate-seq,wsgate-redundant "${args[@]}"
     exit 0
 fi
 

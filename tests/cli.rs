@@ -50,6 +50,7 @@ const SPEC_ADDED_METRICS: &[(&str, &str, &[&str])] = &[
     ("wsgate_upstream_rotations_total", "counter", &["upstream"]),
     ("wsgate_upstream_link_up", "gauge", &["upstream", "link"]),
     ("wsgate_upstream_link_first_total", "counter", &["upstream", "link"]),
+    ("wsgate_upstream_link_copies_total", "counter", &["upstream", "link"]),
     ("wsgate_cluster_owned_upstreams", "gauge", &[]),
     ("wsgate_cluster_lease_changes_total", "counter", &["upstream"]),
     ("wsgate_upstream_paused_seconds_total", "counter", &["upstream"]),

@@ -40,7 +40,10 @@ pub struct LosslessArgs {
     /// Formats, comma separated.
     #[arg(long, default_value = "raw,envelope")]
     pub formats: String,
-    /// Targets, comma separated (wsgate, reference).
+    /// Targets, comma separated: wsgate, reference; and for the cost of
+    /// de-duplication (issue 14): wsgate-seq (one link, `[upstreams.sequence]`
+    /// on `/fseq`), wsgate-redundant (two feeds of the same stream,
+    /// `urls` + `redundancy = "all"`, de-duplicated by `/fseq`).
     #[arg(long, default_value = "wsgate,reference")]
     pub targets: String,
     /// The core the relay under test is pinned to.
@@ -101,13 +104,22 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn wsgate_config(port: u16, feed: &str, messages: u64) -> String {
+fn wsgate_config(port: u16, feeds: &[String], messages: u64, sequence: bool) -> String {
     // A queue that holds the whole burst: any drop is a failed run.
+    let endpoints = if feeds.len() == 1 {
+        format!("url = \"{}\"\n", feeds[0])
+    } else {
+        let list: Vec<String> = feeds.iter().map(|f| format!("\"{f}\"")).collect();
+        format!("urls = [{}]\nredundancy = \"all\"\n", list.join(", "))
+    };
+    // Both feeds number their messages alike (`fseq`) but stamp their own
+    // send time: the copies are told by the sequence, not the payload.
+    let sequence = if sequence { "\n[upstreams.sequence]\npointer = \"/fseq\"\n" } else { "" };
     format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout = \"5s\"\n\n[log]\nlevel = \"warn\"\n\n\
          [subscribers]\nmax_connections = 20000\nqueue_capacity = {}\nqueue_bytes = \"4GiB\"\n\
-         overflow = \"drop_newest\"\n\n[[upstreams]]\nname = \"feed\"\nurl = \"{feed}\"\n\
-         \n[upstreams.decode]\nformat = \"json\"\ntopic = \"/type\"\n",
+         overflow = \"drop_newest\"\n\n[[upstreams]]\nname = \"feed\"\n{endpoints}\
+         \n[upstreams.decode]\nformat = \"json\"\ntopic = \"/type\"\n{sequence}",
         messages + 4096
     )
 }
@@ -134,11 +146,23 @@ async fn burst(
     let mut feed = Proc::spawn("feed", cmd, &log("feed")).await?;
     let v = feed.expect("listening", Duration::from_secs(10)).await?;
     let furl = format!("ws://127.0.0.1:{}/", v["port"].as_u64().unwrap_or(0));
+    // wsgate-redundant: a second feed of the same numbered stream.
+    let mut second = None;
+    let mut furls = vec![furl.clone()];
+    if target == "wsgate-redundant" {
+        let mut cmd = pinned(&a.load_cpu, exe);
+        cmd.args(["feed", "--port", "0", "--rate", "0", "--wait-go", "--count", &messages.to_string()]);
+        cmd.args(["--duration", &(a.timeout + 60).to_string()]);
+        let mut f = Proc::spawn("feed2", cmd, &log("feed2")).await?;
+        let v = f.expect("listening", Duration::from_secs(10)).await?;
+        furls.push(format!("ws://127.0.0.1:{}/", v["port"].as_u64().unwrap_or(0)));
+        second = Some(f);
+    }
 
-    let (relay, port) = if target == "wsgate" {
+    let (relay, port) = if target.starts_with("wsgate") {
         let port = free_port()?;
         let cfg = a.work.join(format!("lossless-wsgate-{port}.toml"));
-        std::fs::write(&cfg, wsgate_config(port, &furl, messages))?;
+        std::fs::write(&cfg, wsgate_config(port, &furls, messages, target != "wsgate"))?;
         let mut cmd = pinned(&a.relay_cpu, &a.wsgate);
         cmd.arg("run").arg("--config").arg(&cfg);
         let p = Proc::spawn("wsgate", cmd, &log("wsgate")).await?;
@@ -163,6 +187,9 @@ async fn burst(
         (p, port)
     };
     wait_conns(&mut feed, 1).await?;
+    if let Some(f) = second.as_mut() {
+        wait_conns(f, 1).await?;
+    }
     let mut cmd = pinned(&a.load_cpu, exe);
     cmd.args(["swarm", "--url", &format!("ws://127.0.0.1:{port}/ws?format={format}")]);
     cmd.args(["--clients", &subs.to_string(), "--expect", &messages.to_string()]);
@@ -175,11 +202,14 @@ async fn burst(
     let cpu0 = cpu_secs(relay.pid);
     let go_ns = now_ns();
     feed.send("go").await?;
+    if let Some(f) = second.as_mut() {
+        f.send("go").await?;
+    }
     let res = swarm.expect("result", Duration::from_secs(a.timeout + 30)).await?;
     let cpu1 = cpu_secs(relay.pid);
     let peak = peak_rss_kib(relay.pid);
     let sw: SwarmResult = serde_json::from_value(res)?;
-    let dropped = if target == "wsgate" {
+    let dropped = if target.starts_with("wsgate") {
         let m = http_get(port, "/metrics", Duration::from_secs(5)).await.map(|(_, b)| b).unwrap_or_default();
         metric_sum(&m, "wsgate_subscriber_dropped_total", &[])
     } else {
@@ -188,6 +218,9 @@ async fn burst(
     swarm.stop().await;
     relay.stop().await;
     feed.stop().await;
+    if let Some(f) = second {
+        f.stop().await;
+    }
 
     let mut why = Vec::new();
     if sw.complete != subs {
@@ -195,6 +228,9 @@ async fn burst(
     }
     if sw.missed > 0 {
         why.push(format!("{} skipped", sw.missed));
+    }
+    if sw.repeated > 0 {
+        why.push(format!("{} duplicated or out of order", sw.repeated));
     }
     if sw.gap_events > 0 {
         why.push(format!("{} gap events", sw.gap_events));
@@ -302,8 +338,10 @@ pub async fn run(a: LosslessArgs) -> anyhow::Result<()> {
     let md = markdown(&doc);
     print!("{md}");
     if !a.no_write {
-        std::fs::write(a.out.join("lossless.json"), serde_json::to_string_pretty(&doc)?)?;
-        std::fs::write(a.out.join("lossless.md"), md)?;
+        // The de-duplication runs (issue 14) have a file of their own.
+        let stem = if targets.contains(&"reference") { "lossless" } else { "dedupe" };
+        std::fs::write(a.out.join(format!("{stem}.json")), serde_json::to_string_pretty(&doc)?)?;
+        std::fs::write(a.out.join(format!("{stem}.md")), md)?;
     }
     Ok(())
 }
@@ -336,6 +374,13 @@ fn summarize(runs: &[Burst], scenarios: &[(usize, u64)], formats: &[&str], targe
 /// The table: per scenario and format, wsgate and the reference side by side.
 pub fn markdown(doc: &Value) -> String {
     let mut s = String::new();
+    let cells = doc["summary"].as_array().cloned().unwrap_or_default();
+    if cells.iter().any(|c| c["target"] == "wsgate-redundant" || c["target"] == "wsgate-seq") {
+        s += &crate::dedupe_report::dedupe_table(doc, &cells);
+    }
+    if !cells.iter().any(|c| c["target"] == "reference") {
+        return s;
+    }
     s += "## Lossless bursts (issue 16)\n\n";
     s += &format!(
         "Relay pinned to one core (`taskset`), feed and swarm on the other; ~200-byte JSON messages; \
@@ -346,7 +391,6 @@ pub fn markdown(doc: &Value) -> String {
     );
     s += "| scenario | format | wsgate deliveries/CPU-s | reference | ratio | wsgate deliveries/s | reference | wsgate peak RSS | reference | valid runs (wsgate / ref) |\n";
     s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
-    let cells = doc["summary"].as_array().cloned().unwrap_or_default();
     let find = |t: &str, f: &Value, n: &Value, m: &Value| {
         cells
             .iter()

@@ -2,6 +2,7 @@
 
 mod common;
 mod deflate_feed;
+mod dedupe_report;
 mod feed;
 mod lossless;
 mod matrix;

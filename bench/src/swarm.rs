@@ -95,6 +95,10 @@ pub struct SwarmResult {
     pub missed: u64,
     /// wsgate `gap` events received (envelope only).
     pub gap_events: u64,
+    /// Messages at or below the last sequence number seen (duplicates or
+    /// out of order) inside the window, all readers.
+    #[serde(default)]
+    pub repeated: u64,
     /// Readers whose connection ended before the window closed.
     pub closed_early: usize,
     pub lat_us_p50: f64,
@@ -114,6 +118,7 @@ pub struct SwarmResult {
 struct ClientStats {
     deliveries: u64,
     missed: u64,
+    repeated: u64,
     gap_events: u64,
     closed_early: bool,
     hist: Option<Histogram<u64>>,
@@ -230,6 +235,7 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
         res.min_per_reader = res.min_per_reader.min(s.deliveries);
         res.max_per_reader = res.max_per_reader.max(s.deliveries);
         res.missed += s.missed;
+        res.repeated += s.repeated;
         res.gap_events += s.gap_events;
         res.closed_early += usize::from(s.closed_early);
         res.complete += usize::from(args.expect > 0 && s.deliveries == args.expect);
@@ -300,6 +306,9 @@ where
             Some((_, seq)) => {
                 if stamp.seq > *seq + 1 && in_window {
                     st.missed += stamp.seq - *seq - 1;
+                }
+                if stamp.seq <= *seq && in_window {
+                    st.repeated += 1;
                 }
                 *seq = stamp.seq;
             }

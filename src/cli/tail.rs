@@ -115,7 +115,8 @@ fn upstream_for(args: &TailArgs) -> Result<UpstreamConfig, String> {
             let settings =
                 config::load(&ConfigSource::File(file.clone())).map_err(|e| format!("invalid config: {e}"))?;
             let names: Vec<&str> = settings.upstreams.iter().map(|u| u.name.as_str()).collect();
-            settings.upstreams.iter().find(|u| &u.name == name).cloned().ok_or_else(|| {
+            // With `urls`, tail dials the first endpoint.
+            settings.upstreams.iter().find(|u| &u.name == name).map(|u| u.for_link(0)).ok_or_else(|| {
                 format!("{}: no upstream named {name:?} (there are: {})", file.display(), names.join(", "))
             })?
         }

@@ -34,6 +34,7 @@ mod secret;
 pub mod template;
 mod units;
 mod validate;
+mod validate_links;
 
 pub use files::check_files;
 pub use load::{load, load_with_env, ConfigError, ConfigSource, DEFAULT_PATH, ENV_PREFIX, ENV_SEPARATOR};
@@ -42,8 +43,8 @@ pub use redact::{redact_url, redact_webhook_url, scrub, Redactor, DEFAULT_REDACT
 pub use schema::{
     AuthConfig, AuthKind, Compression, DecodeConfig, DecodeFormat, FreshnessConfig, GovernorConfig, HandshakeStep,
     HeartbeatConfig, InvalidPolicy, LogConfig, LogFormat, Matcher, NatsConfig, OnProblem, Overflow, ProxyConfig,
-    ReconnectConfig, RedisConfig, SecretSpec, SequenceConfig, ServerConfig, Settings, SinkConfig, SinkFormat,
-    SubscribersConfig, TlsConfig, TokenCommand, UpstreamConfig, WebhookConfig,
+    ReconnectConfig, RedisConfig, Redundancy, Rotate, SecretSpec, SequenceConfig, ServerConfig, Settings, SinkConfig,
+    SinkFormat, SubscribersConfig, TlsConfig, TokenCommand, UpstreamConfig, WebhookConfig,
 };
 pub use secret::{Secret, SecretError, SecretSource, REDACTED};
 pub use units::{parse_duration, parse_size, Dur, Size};

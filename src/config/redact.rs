@@ -302,7 +302,10 @@ impl Settings {
         let mut s = self.clone();
         let redactor = Redactor::new(&self.log.redact_query);
         for u in &mut s.upstreams {
-            u.url = u.redacted_url();
+            if !u.url.is_empty() {
+                u.url = u.redacted_url();
+            }
+            u.urls = u.redacted_urls();
             u.headers = redacted_headers(&u.headers, &redactor);
             u.proxy.url = redact_url(&u.proxy.url, &redactor, None);
         }

@@ -112,17 +112,7 @@ fn validate_upstream(u: &UpstreamConfig) -> Result<(), Invalid> {
     {
         return Err(bad("name", format!("invalid name {:?} (1 to 64 characters of [a-z0-9_-])", u.name)));
     }
-    let secure = if u.url.starts_with("wss://") {
-        true
-    } else if u.url.starts_with("ws://") {
-        false
-    } else {
-        return Err(bad("url", format!("invalid url {:?} (must start with ws:// or wss://)", u.redacted_url())));
-    };
-    let uri: Uri = u.url.parse().map_err(|_| bad("url", format!("invalid url {:?}", u.redacted_url())))?;
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad("url", format!("invalid url {:?}: no host", u.redacted_url())));
-    }
+    let secure = super::validate_links::validate_links(u)?;
     for (name, value) in &u.headers {
         HeaderName::try_from(name.as_str()).map_err(|_| bad(format!("headers.{name}"), "invalid header name"))?;
         HeaderValue::try_from(value.as_str()).map_err(|_| bad(format!("headers.{name}"), "invalid header value"))?;
@@ -146,7 +136,7 @@ fn validate_upstream(u: &UpstreamConfig) -> Result<(), Invalid> {
     }
     crate::config::proxy::check(&u.proxy).map_err(|(k, m)| (format!("proxy.{k}"), m))?;
     if !secure && u.tls != TlsConfig::default() {
-        return Err(bad("tls", "tls settings apply to wss:// urls only"));
+        return Err(bad("tls", "tls settings apply to wss:// urls only (every url)"));
     }
     if u.tls.client_cert_file.is_some() != u.tls.client_key_file.is_some() {
         return Err(bad("tls.client_key_file", "client_cert_file and client_key_file go together"));

@@ -5,6 +5,7 @@
 //! a subscriber.
 
 mod integrity;
+mod links;
 mod logging;
 mod pause;
 mod subscriber;
@@ -17,6 +18,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+pub use links::LinkMetrics;
 pub use logging::init_logging;
 pub use pause::PauseMeter;
 pub use subscriber::{DropReason, Left, SubscriberMetrics};
@@ -77,6 +79,8 @@ pub struct Metrics {
     integrity: integrity::Families,
     /// `wsgate_upstream_paused_seconds_total` (SPEC §14a).
     paused: pause::Family,
+    /// The SPEC §14 link families.
+    links: links::Families,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -179,6 +183,7 @@ impl Metrics {
             fanout_latency,
             integrity: integrity::Families::register(&r),
             paused: pause::Family::register(&r),
+            links: links::Families::register(&r),
             registry: r,
         };
         for kind in SUBSCRIBER_KINDS {
@@ -246,6 +251,7 @@ impl Metrics {
         let _ = self.downtime.remove_label_values(l);
         self.integrity.remove(name);
         self.paused.remove(name);
+        self.links.remove(name);
         for state in LinkState::ALL {
             let _ = self.upstream_state.remove_label_values(&[name, state.as_str()]);
         }

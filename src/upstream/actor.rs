@@ -19,16 +19,18 @@ use tracing::{debug, error, info};
 use super::attempt::encode_query;
 use super::board::UpstreamStatus;
 use super::credentials::{CachedToken, Credentials};
+use super::dedupe::{Dedupe, Identity};
 use super::error::LinkError;
 use super::governor::Governor;
 use super::handshake::Plan;
 use super::inbound::Inbound;
-use super::link::{Action, Event, Lifecycle, Phase};
-use super::wire::{Closing, Link};
-use crate::config::{scrub, UpstreamConfig};
+use super::link::{Action, Event, Phase};
+use super::slots::{self, Role, Slot};
+use super::wire::Closing;
+use crate::config::{scrub, Redundancy, Rotate, UpstreamConfig};
 use crate::fanout::Publisher;
 use crate::model::LinkState;
-use crate::telemetry::UpstreamMetrics;
+use crate::telemetry::{LinkMetrics, UpstreamMetrics};
 
 /// How long a stop waits for the close frame to be flushed.
 const STOP_FLUSH: Duration = Duration::from_secs(2);
@@ -63,10 +65,22 @@ pub struct Upstream {
     pub(super) cfg: Arc<UpstreamConfig>,
     /// Status, metrics and the hub.
     pub(super) deps: UpstreamDeps,
-    /// The lifecycle: every decision is its.
-    pub(super) life: Lifecycle,
-    /// The current link (handshaking or live), tagged with its epoch.
-    pub(super) link: Option<Link>,
+    /// The link slots (`slots.rs`): one lifecycle each, every decision
+    /// about a link is its lifecycle's.
+    pub(super) slots: Vec<Slot>,
+    /// The id of the next slot (rotation candidates get new ones).
+    pub(super) next_slot: u32,
+    /// The last `conn` handed out, shared by every slot (SPEC §14a).
+    pub(super) conns: u64,
+    /// The state last shown for the upstream (the best of its primaries).
+    pub(super) shown: Option<LinkState>,
+    /// The last `conn` of each endpoint, for `/status` `links`.
+    pub(super) link_conns: Vec<u64>,
+    /// How message identities are found, and the ones remembered: only
+    /// when two links can be live at once (rotation, `redundancy = "all"`).
+    pub(super) dedupe: Option<(Identity, Dedupe)>,
+    /// The link metrics of this upstream (SPEC §14).
+    pub(super) links: LinkMetrics,
     /// Old links, still read until the server answers our close.
     pub(super) closing: Vec<Closing>,
     /// Decoder and topics.
@@ -85,13 +99,22 @@ pub struct Upstream {
 impl Upstream {
     /// A new actor; it connects when started.
     pub fn new(cfg: Arc<UpstreamConfig>, deps: UpstreamDeps) -> Self {
+        let urls = cfg.link_urls().len();
+        let several = (cfg.redundancy == Redundancy::All && urls > 1)
+            || (!cfg.max_connection_age.is_zero() && cfg.rotate == Rotate::MakeBeforeBreak);
+        let slots = slots::initial(&cfg);
         Upstream {
-            life: Lifecycle::new(&cfg),
+            next_slot: slots.len() as u32,
+            slots,
+            conns: 0,
+            shown: None,
+            link_conns: vec![0; urls],
+            dedupe: several.then(|| (Identity::new(cfg.sequence.as_ref()), Dedupe::new(cfg.dedupe_window))),
+            links: deps.metrics.links(if cfg.urls.is_empty() { 0 } else { urls }),
             plan: Plan::new(&cfg),
             inbound: Inbound::new(&cfg),
             cfg,
             deps,
-            link: None,
             closing: Vec::new(),
             creds: Credentials::default(),
             command_token: None,
@@ -99,28 +122,27 @@ impl Upstream {
         }
     }
 
-    /// Feeds `event` to the lifecycle and carries out what it says.
-    pub(super) fn apply(&mut self, ctx: &mut Context<Self>, event: Event) {
-        for action in self.life.on(event) {
-            self.perform(ctx, action);
-        }
-    }
-
-    fn perform(&mut self, ctx: &mut Context<Self>, action: Action) {
+    /// Carries out one action of slot `id`'s lifecycle.
+    pub(super) fn perform(&mut self, ctx: &mut Context<Self>, id: u32, action: Action) {
         match action {
-            Action::State(state) => self.set_state(state),
+            // The upstream's state is shown by `refresh`, after the actions.
+            Action::State(_) => {}
             Action::Dial { epoch, retry } => {
-                if retry {
+                let primary = self.slot(id).is_some_and(|s| s.role == Role::Primary);
+                if retry && primary {
                     self.deps.status.add_reconnect();
+                    self.next_url(id);
                 }
                 self.dial(ctx, epoch);
             }
             Action::Handshake { epoch, step } => self.send_step(ctx, epoch, step),
             Action::Live { epoch, conn } => {
                 self.deps.status.set_conn(conn);
-                self.inbound.new_link(conn, Instant::now());
-                self.fresh_data();
-                self.deps.metrics.connected(&self.cfg.redacted_url());
+                let now = Instant::now();
+                self.went_live(ctx, id, epoch, now);
+                self.fresh_data(id);
+                let url = self.slot(id).map(|s| s.cfg.redacted_url()).unwrap_or_default();
+                self.deps.metrics.connected(&url);
                 debug!(upstream = %self.cfg.name, conn, "Link is live.");
                 ctx.run_later(self.cfg.reconnect.stable_after.get(), move |act, ctx| {
                     act.apply(ctx, Event::Stable { epoch });
@@ -130,8 +152,8 @@ impl Upstream {
                 let reason = error.reason();
                 let text = self.scrub(error.to_string());
                 // The lifecycle has already moved on: backoff (until when) or stopped.
-                let next = match self.life.phase() {
-                    Phase::Backoff { until, .. } => Some(until.saturating_duration_since(Instant::now())),
+                let next = match self.slot(id).map(|s| s.life.phase()) {
+                    Some(Phase::Backoff { until, .. }) => Some(until.saturating_duration_since(Instant::now())),
                     _ => None,
                 };
                 if live {
@@ -145,7 +167,7 @@ impl Upstream {
                 self.deps.status.set_error(format!("{}: {text}", reason.code()));
             }
             Action::Ended(reason) => self.deps.metrics.link_ended(reason),
-            Action::Close(bye) => self.close_link(ctx, bye),
+            Action::Close(bye) => self.close_link(ctx, id, bye),
             Action::Wait { epoch, delay } => {
                 debug!(upstream = %self.cfg.name, delay_ms = delay.as_millis() as u64, "Reconnecting after backoff.");
                 ctx.run_later(delay, move |act, ctx| act.apply(ctx, Event::BackoffOver { epoch }));
@@ -163,7 +185,21 @@ impl Upstream {
         }
     }
 
-    fn set_state(&mut self, state: LinkState) {
+    /// `redundancy = "failover"`: slot `id` dials the next URL.
+    fn next_url(&mut self, id: u32) {
+        let n = self.cfg.urls.len();
+        if self.cfg.redundancy != Redundancy::Failover || n < 2 {
+            return;
+        }
+        let next = self.slot(id).map_or(0, |s| (s.url + 1) % n);
+        let cfg = Arc::new(self.cfg.for_link(next));
+        if let Some(s) = self.slot_mut(id) {
+            s.url = next;
+            s.cfg = cfg;
+        }
+    }
+
+    pub(super) fn set_state(&mut self, state: LinkState) {
         if state != LinkState::Authenticating {
             self.deps.status.set_handshake_step(None);
         }
@@ -195,7 +231,7 @@ impl Upstream {
     /// Stops for good with `why`; the future resolves once the close frame
     /// is flushed (or after [`STOP_FLUSH`]).
     fn stop_and_wait(&mut self, ctx: &mut Context<Self>, why: LinkError) -> ResponseFuture<()> {
-        let had_link = self.link.is_some();
+        let had_link = self.slots.iter().any(|s| s.link.is_some());
         self.apply(ctx, Event::Stop { error: why });
         if !had_link {
             return Box::pin(async {});
@@ -221,8 +257,15 @@ impl Actor for Upstream {
 impl Supervised for Upstream {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         // The old context's futures, streams and timers are gone; make sure
-        // the old connections go with them.
+        // the old connections go with them. Rotations in progress end.
         self.drop_links();
+        let gone: Vec<u8> = self.slots.iter().filter(|s| s.role != Role::Primary).map(|s| s.lane).collect();
+        self.slots.retain(|s| s.role == Role::Primary);
+        if let Some((_, d)) = self.dedupe.as_mut() {
+            for lane in gone {
+                d.forget_lane(lane);
+            }
+        }
         info!(upstream = %self.cfg.name, "Upstream actor restarting.");
     }
 }

@@ -27,6 +27,22 @@ struct Snapshot {
     waiting: bool,
     /// The number of the current (or last) link.
     conn: u64,
+    /// One entry per endpoint when `urls` is used (SPEC §14a).
+    links: Option<Vec<LinkView>>,
+}
+
+/// One endpoint of an upstream with `urls`, in `/status` (SPEC §14a).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkView {
+    /// The index in `urls`.
+    pub index: usize,
+    /// The URL, redacted.
+    pub url: String,
+    /// `connecting`, `authenticating`, `connected`, `backoff`, `stopped`,
+    /// or `standby` (`redundancy = "failover"`: not the endpoint in use).
+    pub state: &'static str,
+    /// The number of its current (or last) link; 0: none yet.
+    pub conn: u64,
 }
 
 /// One upstream's live status. Written by its actor, read by HTTP.
@@ -63,6 +79,7 @@ impl UpstreamStatus {
                 handshake_step: None,
                 waiting: false,
                 conn: 0,
+                links: None,
             }),
             messages: AtomicU64::new(0),
             last_message_ns: AtomicU64::new(0),
@@ -129,6 +146,11 @@ impl UpstreamStatus {
         self.with(|s| s.conn = conn);
     }
 
+    /// The endpoints of an upstream with `urls` (shown as `links`).
+    pub fn set_links(&self, links: Vec<LinkView>) {
+        self.with(|s| s.links = Some(links));
+    }
+
     /// Counts one delivered message at `at`.
     pub fn message(&self, at: SystemTime) {
         self.messages.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +183,7 @@ impl UpstreamStatus {
             handshake_step: s.handshake_step,
             waiting: s.waiting,
             conn: s.conn,
+            links: s.links,
         }
     }
 }
@@ -198,6 +221,9 @@ pub struct UpstreamView {
     pub waiting: bool,
     /// The number of the current (or last) link, from 1 (0: none yet).
     pub conn: u64,
+    /// The endpoints, when `urls` is used (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub links: Option<Vec<LinkView>>,
 }
 
 /// RFC 3339 UTC with nanoseconds, as `/status` and envelopes use.

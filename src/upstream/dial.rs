@@ -22,12 +22,13 @@ impl Upstream {
     /// Reads the secret and TLS files off this thread (SPEC §11), then dials
     /// and upgrades; results come back tagged with `epoch`.
     pub(super) fn dial(&mut self, ctx: &mut Context<Self>, epoch: u64) {
+        let Some(url) = self.current(epoch).map(|s| s.cfg.url.clone()) else { return };
         self.deps.status.set_waiting(true);
-        let admit = Arc::clone(&self.deps.governor).admit(host_port(&self.cfg.url));
+        let admit = Arc::clone(&self.deps.governor).admit(host_port(&url));
         ctx.spawn(admit.into_actor(self).map(move |(permit, waited), act, ctx| {
             act.deps.status.set_waiting(false);
             act.deps.metrics.connect_waited(waited);
-            if act.life.epoch() == epoch {
+            if act.current(epoch).is_some() {
                 act.dial_admitted(ctx, epoch, permit);
             }
         }));
@@ -36,26 +37,27 @@ impl Upstream {
     /// The governor let this connect go: it holds `permit` until the
     /// upgrade is done.
     fn dial_admitted(&mut self, ctx: &mut Context<Self>, epoch: u64, permit: Permit) {
-        let files = Files::read(Arc::clone(&self.cfg), self.command_token.clone());
+        let Some(cfg) = self.current(epoch).map(|s| Arc::clone(&s.cfg)) else { return };
+        let files = Files::read(Arc::clone(&cfg), self.command_token.clone());
         ctx.spawn(files.into_actor(self).map(move |files, act, ctx| {
-            if act.life.epoch() != epoch {
+            if act.current(epoch).is_none() {
                 return;
             }
             let files = files.inspect(|f| {
                 act.command_token = f.creds.cached.clone();
                 act.creds = f.creds.clone();
             });
-            let attempt = match files.and_then(|f| Attempt::prepare(&act.cfg, f)) {
+            let attempt = match files.and_then(|f| Attempt::prepare(&cfg, f)) {
                 Ok(a) => a,
                 Err(error) => return act.apply(ctx, Event::Failed { epoch, now: Instant::now(), error }),
             };
             if attempt.insecure {
                 warn!(upstream = %act.cfg.name, "TLS certificate verification is OFF (tls.insecure_skip_verify); use only in tests.");
             }
-            debug!(upstream = %act.cfg.name, url = %act.cfg.redacted_url(), "Connecting to upstream.");
+            debug!(upstream = %act.cfg.name, url = %cfg.redacted_url(), "Connecting to upstream.");
             ctx.spawn(attempt.run().into_actor(act).map(move |res, act, ctx| {
                 drop(permit);
-                if act.life.epoch() != epoch {
+                if act.current(epoch).is_none() {
                     return;
                 }
                 match res.and_then(|up| act.check_subprotocol(up)) {
@@ -90,9 +92,15 @@ impl Upstream {
         let (label, timeout, waits) = (s.label.clone(), s.timeout, s.expect.is_some());
         let kind = if s.auth { "auth reply" } else { "reply" };
         let error = s.error(&format!("no {kind} within {timeout:?}"));
-        self.write(Message::Text(ByteString::from(text)));
+        self.write(super::link::Lifecycle::slot_of(epoch), Message::Text(ByteString::from(text)));
         if waits {
-            self.deps.status.set_handshake_step(Some(label));
+            // Shown while it holds the upstream back: not for a rotation's
+            // new link, nor for a second link while another is connected.
+            let id = super::link::Lifecycle::slot_of(epoch);
+            let primary = self.slot(id).is_some_and(|s| s.role == super::slots::Role::Primary && !s.life.quiet());
+            if primary && self.shown != Some(crate::model::LinkState::Connected) {
+                self.deps.status.set_handshake_step(Some(label));
+            }
             ctx.run_later(timeout, move |act, ctx| {
                 act.apply(ctx, Event::StepTimeout { epoch, step, now: Instant::now(), error });
             });

@@ -83,6 +83,9 @@ pub enum LinkError {
     /// Removed or changed by a reload.
     #[error("reloaded")]
     Reload,
+    /// Replaced by a newer link at `max_connection_age` (SPEC §14).
+    #[error("rotated")]
+    Rotate,
 }
 
 impl LinkError {
@@ -110,13 +113,14 @@ impl LinkError {
             LinkError::Panic => Reason::Panic,
             LinkError::Shutdown => Reason::Shutdown,
             LinkError::Reload => Reason::Reload,
+            LinkError::Rotate => Reason::Rotate,
         }
     }
 
     /// Whether to schedule another attempt. Every network or server failure
     /// is retried (401/403 too, with backoff); only our own stops are not.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, LinkError::Shutdown | LinkError::Reload)
+        !matches!(self, LinkError::Shutdown | LinkError::Reload | LinkError::Rotate)
     }
 
     /// The least delay the server asked for.

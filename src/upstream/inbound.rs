@@ -48,8 +48,6 @@ pub struct Inbound {
     freshness: Option<Freshness>,
     /// A stale topic replaces the link.
     reconnect_on_stale: bool,
-    /// The number of the live link, put in every message.
-    conn: u64,
 }
 
 impl Inbound {
@@ -64,13 +62,13 @@ impl Inbound {
             resync_next: false,
             freshness: Freshness::new(&cfg.freshness),
             reconnect_on_stale: cfg.freshness.on_stale == OnProblem::Reconnect,
-            conn: 0,
         }
     }
 
-    /// Link `conn` went live at `now`: sequence and freshness start a new link.
-    pub fn new_link(&mut self, conn: u64, now: Instant) {
-        self.conn = conn;
+    /// A link went live at `now` after a time without one: sequence and
+    /// freshness start a new link. (A link that goes live beside another,
+    /// a rotation or a redundant one, continues the same stream.)
+    pub fn new_link(&mut self, now: Instant) {
         if let Some(s) = self.sequence.as_mut() {
             s.new_link(std::mem::take(&mut self.resync_next));
         }
@@ -105,11 +103,12 @@ impl Inbound {
         stale && self.reconnect_on_stale
     }
 
-    /// Decodes `msg` and publishes it; invalid data is counted (and its log
-    /// line rate-limited) by `metrics`.
+    /// Decodes `msg`, which link `conn` brought, and publishes it; invalid
+    /// data is counted (and its log line rate-limited) by `metrics`.
     pub fn deliver(
         &mut self,
         msg: Message,
+        conn: u64,
         received: Instant,
         publisher: &Publisher,
         metrics: &UpstreamMetrics,
@@ -156,7 +155,7 @@ impl Inbound {
                 kind,
                 received_at,
                 received,
-                conn: self.conn,
+                conn,
             });
             if resync {
                 Outcome::Resync

@@ -16,9 +16,11 @@
 
 use std::time::{Duration, Instant};
 
+pub use super::link_events::{goodbye, Action, Event, Goodbye};
+
 use super::error::LinkError;
 use crate::config::UpstreamConfig;
-use crate::model::{close, LinkState, Reason};
+use crate::model::{LinkState, Reason};
 use crate::transport::ReconnectPolicy;
 
 /// Where a link slot is, and what that state owns.
@@ -79,163 +81,6 @@ impl Phase {
     }
 }
 
-/// What happened, as the actor tells it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The actor started, or its supervisor restarted it.
-    Started {
-        /// When.
-        now: Instant,
-    },
-    /// The upgrade of the attempt of `epoch` succeeded.
-    Upgraded {
-        /// The epoch of the `Dial` it answers.
-        epoch: u64,
-        /// When.
-        now: Instant,
-    },
-    /// The reply a handshake step waited for came.
-    StepDone {
-        /// The epoch of the link.
-        epoch: u64,
-        /// When.
-        now: Instant,
-    },
-    /// The timeout of handshake step `step` passed (armed by `Handshake`).
-    StepTimeout {
-        /// The epoch of the link.
-        epoch: u64,
-        /// The step whose reply did not come.
-        step: usize,
-        /// When.
-        now: Instant,
-        /// The step's failure (reason `auth` or `handshake`).
-        error: LinkError,
-    },
-    /// The attempt or link of `epoch` failed (connect error, close frame,
-    /// EOF, bad frame, dead link, idle, auth reply or timeout).
-    Failed {
-        /// The epoch of the attempt or link.
-        epoch: u64,
-        /// When.
-        now: Instant,
-        /// What went wrong.
-        error: LinkError,
-    },
-    /// The backoff of `epoch` is over.
-    BackoffOver {
-        /// The epoch of the `Wait`.
-        epoch: u64,
-    },
-    /// The link of `epoch` has been live for `stable_after`.
-    Stable {
-        /// The epoch of the link.
-        epoch: u64,
-    },
-    /// Handling this upstream's data panicked (caught).
-    Panicked {
-        /// When.
-        now: Instant,
-    },
-    /// Shutdown or reload: close and stay stopped.
-    Stop {
-        /// `Shutdown` or `Reload`.
-        error: LinkError,
-    },
-}
-
-/// How a link is closed: the close frame to send before it goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Goodbye {
-    /// No close frame (the link is gone, or never existed).
-    Silent,
-    /// A close frame without a code (echoing a server's empty close).
-    Empty,
-    /// A close frame with this code.
-    Code(u16),
-}
-
-/// What the actor must do, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Publish the new state (status, metrics, hub events).
-    State(LinkState),
-    /// Start an attempt: read files, dial, upgrade; report with `epoch`.
-    /// `retry` is true for every attempt after a backoff.
-    Dial {
-        /// Tag of the results.
-        epoch: u64,
-        /// Counted in `/status` `reconnects`.
-        retry: bool,
-    },
-    /// Send handshake step `step` and arm its timeout, tagged `epoch`.
-    Handshake {
-        /// Tag of the reply and the timeout.
-        epoch: u64,
-        /// The step.
-        step: usize,
-    },
-    /// The link went live: send `on_connect`, count the connect, arm the
-    /// `stable_after` timer with `epoch`.
-    Live {
-        /// Tag of the stable timer.
-        epoch: u64,
-        /// The link's number.
-        conn: u64,
-    },
-    /// A connect attempt failed (`live` false) or a link was lost (`live`
-    /// true): count, log and record it.
-    Report {
-        /// What went wrong.
-        error: LinkError,
-        /// The link was live.
-        live: bool,
-    },
-    /// A live link ended on our side (shutdown, reload): count only.
-    Ended(Reason),
-    /// Tear the current link down (if any), after sending this.
-    Close(Goodbye),
-    /// Call back with `BackoffOver { epoch }` after `delay`.
-    Wait {
-        /// Tag of the timer.
-        epoch: u64,
-        /// How long.
-        delay: Duration,
-    },
-    /// `reconnect.max_elapsed` passed: log that this upstream gave up.
-    GaveUp,
-    /// Stop the actor so its supervisor restarts it (after a caught panic).
-    Restart,
-}
-
-/// The close frame for a link that ends with `error`: decided here only.
-pub fn goodbye(error: &LinkError) -> Goodbye {
-    match error {
-        LinkError::Oversize(_) => Goodbye::Code(close::TOO_BIG),
-        LinkError::Protocol(_) => Goodbye::Code(close::PROTOCOL),
-        LinkError::InvalidText(_) => Goodbye::Code(close::INVALID_DATA),
-        LinkError::Idle(_)
-        | LinkError::Auth(_)
-        | LinkError::Handshake(_)
-        | LinkError::Sequence(_)
-        | LinkError::Stale(_)
-        | LinkError::Shutdown
-        | LinkError::Reload => Goodbye::Code(close::NORMAL),
-        LinkError::Panic => Goodbye::Code(close::INTERNAL),
-        // Echo the server's close with its own code.
-        LinkError::Closed { code: Some(c), .. } => Goodbye::Code(*c),
-        LinkError::Closed { code: None, .. } => Goodbye::Empty,
-        // Nothing to say to a link that is gone or never was.
-        LinkError::DeadLink(_)
-        | LinkError::Tcp(_)
-        | LinkError::Dns { .. }
-        | LinkError::Tls(_)
-        | LinkError::Proxy(_)
-        | LinkError::Timeout(_)
-        | LinkError::Http { .. } => Goodbye::Silent,
-    }
-}
-
 /// One link slot's lifecycle.
 #[derive(Debug)]
 pub struct Lifecycle {
@@ -256,6 +101,9 @@ pub struct Lifecycle {
     down_since: Option<Instant>,
     /// A caught panic stopped the actor: at the restart, back off first.
     after_panic: bool,
+    /// A `break_before_make` rotation runs: `connecting` and
+    /// `authenticating` are not shown until the new link is live or fails.
+    quiet: bool,
 }
 
 impl Lifecycle {
@@ -276,12 +124,51 @@ impl Lifecycle {
             policy,
             down_since: None,
             after_panic: false,
+            quiet: false,
         }
+    }
+
+    /// The lifecycle of link slot `slot` of an upstream with several: its
+    /// epochs start at `slot << 32`, so an epoch names its slot.
+    pub fn for_slot(cfg: &UpstreamConfig, slot: u32) -> Self {
+        let mut life = Self::new(cfg);
+        life.epoch = u64::from(slot) << 32;
+        life
+    }
+
+    /// The slot an epoch belongs to (see [`Lifecycle::for_slot`]).
+    pub fn slot_of(epoch: u64) -> u32 {
+        (epoch >> 32) as u32
+    }
+
+    /// The last link number handed out.
+    pub fn conns(&self) -> u64 {
+        self.conns
+    }
+
+    /// Continues the numbering of the upstream's other slots (SPEC §14a:
+    /// `conn` is shared by all links of an upstream).
+    pub fn set_conns(&mut self, last: u64) {
+        self.conns = last;
     }
 
     /// Where the slot is.
     pub fn phase(&self) -> &Phase {
         &self.phase
+    }
+
+    /// The state this slot shows: during a `break_before_make` rotation
+    /// still `connected` until the new link is live or fails.
+    pub fn shown(&self) -> LinkState {
+        match self.phase {
+            Phase::Connecting { .. } | Phase::Handshaking { .. } if self.quiet => LinkState::Connected,
+            ref p => p.state(),
+        }
+    }
+
+    /// A `break_before_make` rotation runs unseen (see [`Lifecycle::shown`]).
+    pub fn quiet(&self) -> bool {
+        self.quiet
     }
 
     /// The current epoch: results tagged otherwise are stale.
@@ -296,6 +183,14 @@ impl Lifecycle {
 
     /// The one transition function.
     pub fn on(&mut self, event: Event) -> Vec<Action> {
+        let mut actions = self.step(event);
+        if self.quiet {
+            actions.retain(|a| !matches!(a, Action::State(LinkState::Connecting | LinkState::Authenticating)));
+        }
+        actions
+    }
+
+    fn step(&mut self, event: Event) -> Vec<Action> {
         if matches!(self.phase, Phase::Stopped { .. }) {
             return Vec::new();
         }
@@ -335,6 +230,7 @@ impl Lifecycle {
                 if live {
                     self.down_since.get_or_insert(now);
                 }
+                self.quiet = false;
                 let reason = error.reason();
                 let (retryable, at_least) = (error.is_retryable(), error.retry_after());
                 let mut actions = vec![Action::Close(self.goodbye(&error)), Action::Report { error, live }];
@@ -369,6 +265,14 @@ impl Lifecycle {
                 self.after_panic = true;
                 self.phase = Phase::Connecting { attempt: 0 };
                 vec![Action::Close(bye), Action::Report { error: LinkError::Panic, live }, Action::Restart]
+            }
+            Event::Rotate { epoch } => {
+                if epoch != self.epoch || !matches!(self.phase, Phase::Live { .. }) {
+                    return Vec::new();
+                }
+                let actions = vec![Action::Ended(Reason::Rotate), Action::Close(goodbye(&LinkError::Rotate))];
+                self.quiet = true;
+                [actions, self.dial(false)].concat()
             }
             Event::Stop { error } => {
                 let reason = error.reason();
@@ -422,6 +326,7 @@ impl Lifecycle {
     }
 
     fn go_live(&mut self, conn: u64, now: Instant) -> Vec<Action> {
+        self.quiet = false;
         self.phase = Phase::Live { conn, since: now };
         vec![Action::Live { epoch: self.epoch, conn }, Action::State(LinkState::Connected)]
     }

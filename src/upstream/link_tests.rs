@@ -317,3 +317,45 @@ fn panic_restarts_then_backs_off() {
     assert!(matches!(actions[1], Action::Wait { .. }));
     assert_eq!(l.phase(), &Phase::Backoff { until: now + ms(500), reason: Reason::Panic });
 }
+
+/// `break_before_make`: the live link closes 1000 (reason `rotate`) and a
+/// new one is dialed; `connecting` and `authenticating` are not shown
+/// until the new link is live, but a failure of it is.
+#[test]
+fn break_before_make_rotation_is_quiet_until_it_fails() {
+    let (mut l, now) = live();
+    assert_eq!(l.on(Event::Rotate { epoch: 2 }), [], "a stale rotation changes nothing");
+    assert_eq!(
+        l.on(Event::Rotate { epoch: 1 }),
+        [Action::Ended(Reason::Rotate), Action::Close(Goodbye::Code(1000)), Action::Dial { epoch: 2, retry: false }]
+    );
+    assert_eq!(l.shown(), LinkState::Connected, "still shown connected");
+    assert_eq!(l.phase().state(), LinkState::Connecting);
+    assert_eq!(
+        l.on(Event::Upgraded { epoch: 2, now }),
+        [Action::Live { epoch: 2, conn: 2 }, Action::State(LinkState::Connected)]
+    );
+
+    let (mut l, now) = live();
+    l.on(Event::Rotate { epoch: 1 });
+    let actions = l.on(failed(2, now, LinkError::Tcp("refused".into())));
+    assert!(actions.contains(&Action::State(LinkState::Backoff)), "{actions:?}");
+    assert_eq!(l.shown(), LinkState::Backoff);
+}
+
+/// Slots of one upstream have disjoint epochs and share the link numbers.
+#[test]
+fn slots_have_their_own_epochs_and_share_conns() {
+    let cfg = crate::config::UpstreamConfig::new("a", "ws://h/");
+    let mut l = Lifecycle::for_slot(&cfg, 3);
+    assert_eq!(Lifecycle::slot_of(l.epoch()), 3);
+    let now = Instant::now();
+    let dial = l.on(Event::Started { now });
+    let Some(Action::Dial { epoch, .. }) = dial.last().cloned() else { panic!("{dial:?}") };
+    assert_eq!(Lifecycle::slot_of(epoch), 3);
+    l.set_conns(7);
+    assert_eq!(l.on(Event::Upgraded { epoch, now })[0], Action::Live { epoch, conn: 8 });
+    assert_eq!(l.conns(), 8);
+    assert_eq!(Event::Rotate { epoch }.epoch(), Some(epoch));
+    assert_eq!(Event::Started { now }.epoch(), None);
+}

@@ -9,6 +9,7 @@ mod attempt;
 mod board;
 mod credentials;
 pub mod decode;
+pub mod dedupe;
 mod dial;
 mod error;
 pub mod freshness;
@@ -17,10 +18,14 @@ pub mod handshake;
 pub mod heartbeat;
 mod inbound;
 pub mod link;
+mod link_events;
 #[cfg(test)]
 mod link_tests;
 mod once;
+pub mod pointer;
+mod rotation;
 pub mod sequence;
+mod slots;
 mod trace;
 mod wire;
 
@@ -29,7 +34,7 @@ use std::sync::Arc;
 use actix::{Addr, Supervisor};
 
 pub use actor::{Retire, Shutdown, Upstream, UpstreamDeps};
-pub use board::{NotReady, StatusBoard, UpstreamStatus, UpstreamView};
+pub use board::{LinkView, NotReady, StatusBoard, UpstreamStatus, UpstreamView};
 pub use error::LinkError;
 pub use governor::Governor;
 pub use once::{connect_once, Connected};
@@ -48,7 +53,7 @@ pub fn spawn(
     board: &StatusBoard,
     governor: &Arc<Governor>,
 ) -> Addr<Upstream> {
-    let status = Arc::new(UpstreamStatus::new(&cfg.name, cfg.redacted_url(), cfg.required));
+    let status = Arc::new(UpstreamStatus::new(&cfg.name, cfg.for_link(0).redacted_url(), cfg.required));
     board.insert(Arc::clone(&status));
     let m = metrics.upstream(&cfg.name);
     m.state(LinkState::Connecting);

@@ -5,8 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::Value;
-
 use crate::config::SequenceConfig;
 
 /// What a message's number says.
@@ -72,16 +70,12 @@ impl Sequencer {
 
     /// Checks one message (its bytes as received).
     pub fn check(&mut self, raw: &[u8]) -> Check {
-        let Ok(doc) = serde_json::from_slice::<Value>(raw) else { return Check::Untracked };
-        let Some(got) = doc.pointer(&self.pointer).and_then(Value::as_u64) else { return Check::Untracked };
+        // Two lookups without building the document (`pointer.rs`).
+        let Some(got) = super::pointer::find_u64(raw, &self.pointer) else { return Check::Untracked };
         let key = if self.key.is_empty() {
             String::new()
         } else {
-            match doc.pointer(&self.key) {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
-            }
+            super::pointer::find_key(raw, &self.key).unwrap_or_default()
         };
         let first_on_link = !self.on_link.contains(&key);
         let Some(&last) = self.last.get(&key) else {

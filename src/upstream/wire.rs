@@ -57,6 +57,13 @@ pub(super) struct Link {
     wire: Rc<Cell<u64>>,
 }
 
+impl Link {
+    /// The lifecycle epoch this link belongs to.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
 /// A link we sent a close frame on, still read until the server's close
 /// reply or EOF (or `close_timeout`).
 pub(super) struct Closing {
@@ -68,8 +75,9 @@ pub(super) struct Closing {
 }
 
 impl Upstream {
-    /// Takes an upgraded socket as the link of `epoch`.
+    /// Takes an upgraded socket as the link of `epoch` (its slot's current one).
     pub(super) fn attach(&mut self, ctx: &mut Context<Self>, epoch: u64, up: Upgraded) {
+        let id = super::link::Lifecycle::slot_of(epoch);
         let wire = up.wire;
         let (sink, stream) = up.framed.split();
         // Read only while no full blocking sink holds this upstream back (SPEC §14).
@@ -79,8 +87,8 @@ impl Upstream {
             .chain(futures_util::stream::once(async move { LinkEvent { epoch, item: None } }));
         let stream = ctx.add_stream(stream);
         let sink = SinkWrite::new(sink, ctx);
-        let tick = ctx.run_interval(Heartbeat::period(&self.cfg.heartbeat), |act, ctx| act.tick(ctx));
-        self.link = Some(Link {
+        let tick = ctx.run_interval(Heartbeat::period(&self.cfg.heartbeat), move |act, ctx| act.tick(ctx, id));
+        let link = Link {
             epoch,
             sink,
             stream,
@@ -88,13 +96,16 @@ impl Upstream {
             reasm: Reassembler::new(self.cfg.max_message_size.bytes()),
             beat: Heartbeat::new(&self.cfg.heartbeat, Instant::now()),
             wire,
-        });
+        };
+        if let Some(slot) = self.slot_mut(id) {
+            slot.link = Some(link);
+        }
     }
 
-    /// Writes a message on the current link, if any.
-    pub(super) fn write(&mut self, msg: Message) {
+    /// Writes a message on the link of slot `id`, if any.
+    pub(super) fn write(&mut self, id: u32, msg: Message) {
         self.trace_sent(&msg);
-        if let Some(l) = self.link.as_mut() {
+        if let Some(l) = self.slot_mut(id).and_then(|s| s.link.as_mut()) {
             let _ = l.sink.write(msg);
         }
     }
@@ -125,9 +136,9 @@ impl Upstream {
         self.hidden()
     }
 
-    /// Restarts the idle clock (the link just went live).
-    pub(super) fn fresh_data(&mut self) {
-        if let Some(l) = self.link.as_mut() {
+    /// Restarts the idle clock of slot `id` (its link just went live).
+    pub(super) fn fresh_data(&mut self, id: u32) {
+        if let Some(l) = self.slot_mut(id).and_then(|s| s.link.as_mut()) {
             l.beat.on_data(Instant::now());
         }
     }
@@ -139,8 +150,8 @@ impl Upstream {
     /// peer would lose our close frame. The sink is closed only then, because
     /// actix-codec's `Framed::close` does not flush its own write buffer: a
     /// frame queued just before `close()` would be discarded.
-    pub(super) fn close_link(&mut self, ctx: &mut Context<Self>, bye: Goodbye) {
-        let Some(mut link) = self.link.take() else { return };
+    pub(super) fn close_link(&mut self, ctx: &mut Context<Self>, id: u32, bye: Goodbye) {
+        let Some(mut link) = self.slot_mut(id).and_then(|s| s.link.take()) else { return };
         ctx.cancel_future(link.tick);
         let frame = match bye {
             Goodbye::Silent => None,
@@ -178,55 +189,61 @@ impl Upstream {
 
     /// Forgets every link (the supervisor restarts the actor).
     pub(super) fn drop_links(&mut self) {
-        self.link = None;
+        for s in &mut self.slots {
+            s.link = None;
+        }
         self.closing.clear();
     }
 
-    /// The link failed for `error`.
-    fn failed(&mut self, ctx: &mut Context<Self>, error: LinkError) {
-        let epoch = self.life.epoch();
+    /// The link of slot `id` failed for `error`.
+    fn failed(&mut self, ctx: &mut Context<Self>, id: u32, error: LinkError) {
+        let Some(epoch) = self.slot(id).map(|s| s.life.epoch()) else { return };
         self.apply(ctx, Event::Failed { epoch, now: Instant::now(), error });
     }
 
-    fn tick(&mut self, ctx: &mut Context<Self>) {
+    fn tick(&mut self, ctx: &mut Context<Self>, id: u32) {
         let gate = self.deps.publisher.gate();
         if gate.is_closed() {
             // Paused by a blocking sink: not reading, so no deadline runs
             // (heartbeat, idle, freshness) and no ping goes out.
             gate.settle();
             let now = Instant::now();
-            if let Some(link) = self.link.as_mut() {
+            if let Some(link) = self.slot_mut(id).and_then(|s| s.link.as_mut()) {
                 link.beat.suspend(now);
             }
             self.inbound.suspend(now);
             return;
         }
-        let live = matches!(self.life.phase(), Phase::Live { .. });
-        if live && self.inbound.freshness_tick(Instant::now(), &self.deps.publisher, &self.deps.metrics) {
-            return self.failed(ctx, LinkError::Stale("a watched topic is stale: resync".into()));
+        let Some(slot) = self.slot(id) else { return };
+        let live = slot.live();
+        // Freshness is the upstream's: the first live slot runs it.
+        let first_live = self.slots.iter().find(|s| s.live()).is_some_and(|s| s.id == id);
+        if first_live && self.inbound.freshness_tick(Instant::now(), &self.deps.publisher, &self.deps.metrics) {
+            return self.failed(ctx, id, LinkError::Stale("a watched topic is stale: resync".into()));
         }
-        let Some(link) = self.link.as_mut() else { return };
+        let Some(link) = self.slot_mut(id).and_then(|s| s.link.as_mut()) else { return };
         match link.beat.tick(Instant::now(), live) {
             Beat::Quiet => {}
             Beat::Ping(payload) => {
-                self.write(Message::Ping(Bytes::copy_from_slice(&payload)));
+                self.write(id, Message::Ping(Bytes::copy_from_slice(&payload)));
                 let app = &self.cfg.heartbeat.app_message;
                 if live && !app.is_empty() {
-                    self.write(Message::Text(ByteString::from(app.clone())));
+                    self.write(id, Message::Text(ByteString::from(app.clone())));
                 }
             }
-            Beat::Dead(after) => self.failed(ctx, LinkError::DeadLink(after)),
-            Beat::Idle(after) => self.failed(ctx, LinkError::Idle(after)),
+            Beat::Dead(after) => self.failed(ctx, id, LinkError::DeadLink(after)),
+            Beat::Idle(after) => self.failed(ctx, id, LinkError::Idle(after)),
         }
     }
 
-    fn on_frame(&mut self, ctx: &mut Context<Self>, frame: Frame) {
-        let Some(link) = self.link.as_mut() else { return };
+    fn on_frame(&mut self, ctx: &mut Context<Self>, id: u32, frame: Frame) {
+        // The slot by field, so the link's borrow leaves `self.deps` free.
+        let Some(link) = self.slots.iter_mut().find(|s| s.id == id).and_then(|s| s.link.as_mut()) else { return };
         link.beat.on_frame();
         let frag = match frame {
             Frame::Ping(p) => {
                 self.deps.metrics.bytes(p.len());
-                self.write(Message::Pong(p));
+                self.write(id, Message::Pong(p));
                 return;
             }
             Frame::Pong(p) => {
@@ -240,7 +257,7 @@ impl Upstream {
                 let code = reason.as_ref().map(|r| u16::from(r.code));
                 let text: String =
                     reason.as_ref().and_then(|r| r.description.clone()).unwrap_or_default().chars().take(123).collect();
-                return self.failed(ctx, LinkError::Closed { code, reason: text });
+                return self.failed(ctx, id, LinkError::Closed { code, reason: text });
             }
             #[cfg(feature = "test-hooks")]
             Frame::Text(b) if b.as_ref() == b"__wsgate_test_panic_uncaught__" => {
@@ -259,21 +276,22 @@ impl Upstream {
         self.deps.metrics.bytes(len);
         match link.reasm.push(frag) {
             Ok(None) => {}
-            Ok(Some(msg)) => self.on_message(ctx, msg),
-            Err(e @ FrameError::Oversize { .. }) => self.failed(ctx, LinkError::Oversize(e.to_string())),
-            Err(e @ FrameError::Utf8) => self.failed(ctx, LinkError::InvalidText(e.to_string())),
-            Err(e) => self.failed(ctx, LinkError::Protocol(e.to_string())),
+            Ok(Some(msg)) => self.on_message(ctx, id, msg),
+            Err(e @ FrameError::Oversize { .. }) => self.failed(ctx, id, LinkError::Oversize(e.to_string())),
+            Err(e @ FrameError::Utf8) => self.failed(ctx, id, LinkError::InvalidText(e.to_string())),
+            Err(e) => self.failed(ctx, id, LinkError::Protocol(e.to_string())),
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Context<Self>, msg: WsMessage) {
+    fn on_message(&mut self, ctx: &mut Context<Self>, id: u32, msg: WsMessage) {
         let now = Instant::now();
-        if let Some(l) = self.link.as_mut() {
+        let Some(slot) = self.slot_mut(id) else { return };
+        if let Some(l) = slot.link.as_mut() {
             l.beat.on_data(now);
         }
-        match *self.life.phase() {
-            Phase::Handshaking { step, .. } => self.handshake_reply(ctx, msg, step, now),
-            Phase::Live { .. } => self.deliver(ctx, msg, now),
+        match *slot.life.phase() {
+            Phase::Handshaking { step, .. } => self.handshake_reply(ctx, id, msg, step, now),
+            Phase::Live { conn, .. } => self.deliver(ctx, id, conn, msg, now),
             _ => {}
         }
     }
@@ -282,7 +300,7 @@ impl Upstream {
     /// `fail` or `expect` is not delivered; any other is data with
     /// `[[upstreams.handshake]]` and dropped with the legacy auth message
     /// (SPEC §10a, §14a).
-    fn handshake_reply(&mut self, ctx: &mut Context<Self>, msg: WsMessage, step: usize, now: Instant) {
+    fn handshake_reply(&mut self, ctx: &mut Context<Self>, id: u32, msg: WsMessage, step: usize, now: Instant) {
         let Some(s) = self.plan.steps.get(step) else { return };
         let doc = serde_json::from_slice::<serde_json::Value>(&msg.data).ok();
         let matches =
@@ -290,27 +308,33 @@ impl Upstream {
         if matches(&s.fail) {
             let why = if s.auth { "the server rejected the credentials" } else { "the server answered with `fail`" };
             let error = s.error(why);
-            return self.failed(ctx, error);
+            return self.failed(ctx, id, error);
         }
+        let Some((epoch, conn)) = self.slot(id).map(|s| (s.life.epoch(), s.life.phase().conn().unwrap_or(0))) else {
+            return;
+        };
         if matches(&s.expect) {
-            let epoch = self.life.epoch();
             return self.apply(ctx, Event::StepDone { epoch, now });
         }
         if self.plan.deliver_unmatched {
-            self.deliver(ctx, msg, now);
+            self.deliver(ctx, id, conn, msg, now);
         }
     }
 
-    /// Decodes and publishes one data message.
-    fn deliver(&mut self, ctx: &mut Context<Self>, msg: WsMessage, now: Instant) {
-        match self.inbound.deliver(msg, now, &self.deps.publisher, &self.deps.metrics) {
+    /// Decodes and publishes one data message of link `conn` in slot `id`,
+    /// unless another link already brought it (`rotation.rs`: `admit`).
+    fn deliver(&mut self, ctx: &mut Context<Self>, id: u32, conn: u64, msg: WsMessage, now: Instant) {
+        if !self.admit(ctx, id, &msg.data) {
+            return;
+        }
+        match self.inbound.deliver(msg, conn, now, &self.deps.publisher, &self.deps.metrics) {
             o @ (Outcome::Published | Outcome::Resync) => {
-                if let Some(down) = self.life.first_message(now) {
+                if let Some(down) = self.slot_mut(id).and_then(|s| s.life.first_message(now)) {
                     self.deps.metrics.downtime(down);
                 }
                 self.deps.status.message(std::time::SystemTime::now());
                 if o == Outcome::Resync {
-                    self.failed(ctx, LinkError::Sequence("a gap in the feed's sequence: resync".into()));
+                    self.failed(ctx, id, LinkError::Sequence("a gap in the feed's sequence: resync".into()));
                 }
             }
             Outcome::Dropped => {}
@@ -321,43 +345,45 @@ impl Upstream {
 
 impl StreamHandler<LinkEvent> for Upstream {
     fn handle(&mut self, ev: LinkEvent, ctx: &mut Self::Context) {
-        if self.link.as_ref().is_none_or(|l| l.epoch != ev.epoch) {
+        let Some(id) = self.slot_of_link(ev.epoch) else {
             // An old link: once the server answered our close (or hung up),
             // it can go now instead of at the end of the grace period.
             if matches!(ev.item, None | Some(Err(_)) | Some(Ok(Frame::Close(_)))) {
                 self.finish_closing_soon(ctx, ev.epoch);
             }
             return;
-        }
-        if let Some(l) = self.link.as_ref() {
+        };
+        if let Some(l) = self.slot(id).and_then(|s| s.link.as_ref()) {
             let n = l.wire.replace(0);
             if n > 0 {
                 self.deps.metrics.wire_bytes(n);
             }
         }
         match ev.item {
-            None => self.failed(ctx, LinkError::Tcp("connection closed by the server without a close frame".into())),
+            None => {
+                self.failed(ctx, id, LinkError::Tcp("connection closed by the server without a close frame".into()))
+            }
             Some(Err(WsProtocolError::Overflow)) => {
                 let limit = self.cfg.max_message_size;
-                self.failed(ctx, LinkError::Oversize(format!("frame exceeds max_message_size {limit}")));
+                self.failed(ctx, id, LinkError::Oversize(format!("frame exceeds max_message_size {limit}")));
             }
             Some(Err(WsProtocolError::Io(e))) => {
                 let inner = e.get_ref();
                 if let Some(big) = inner.and_then(|i| i.downcast_ref::<crate::transport::frame_guard::FrameTooLarge>())
                 {
-                    self.failed(ctx, LinkError::Oversize(big.to_string()))
+                    self.failed(ctx, id, LinkError::Oversize(big.to_string()))
                 } else if let Some(bad) =
                     inner.and_then(|i| i.downcast_ref::<crate::transport::deflate::DeflateError>())
                 {
-                    self.failed(ctx, LinkError::Protocol(bad.to_string()))
+                    self.failed(ctx, id, LinkError::Protocol(bad.to_string()))
                 } else {
-                    self.failed(ctx, LinkError::Tcp(e.to_string()))
+                    self.failed(ctx, id, LinkError::Tcp(e.to_string()))
                 }
             }
-            Some(Err(e)) => self.failed(ctx, LinkError::Protocol(e.to_string())),
+            Some(Err(e)) => self.failed(ctx, id, LinkError::Protocol(e.to_string())),
             Some(Ok(frame)) => {
                 self.trace_received(&frame);
-                self.on_frame(ctx, frame)
+                self.on_frame(ctx, id, frame)
             }
         }
     }

@@ -20,6 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 
 pub mod proxies;
 pub mod tls;
+pub mod venue;
 
 /// What the feed saw of one connection's handshake.
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@
 //! This file holds the root and the process-wide tables; the per-feed
 //! `[[upstreams]]` tree is in `upstream.rs`, `[[sinks]]` in `sink.rs`.
 
+mod continuity;
 mod integrity;
 mod reach;
 mod sink;
@@ -25,6 +26,7 @@ use super::redact::DEFAULT_REDACT_QUERY;
 use super::secret::{Secret, SecretSource};
 use super::units::{Dur, Size};
 
+pub use continuity::{Redundancy, Rotate};
 pub use integrity::{
     FreshnessConfig, GovernorConfig, HandshakeStep, OnProblem, SecretSpec, SequenceConfig, TokenCommand,
 };

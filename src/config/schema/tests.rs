@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::*;
 
 /// The schema sources, read as text.
-const SOURCES: [(&str, &str); 5] = [
+const SOURCES: [(&str, &str); 6] = [
+    ("continuity.rs", include_str!("continuity.rs")),
     ("reach.rs", include_str!("reach.rs")),
     ("mod.rs", include_str!("mod.rs")),
     ("integrity.rs", include_str!("integrity.rs")),

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::continuity::{Redundancy, Rotate};
 use super::empty_is_none;
 use super::integrity::{FreshnessConfig, HandshakeStep, SecretSpec, SequenceConfig, TokenCommand};
 use super::reach::{Compression, ProxyConfig};
@@ -24,8 +25,42 @@ pub struct UpstreamConfig {
     /// Required.
     pub name: String,
     /// The feed: a `ws://` or `wss://` URL. A password in its userinfo and
-    /// secret query values are shown as `***` everywhere. Required.
+    /// secret query values are shown as `***` everywhere. Exactly one of
+    /// `url` and `urls` is required. Default: unset.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// Instead of `url`: several endpoints of the same feed (SPEC §14),
+    /// used as `redundancy` says; the `link` label of the link metrics is
+    /// the index in this list. Default: unset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// With `urls`: `failover` keeps one link and moves to the next URL at
+    /// each failure; `all` keeps one link per URL and delivers each message
+    /// once, from whichever link brought it first. Default: `"failover"`.
+    #[serde(default)]
+    pub redundancy: Redundancy,
+    /// Messages remembered to drop the second copy while two or more
+    /// links are live (rotation overlap, `redundancy = "all"`): keyed by
+    /// `[upstreams.sequence]` key and number when configured, else by a
+    /// payload hash. At least 1. Default: `4096`.
+    #[serde(default = "default_dedupe_window")]
+    pub dedupe_window: usize,
+    /// Duration after which a link is replaced (at a random moment
+    /// between 0.9 and 1.0 of it), for servers that cut links at an age or
+    /// tokens that expire; `"0s"` = never. Default: `"0s"`.
+    #[serde(default)]
+    pub max_connection_age: Dur,
+    /// How a link is replaced at `max_connection_age`:
+    /// `make_before_break` (the new link beside the old, no gap, no
+    /// duplicate) or `break_before_make` (for servers that allow one link
+    /// per key). Default: `"make_before_break"`.
+    #[serde(default)]
+    pub rotate: Rotate,
+    /// Duration the old link is still read after the new link's first
+    /// data message, unless the two streams overlap sooner. Greater than
+    /// 0. Default: `"5s"`.
+    #[serde(default = "default_rotate_overlap")]
+    pub rotate_overlap: Dur,
     /// Whether this upstream must be connected for `/readyz` to say ready.
     /// Default: `true`.
     #[serde(default = "default_required")]
@@ -138,6 +173,12 @@ const fn default_compression() -> Compression {
 const fn default_close_timeout() -> Dur {
     Dur::secs(1)
 }
+const fn default_dedupe_window() -> usize {
+    4096
+}
+const fn default_rotate_overlap() -> Dur {
+    Dur::secs(5)
+}
 
 impl UpstreamConfig {
     /// A minimal upstream, for the demo and for tests.
@@ -145,6 +186,12 @@ impl UpstreamConfig {
         UpstreamConfig {
             name: name.into(),
             url: url.into(),
+            urls: Vec::new(),
+            redundancy: Redundancy::default(),
+            dedupe_window: default_dedupe_window(),
+            max_connection_age: Dur::secs(0),
+            rotate: Rotate::default(),
+            rotate_overlap: default_rotate_overlap(),
             required: default_required(),
             headers: BTreeMap::new(),
             subprotocols: Vec::new(),
@@ -182,11 +229,12 @@ impl UpstreamConfig {
     /// [`scrub`](crate::config::scrub) from error texts of libraries that
     /// might echo the URL.
     pub fn url_secrets(&self) -> Vec<String> {
-        self.redactor.secrets_in(&self.url, self.query_auth_param())
+        let param = self.query_auth_param();
+        self.link_urls().into_iter().flat_map(|u| self.redactor.secrets_in(u, param)).collect()
     }
 
     /// `auth.param` when `auth.kind = "query"`: its value is always secret.
-    fn query_auth_param(&self) -> Option<&str> {
+    pub(super) fn query_auth_param(&self) -> Option<&str> {
         (self.auth.kind == AuthKind::Query).then(|| self.auth.param.as_deref().unwrap_or("token"))
     }
 }
@@ -198,6 +246,12 @@ impl fmt::Debug for UpstreamConfig {
         let UpstreamConfig {
             name,
             url: _,
+            urls: _,
+            redundancy,
+            dedupe_window,
+            max_connection_age,
+            rotate,
+            rotate_overlap,
             required,
             headers,
             subprotocols,
@@ -226,6 +280,12 @@ impl fmt::Debug for UpstreamConfig {
         f.debug_struct("UpstreamConfig")
             .field("name", name)
             .field("url", &self.redacted_url())
+            .field("urls", &self.redacted_urls())
+            .field("redundancy", redundancy)
+            .field("dedupe_window", dedupe_window)
+            .field("max_connection_age", max_connection_age)
+            .field("rotate", rotate)
+            .field("rotate_overlap", rotate_overlap)
             .field("required", required)
             .field("headers", &redacted_headers(headers, redactor))
             .field("subprotocols", subprotocols)
