@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use tracing::{error, info, warn};
 
+use crate::cluster::{self, Cluster};
 use crate::config::{self, ConfigSource, Settings, UpstreamConfig};
 use crate::fanout::{Closed, Hub};
 use crate::health::ProbeTargets;
@@ -47,8 +48,12 @@ pub struct Gateway {
     token_watch: tokio::task::JoinHandle<()>,
     sinks: Sinks,
     /// This process's run id: with `seq`, names a message for the broker
-    /// sinks (`Nats-Msg-Id`); kept across reloads.
+    /// sinks (`Nats-Msg-Id`); kept across reloads. In cluster mode the
+    /// cluster's, from the lease bucket.
     run: RunId,
+    /// This replica's part in the cluster (`[cluster] enabled`): it runs
+    /// the upstream actors of the leases it holds; `upstreams` is empty.
+    cluster: Option<Cluster>,
     server: ServerHandle,
     server_done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -83,23 +88,36 @@ impl Gateway {
         let hub = Hub::new();
         let governor = Governor::new(&settings.reconnect_governor);
 
-        let upstreams = settings
-            .upstreams
-            .iter()
-            .map(|u| {
-                let cfg = Arc::new(u.clone());
-                (Arc::clone(&cfg), upstream::spawn(cfg, &hub, &metrics, &board, &governor))
-            })
-            .collect();
-
-        let run = RunId::random();
-        let sinks = Sinks::start(&settings.sinks, &hub, &metrics, &run)?;
         let probes = ProbeTargets::default();
+        let (upstreams, cluster) = if settings.cluster.enabled {
+            let deps = cluster::Deps {
+                hub: hub.clone(),
+                metrics: Arc::clone(&metrics),
+                board: Arc::clone(&board),
+                governor: Arc::clone(&governor),
+                probes: Arc::clone(&probes),
+            };
+            (Vec::new(), Some(Cluster::start(&settings.cluster, &settings.upstreams, deps).await?))
+        } else {
+            let upstreams = settings
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let cfg = Arc::new(u.clone());
+                    (Arc::clone(&cfg), upstream::spawn(cfg, &hub, &metrics, &board, &governor))
+                })
+                .collect();
+            (upstreams, None)
+        };
+
+        let run = cluster.as_ref().map_or_else(RunId::random, |c| c.run.clone());
+        let sinks = Sinks::start(&settings.sinks, &hub, &metrics, &run)?;
         let state = AppState {
             board: Arc::clone(&board),
             metrics: Arc::clone(&metrics),
             hub: hub.clone(),
             probes: Arc::clone(&probes),
+            owners: cluster.as_ref().map(|c| Arc::clone(&c.owners)),
         };
         let subscriber_settings = Arc::new(std::sync::RwLock::new(resolved));
         let token_watch = actix_rt::spawn(watch_token_file(Arc::clone(&subscriber_settings)));
@@ -155,6 +173,7 @@ impl Gateway {
             token_watch,
             sinks,
             run,
+            cluster,
             server: handle,
             server_done,
         };
@@ -162,8 +181,12 @@ impl Gateway {
         Ok(gateway)
     }
 
-    /// Points `/healthz` at the current upstream actors.
+    /// Points `/healthz` at the current upstream actors (in cluster mode
+    /// the cluster keeps them).
     fn update_probes(&self) {
+        if self.cluster.is_some() {
+            return;
+        }
         let targets = self.upstreams.iter().map(|(c, a)| (c.name.clone(), a.clone().recipient())).collect();
         *self.probes.write().unwrap_or_else(|p| p.into_inner()) = targets;
     }
@@ -185,6 +208,9 @@ impl Gateway {
         self.token_watch.abort();
         let work = async move {
             hub.close_all(Closed::Shutdown);
+            if let Some(cluster) = self.cluster {
+                cluster.stop(timeout.saturating_sub(started.elapsed())).await;
+            }
             let closes = self.upstreams.iter().map(|(_, addr)| addr.send(upstream::Shutdown));
             futures_util::future::join_all(closes).await;
             self.sinks.flush_and_stop(timeout.saturating_sub(started.elapsed()), Closed::Shutdown).await;
@@ -255,7 +281,15 @@ impl Gateway {
         let mut report = ReloadReport::default();
         let mut old: Vec<(Arc<UpstreamConfig>, Addr<Upstream>)> = std::mem::take(&mut self.upstreams);
         let mut next = Vec::with_capacity(new.upstreams.len());
-        for cfg in &new.upstreams {
+        let upstream_cfgs = if self.cluster.is_some() {
+            if new.upstreams != self.settings.upstreams || new.cluster != self.settings.cluster {
+                warn!("In cluster mode, [[upstreams]] and [cluster] changes need a restart.");
+            }
+            &[][..]
+        } else {
+            &new.upstreams[..]
+        };
+        for cfg in upstream_cfgs {
             let found = old.iter().position(|(c, _)| c.name == cfg.name);
             match found.map(|i| old.remove(i)) {
                 Some((c, addr))
@@ -309,8 +343,13 @@ impl Gateway {
             }
             None => self.sinks.reopen_files(),
         }
-        let listen = std::mem::replace(&mut self.settings, new).server.listen;
-        self.settings.server.listen = listen;
+        let old_settings = std::mem::replace(&mut self.settings, new);
+        self.settings.server.listen = old_settings.server.listen;
+        if self.cluster.is_some() {
+            // What the cluster runs on until a restart.
+            self.settings.upstreams = old_settings.upstreams;
+            self.settings.cluster = old_settings.cluster;
+        }
         info!(added = ?report.added, removed = ?report.removed, restarted = ?report.restarted, unchanged = report.unchanged.len(), "Config reloaded.");
         Ok(report)
     }

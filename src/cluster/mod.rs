@@ -19,7 +19,10 @@
 //! hub or the upstreams; the wiring will live in `app.rs`.
 
 mod leases;
+mod node;
+pub mod relay;
 mod share;
 
 pub use leases::{LeaseError, Leases};
+pub use node::{Cluster, Deps, Owners};
 pub use share::{fair_share, plan, Plan, View};

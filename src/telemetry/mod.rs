@@ -4,6 +4,7 @@
 //! it is counted. Labels come from config or from bounded enums, never from
 //! a subscriber.
 
+mod cluster;
 mod integrity;
 mod logging;
 mod subscriber;
@@ -73,6 +74,8 @@ pub struct Metrics {
     fanout_latency: Histogram,
     /// The SPEC §13 families.
     integrity: integrity::Families,
+    /// The SPEC §15 cluster families.
+    cluster: cluster::Families,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -174,6 +177,7 @@ impl Metrics {
             ),
             fanout_latency,
             integrity: integrity::Families::register(&r),
+            cluster: cluster::Families::register(&r),
             registry: r,
         };
         for kind in SUBSCRIBER_KINDS {

@@ -12,6 +12,7 @@
 //! This file holds the root and the process-wide tables; the per-feed
 //! `[[upstreams]]` tree is in `upstream.rs`, `[[sinks]]` in `sink.rs`.
 
+mod cluster;
 mod integrity;
 mod reach;
 mod sink;
@@ -25,6 +26,7 @@ use super::redact::DEFAULT_REDACT_QUERY;
 use super::secret::{Secret, SecretSource};
 use super::units::{Dur, Size};
 
+pub use cluster::ClusterConfig;
 pub use integrity::{
     FreshnessConfig, GovernorConfig, HandshakeStep, OnProblem, SecretSpec, SequenceConfig, TokenCommand,
 };
@@ -53,6 +55,8 @@ pub struct Settings {
     pub sinks: Vec<SinkConfig>,
     /// `[reconnect_governor]`: connects rationed across all upstreams.
     pub reconnect_governor: GovernorConfig,
+    /// `[cluster]`: replicas sharing the upstreams over NATS (SPEC §15).
+    pub cluster: ClusterConfig,
 }
 
 // === [server] ===

@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::*;
 
 /// The schema sources, read as text.
-const SOURCES: [(&str, &str); 5] = [
+const SOURCES: [(&str, &str); 6] = [
+    ("cluster.rs", include_str!("cluster.rs")),
     ("reach.rs", include_str!("reach.rs")),
     ("mod.rs", include_str!("mod.rs")),
     ("integrity.rs", include_str!("integrity.rs")),
@@ -115,6 +116,7 @@ fn written_defaults_are_the_real_ones() {
         ("FreshnessConfig", defaults::<FreshnessConfig>("")),
         ("GovernorConfig", defaults::<GovernorConfig>("")),
         ("ProxyConfig", defaults::<ProxyConfig>("")),
+        ("ClusterConfig", defaults::<ClusterConfig>("")),
         ("Stdout", defaults::<SinkConfig>("kind = \"stdout\"")),
         ("File", defaults::<SinkConfig>("kind = \"file\"\npath = \"/x\"")),
         ("WebhookConfig", defaults::<SinkConfig>("kind = \"webhook\"\nurl = \"https://h/\"")),

@@ -1,0 +1,360 @@
+//! The cluster end to end (SPEC §15 `[cluster]`): real binaries sharing
+//! real WebSocket feeds through the real NATS JetStream on 127.0.0.1:4222.
+//! Skips with one line when NATS is absent. Each test has its own bucket,
+//! stream and subject prefix, deleted at the end.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use support::{eventually, free_port, http_get, metric, ws_connect, Daemon, Feed};
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
+const NATS: &str = "127.0.0.1:4222";
+const TTL: Duration = Duration::from_secs(2);
+const INITIAL: Duration = Duration::from_millis(200);
+
+fn nats_up() -> bool {
+    let sock: SocketAddr = NATS.parse().unwrap();
+    let ok = TcpStream::connect_timeout(&sock, Duration::from_secs(1)).is_ok();
+    if !ok {
+        eprintln!("skipped: no NATS on {NATS}");
+    }
+    ok
+}
+
+/// Bucket, stream and subject prefix of one test.
+struct Names {
+    bucket: String,
+    stream: String,
+    prefix: String,
+}
+
+impl Names {
+    fn new() -> Names {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let id = format!("{}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        Names { bucket: format!("wsgate_e2e_{id}"), stream: format!("WSGATE_E2E_{id}"), prefix: format!("e2e{id}") }
+    }
+
+    /// Deletes what the test left in NATS.
+    async fn clean(&self) {
+        let js = async_nats::jetstream::new(async_nats::connect(NATS).await.unwrap());
+        let _ = js.delete_key_value(&self.bucket).await;
+        let _ = js.delete_stream(&self.stream).await;
+    }
+}
+
+/// A feed sending `{"type":"trade","i":N}` every 10 ms on each connection,
+/// counting the connections open now (`accepted` counts them all).
+struct CountingFeed {
+    feed: Feed,
+    open: Arc<AtomicI64>,
+}
+
+impl CountingFeed {
+    fn start() -> CountingFeed {
+        let open = Arc::new(AtomicI64::new(0));
+        let counter = Arc::clone(&open);
+        let feed = Feed::start(move |mut c| {
+            let open = Arc::clone(&counter);
+            async move {
+                open.fetch_add(1, Ordering::SeqCst);
+                let mut i = 0u64;
+                loop {
+                    i += 1;
+                    if !c.send_text(format!(r#"{{"type":"trade","i":{i}}}"#)).await {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+        CountingFeed { feed, open }
+    }
+
+    fn open(&self) -> i64 {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+/// One replica: the real binary with its own config and port.
+struct Replica {
+    node: String,
+    addr: SocketAddr,
+    config: std::path::PathBuf,
+    log: std::path::PathBuf,
+    daemon: Option<Daemon>,
+}
+
+impl Replica {
+    fn new(dir: &std::path::Path, node: &str, names: &Names, feeds: &[CountingFeed]) -> Replica {
+        let port = free_port();
+        let mut cfg = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+shutdown_timeout = "5s"
+[cluster]
+enabled = true
+nats_url = "nats://{NATS}"
+node = "{node}"
+lease_ttl = "{ttl}s"
+bucket = "{bucket}"
+stream = "{stream}"
+subject_prefix = "{prefix}"
+"#,
+            ttl = TTL.as_secs(),
+            bucket = names.bucket,
+            stream = names.stream,
+            prefix = names.prefix,
+        );
+        for (i, f) in feeds.iter().enumerate() {
+            cfg.push_str(&format!(
+                "[[upstreams]]\nname = \"u{i}\"\nurl = \"{}\"\n[upstreams.reconnect]\ninitial = \"{}ms\"\n",
+                f.feed.url("/"),
+                INITIAL.as_millis()
+            ));
+        }
+        let config = dir.join(format!("{node}.toml"));
+        std::fs::write(&config, cfg).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        Replica { node: node.into(), addr, config, log: dir.join(format!("{node}.log")), daemon: None }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config", self.config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(Daemon(child));
+    }
+
+    /// SIGKILL by PID (the `Child` handle), no cleanup of any kind.
+    fn kill(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.0.kill().unwrap();
+            d.0.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM by PID; a clean exit.
+    fn terminate(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            assert!(d.terminate().success(), "{} exits 0 after SIGTERM:\n{}", self.node, self.logs());
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn owned(&self) -> Option<f64> {
+        let (code, text) = http_get(self.addr, "/metrics").ok()?;
+        (code == 200).then(|| metric(&text, "wsgate_cluster_owned_upstreams ")).flatten()
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let (code, text) = http_get(self.addr, "/status").ok()?;
+        (code == 200).then(|| serde_json::from_str(&text).ok()).flatten()
+    }
+
+    fn ready(&self) -> bool {
+        http_get(self.addr, "/readyz").is_ok_and(|(c, _)| c == 200)
+    }
+}
+
+/// Every (upstream, seq) a `/ws` subscriber received, in order.
+#[derive(Default)]
+struct Seen(Mutex<BTreeMap<String, Vec<u64>>>);
+
+impl Seen {
+    /// Subscribes to every upstream of `addr` and records in the background.
+    async fn follow(addr: SocketAddr) -> Arc<Seen> {
+        let mut ws = ws_connect(&format!("ws://{addr}/ws"), &[]).await.expect("a subscriber");
+        let seen = Arc::new(Seen::default());
+        let into = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = ws.next().await {
+                let Message::Text(text) = frame else { continue };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                if let (Some(u), Some(seq)) = (v["upstream"].as_str(), v["seq"].as_u64()) {
+                    if v.get("event").is_none() {
+                        into.0.lock().unwrap().entry(u.to_string()).or_default().push(seq);
+                    }
+                }
+            }
+        });
+        seen
+    }
+
+    fn count(&self, upstream: &str) -> usize {
+        self.0.lock().unwrap().get(upstream).map_or(0, Vec::len)
+    }
+
+    /// Per upstream: seqs consecutive (each the last + 1), so nothing
+    /// missing and nothing twice. Returns the number of messages checked.
+    fn assert_consecutive(&self) -> usize {
+        let all = self.0.lock().unwrap();
+        let mut n = 0;
+        for (u, seqs) in all.iter() {
+            for w in seqs.windows(2) {
+                assert_eq!(w[1], w[0] + 1, "{u}: seq {} followed by {} (of {} messages)", w[0], w[1], seqs.len());
+            }
+            n += seqs.len();
+        }
+        n
+    }
+}
+
+/// Waits until each feed has exactly one open connection and each live
+/// replica holds `per` upstreams; returns how long that took.
+async fn balanced(feeds: &[CountingFeed], replicas: &[&Replica], per: f64, deadline: Duration, what: &str) -> Duration {
+    let started = Instant::now();
+    eventually(deadline, what, || {
+        feeds.iter().all(|f| f.open() == 1) && replicas.iter().all(|r| r.owned() == Some(per))
+    })
+    .await;
+    started.elapsed()
+}
+
+/// Which replica (by node name) `/status` of `r` names as owner of each upstream.
+fn owners(r: &Replica) -> BTreeMap<String, String> {
+    let status = r.status().expect("/status");
+    status["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["name"].as_str().unwrap().to_string(), u["owner"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// 3 replicas x 6 upstreams: each feed connected exactly once, 2 per
+/// replica, every replica ready and its `/ws` subscribers getting all 6;
+/// after `kill -9` of an owner its upstreams are back within lease_ttl +
+/// lease_ttl/3 + backoff initial (+ slack for a loaded machine), and a
+/// subscriber on a survivor sees every upstream's seq continue with no gap
+/// and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_upstreams_once_and_survive_a_kill() {
+    if !nats_up() {
+        return;
+    }
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let feeds: Vec<CountingFeed> = (0..6).map(|_| CountingFeed::start()).collect();
+    let mut replicas: Vec<Replica> =
+        ["n1", "n2", "n3"].iter().map(|n| Replica::new(dir.path(), n, &names, &feeds)).collect();
+    for r in &mut replicas {
+        r.start();
+    }
+    let all: Vec<&Replica> = replicas.iter().collect();
+    let took = balanced(&feeds, &all, 2.0, Duration::from_secs(30), "6 feeds connected once, 2 per replica").await;
+    eprintln!("balanced after {took:?}");
+    for (i, f) in feeds.iter().enumerate() {
+        assert_eq!(f.feed.log.accepted(), 1, "u{i} was connected exactly once");
+    }
+    eventually(Duration::from_secs(10), "every replica ready", || replicas.iter().all(Replica::ready)).await;
+    let by_owner = owners(&replicas[2]);
+    assert_eq!(by_owner, owners(&replicas[0]), "replicas agree on the owners");
+    assert!(by_owner.values().all(|o| ["n1", "n2", "n3"].contains(&o.as_str())), "{by_owner:?}");
+
+    let seen = Seen::follow(replicas[2].addr).await;
+    eventually(Duration::from_secs(10), "the survivor's subscriber gets all 6", || {
+        (0..6).all(|i| seen.count(&format!("u{i}")) > 20)
+    })
+    .await;
+
+    let victims: Vec<usize> =
+        by_owner.iter().filter(|(_, o)| *o == "n1").map(|(u, _)| u[1..].parse().unwrap()).collect();
+    assert_eq!(victims.len(), 2, "{by_owner:?}");
+    replicas[0].kill();
+    let killed = Instant::now();
+    eventually(Duration::from_secs(15), "the victim's upstreams connected again", || {
+        victims.iter().all(|&i| feeds[i].open() == 1 && feeds[i].feed.log.accepted() == 2)
+    })
+    .await;
+    let back = killed.elapsed();
+    let bound = TTL + TTL / 3 + INITIAL;
+    eprintln!("kill -9: upstreams back after {back:?} (SPEC bound {bound:?})");
+    assert!(back <= bound + Duration::from_millis(2500), "back after {back:?}, bound {bound:?}");
+    let survivors: Vec<&Replica> = replicas[1..].iter().collect();
+    balanced(&feeds, &survivors, 3.0, Duration::from_secs(10), "3 per survivor").await;
+    let before: Vec<usize> = victims.iter().map(|i| seen.count(&format!("u{i}"))).collect();
+    eventually(Duration::from_secs(10), "the subscriber gets the new owner's messages", || {
+        victims.iter().zip(&before).all(|(i, b)| seen.count(&format!("u{i}")) > b + 20)
+    })
+    .await;
+    let checked = seen.assert_consecutive();
+    eprintln!("{checked} messages on the survivor, seq consecutive");
+    for f in &feeds {
+        assert!(f.open() <= 1, "never two links to one feed at the end");
+    }
+    for r in &mut replicas {
+        r.terminate();
+    }
+    names.clean().await;
+}
+
+/// A rolling restart (n1 stopped and started again, then n2) loses
+/// nothing for a subscriber of n3, which stays: every upstream's seq is
+/// consecutive throughout, and the cluster is balanced again after each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_loses_nothing() {
+    if !nats_up() {
+        return;
+    }
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let feeds: Vec<CountingFeed> = (0..6).map(|_| CountingFeed::start()).collect();
+    let mut replicas: Vec<Replica> =
+        ["r1", "r2", "r3"].iter().map(|n| Replica::new(dir.path(), n, &names, &feeds)).collect();
+    for r in &mut replicas {
+        r.start();
+    }
+    {
+        let all: Vec<&Replica> = replicas.iter().collect();
+        balanced(&feeds, &all, 2.0, Duration::from_secs(30), "balanced at start").await;
+    }
+    let seen = Seen::follow(replicas[2].addr).await;
+    eventually(Duration::from_secs(10), "the subscriber gets all 6", || {
+        (0..6).all(|i| seen.count(&format!("u{i}")) > 10)
+    })
+    .await;
+    for step in 0..2 {
+        let stopped = Instant::now();
+        replicas[step].terminate();
+        {
+            let rest: Vec<&Replica> = replicas.iter().filter(|r| r.daemon.is_some()).collect();
+            let took = balanced(&feeds, &rest, 3.0, Duration::from_secs(15), "the others hold all").await;
+            eprintln!("{} stopped: the others hold all after {:?}", replicas[step].node, stopped.elapsed().max(took));
+        }
+        replicas[step].start();
+        let all: Vec<&Replica> = replicas.iter().collect();
+        let took = balanced(&feeds, &all, 2.0, Duration::from_secs(20), "balanced again").await;
+        eprintln!("{} started: balanced again after {took:?}", replicas[step].node);
+    }
+    let counts: Vec<usize> = (0..6).map(|i| seen.count(&format!("u{i}"))).collect();
+    eventually(Duration::from_secs(10), "messages keep coming", || {
+        (0..6).all(|i| seen.count(&format!("u{i}")) > counts[i] + 10)
+    })
+    .await;
+    let checked = seen.assert_consecutive();
+    eprintln!("{checked} messages on the staying replica across the rolling restart, seq consecutive");
+    for r in &mut replicas {
+        r.terminate();
+    }
+    names.clean().await;
+}
