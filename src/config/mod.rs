@@ -50,4 +50,6 @@ pub use units::{parse_duration, parse_size, Dur, Size};
 pub use validate::validate;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod tests;
