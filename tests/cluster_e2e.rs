@@ -270,6 +270,17 @@ async fn replicas_share_upstreams_once_and_survive_a_kill() {
     let by_owner = owners(&replicas[2]);
     assert_eq!(by_owner, owners(&replicas[0]), "replicas agree on the owners");
     assert!(by_owner.values().all(|o| ["n1", "n2", "n3"].contains(&o.as_str())), "{by_owner:?}");
+    // A replica shows the owner's state for upstreams it does not hold.
+    let status = replicas[2].status().unwrap();
+    assert_eq!(status["cluster"]["node"], "n3");
+    for u in status["upstreams"].as_array().unwrap() {
+        assert_eq!(u["state"], "connected", "{u}");
+    }
+    let (_, text) = http_get(replicas[2].addr, "/metrics").unwrap();
+    let changes: f64 = (0..6)
+        .filter_map(|i| metric(&text, &format!("wsgate_cluster_lease_changes_total{{upstream=\"u{i}\"}} ")))
+        .sum();
+    assert_eq!(changes, 2.0, "n3 took two leases:\n{text}");
 
     let seen = Seen::follow(replicas[2].addr).await;
     eventually(Duration::from_secs(10), "the survivor's subscriber gets all 6", || {

@@ -44,6 +44,13 @@ pub struct Leases {
     node: String,
     /// Upstream -> the revision this node wrote last, for each lease held.
     held: BTreeMap<String, u64>,
+    /// Leases above the fair share being handed over: no longer held nor
+    /// renewed, deleted by [`Leases::let_go`] once the caller has stopped
+    /// the upstream and stored its last messages (with the revision, so a
+    /// lease that expired and was taken by another node stays).
+    letting: BTreeMap<String, u64>,
+    /// Release through `letting` instead of deleting at once.
+    defer: bool,
     /// What the bucket said in the last round.
     seen: View,
 }
@@ -89,6 +96,8 @@ impl Leases {
             bucket: bucket.to_string(),
             node: key_part(node),
             held: BTreeMap::new(),
+            letting: BTreeMap::new(),
+            defer: false,
             seen: View::default(),
         })
     }
@@ -140,9 +149,18 @@ impl Leases {
         }
         let names: Vec<String> = upstreams.iter().map(|u| key_part(u)).collect();
         self.seen = self.view().await?;
-        let step = plan(&self.node, &names, &self.seen);
+        // A lease being handed over is neither this node's nor free.
+        let mut planning = self.seen.clone();
+        for upstream in self.letting.keys() {
+            planning.owners.insert(upstream.clone(), format!("{}~", self.node));
+        }
+        let step = plan(&self.node, &names, &planning);
         for upstream in step.release {
-            if self.held.remove(&upstream).is_some() {
+            let Some(revision) = self.held.remove(&upstream) else { continue };
+            if self.defer {
+                info!(upstream = %upstream, node = %self.node, "Lease being let go (above the fair share).");
+                self.letting.insert(upstream, revision);
+            } else {
                 self.kv.delete(lease_key(&upstream)).await.map_err(|e| self.err(e))?;
                 info!(upstream = %upstream, node = %self.node, "Lease let go (above the fair share).");
             }
@@ -162,6 +180,27 @@ impl Leases {
     pub async fn announce(&self) -> Result<(), LeaseError> {
         let me = Bytes::from(self.node.clone());
         self.kv.put(format!("{NODES}{}", self.node), me).await.map(drop).map_err(|e| self.err(e))
+    }
+
+    /// From now on, leases above the fair share are not deleted by
+    /// [`Leases::round`] but handed over: see [`Leases::let_go`].
+    pub fn defer_release(&mut self) {
+        self.defer = true;
+    }
+
+    /// True while `upstream`'s lease is being handed over.
+    pub fn is_letting_go(&self, upstream: &str) -> bool {
+        self.letting.contains_key(&key_part(upstream))
+    }
+
+    /// Deletes a lease being handed over (unless it expired and another
+    /// node took it since).
+    pub async fn let_go(&mut self, upstream: &str) {
+        let Some(revision) = self.letting.remove(&key_part(upstream)) else { return };
+        match self.kv.delete_expect_revision(lease_key(&key_part(upstream)), Some(revision)).await {
+            Ok(()) => info!(upstream, node = %self.node, "Lease let go (above the fair share)."),
+            Err(e) => info!(upstream, node = %self.node, error = %e, "Lease had expired before it was let go."),
+        }
     }
 
     /// What the bucket said in the last round (owners, live nodes, states).
@@ -207,6 +246,9 @@ impl Leases {
     /// Lets every lease go and marks this node gone (a clean stop), so
     /// others take over at once instead of after `lease_ttl`.
     pub async fn release_all(&mut self) -> Result<(), LeaseError> {
+        for (upstream, revision) in std::mem::take(&mut self.letting) {
+            let _ = self.kv.delete_expect_revision(lease_key(&upstream), Some(revision)).await;
+        }
         for upstream in std::mem::take(&mut self.held).into_keys() {
             self.kv.delete(lease_key(&upstream)).await.map_err(|e| self.err(e))?;
         }

@@ -18,6 +18,7 @@
 //! Architecture invariant: knows NATS and `model`, nothing of actix, the
 //! hub or the upstreams; the wiring will live in `app.rs`.
 
+mod handover;
 mod leases;
 mod node;
 pub mod relay;

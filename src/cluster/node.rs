@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use anyhow::Context as _;
-use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::{self, Stream};
 use async_nats::jetstream::{self};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use super::handover::{continue_seq, hand_over};
 use super::relay::{self, Progress};
 use super::Leases;
 use crate::config::{redact_url, ClusterConfig, Redactor, SinkConfig, UpstreamConfig};
@@ -136,6 +137,8 @@ impl Cluster {
         ));
         let owners = Arc::new(Owners { node: leases.node().to_string(), owners: RwLock::default() });
         let (stop, stopped) = oneshot::channel();
+        // One hand-over at most per upstream at a time.
+        let (handed, handed_rx) = mpsc::channel(upstreams.len().max(1));
         let node = Node {
             leases,
             ttl: cfg.lease_ttl.get(),
@@ -146,11 +149,12 @@ impl Cluster {
             publishers,
             deps,
             owned: BTreeMap::new(),
+            handed,
             mirrors,
             owners: Arc::clone(&owners),
             run: run.to_string(),
         };
-        let rounds = actix_rt::spawn(node.rounds(stopped));
+        let rounds = actix_rt::spawn(node.rounds(stopped, handed_rx));
         Ok(Cluster { owners, run, stop, rounds, reader, publisher })
     }
 
@@ -184,6 +188,8 @@ struct Node {
     deps: Deps,
     /// The actors of the upstreams this replica holds.
     owned: BTreeMap<String, Addr<Upstream>>,
+    /// Hand-overs report here when the lease can be deleted.
+    handed: mpsc::Sender<String>,
     /// The status objects of upstreams while this replica does not hold them.
     mirrors: HashMap<String, Arc<UpstreamStatus>>,
     owners: Arc<Owners>,
@@ -191,7 +197,8 @@ struct Node {
 }
 
 impl Node {
-    async fn rounds(mut self, mut stopped: oneshot::Receiver<()>) -> Leases {
+    async fn rounds(mut self, mut stopped: oneshot::Receiver<()>, mut handed: mpsc::Receiver<String>) -> Leases {
+        self.leases.defer_release();
         let mut tick = actix_rt::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let names: Vec<String> = self.upstreams.iter().map(|u| u.name.clone()).collect();
@@ -205,6 +212,9 @@ impl Node {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = &mut stopped => break,
+            }
+            while let Ok(name) = handed.try_recv() {
+                self.leases.let_go(&name).await;
             }
             match self.leases.round(&names).await {
                 Ok(held) => {
@@ -232,9 +242,18 @@ impl Node {
     async fn apply(&mut self, held: &BTreeSet<String>) {
         let gone: Vec<String> = self.owned.keys().filter(|u| !held.contains(*u)).cloned().collect();
         for name in gone {
-            if let Some(addr) = self.owned.remove(&name) {
-                addr.do_send(upstream::Retire);
-                self.deps.metrics.lease_left(&name, &self.owners.node, "let go or lost");
+            let Some(addr) = self.owned.remove(&name) else { continue };
+            let publisher = self.publishers.get(&name).cloned();
+            match publisher.filter(|_| self.leases.is_letting_go(&name)) {
+                Some(publisher) => {
+                    self.deps.metrics.lease_left(&name, &self.owners.node, "above the fair share");
+                    let (stream, prefix) = (self.stream.clone(), self.prefix.clone());
+                    actix_rt::spawn(hand_over(addr, stream, prefix, name, publisher, self.handed.clone()));
+                }
+                None => {
+                    self.deps.metrics.lease_left(&name, &self.owners.node, "lost");
+                    addr.do_send(upstream::Retire);
+                }
             }
         }
         let gained: Vec<Arc<UpstreamConfig>> = self
@@ -245,7 +264,10 @@ impl Node {
             .collect();
         // Each continues its seq first; together, so a round stays short.
         let limit = (self.ttl / 4).min(Duration::from_secs(2));
-        let continues = gained.iter().map(|u| self.continue_seq(&u.name, limit));
+        let continues = gained.iter().filter_map(|u| {
+            let publisher = self.publishers.get(&u.name)?;
+            Some(continue_seq(&self.stream, &self.prefix, &u.name, publisher, &self.progress, limit))
+        });
         futures_util::future::join_all(continues).await;
         for cfg in gained {
             self.deps.metrics.lease_taken(&cfg.name, &self.owners.node);
@@ -294,29 +316,6 @@ impl Node {
             owners.insert(name.clone(), self.owners.node.clone());
         }
         *self.owners.owners.write().unwrap_or_else(|p| p.into_inner()) = owners;
-    }
-
-    /// Moves the hub's counter of `upstream` to the last `wsgate-seq`
-    /// stored for it, once the reader has passed that message.
-    async fn continue_seq(&self, upstream: &str, limit: Duration) {
-        let Some(publisher) = self.publishers.get(upstream) else { return };
-        let subject = format!("{}.{upstream}.>", self.prefix);
-        match self.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(last) => {
-                if !self.progress.reached(last.sequence, limit).await {
-                    warn!(upstream, "The cluster stream reader is behind; continuing seq from the stored one.");
-                }
-                let seq = last.headers.get("wsgate-seq").and_then(|v| v.as_str().parse::<u64>().ok());
-                if let Some(seq) = seq {
-                    publisher.advance_to(seq);
-                    info!(upstream, seq, "Continuing seq from the stream.");
-                }
-            }
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
-            Err(e) => {
-                warn!(upstream, error = %e, "Cannot read the last stored message; seq continues from what this replica saw.")
-            }
-        }
     }
 
     /// Writes `state.<name>` of each owned upstream.
