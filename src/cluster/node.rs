@@ -37,6 +37,8 @@ use crate::subscriber::sinks::Sinks;
 use crate::telemetry::Metrics;
 use crate::upstream::{self, Governor, StatusBoard, Upstream, UpstreamStatus};
 
+/// How long the cluster stream keeps messages when this replica creates it.
+const STREAM_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Longest wait for NATS at start (connect, bucket, stream).
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,6 +109,8 @@ impl Cluster {
             let config = stream::Config {
                 name: cfg.stream.clone(),
                 subjects: vec![format!("{}.>", cfg.subject_prefix)],
+                // Bounded: replicas read it live; an hour covers any takeover.
+                max_age: STREAM_MAX_AGE,
                 ..Default::default()
             };
             let stream =
