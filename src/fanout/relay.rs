@@ -43,3 +43,52 @@ impl Publisher {
         self.slot.seq.fetch_max(seq, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Instant, SystemTime};
+
+    use super::super::{Filter, Hub, SubQueue};
+    use super::*;
+    use crate::config::Overflow;
+    use crate::model::DataKind;
+    use crate::telemetry::Metrics;
+
+    fn msg(upstream: &str) -> Incoming {
+        Incoming {
+            upstream: upstream.into(),
+            topic: "".into(),
+            raw: bytes::Bytes::from_static(b"1"),
+            raw_is_text: true,
+            kind: DataKind::Json,
+            received_at: SystemTime::now(),
+            received: Instant::now(),
+            conn: 1,
+        }
+    }
+
+    /// Relayed messages keep the owner's seq, advance the counter, are
+    /// skipped at or below it, and never reach local-only subscribers;
+    /// local publishes continue after the relayed seq.
+    #[test]
+    fn relays_with_the_owners_seq() {
+        let m = Metrics::new();
+        let hub = Hub::new();
+        let p = hub.publisher("a");
+        let all = SubQueue::bounded(100, usize::MAX, Overflow::DropOldest, false, m.subscriber("websocket"));
+        let local = SubQueue::bounded(100, usize::MAX, Overflow::DropOldest, false, m.subscriber("nats"));
+        let _s1 = hub.subscribe(Arc::clone(&all), Filter::from_lists(&[], &[], 10).unwrap()).unwrap();
+        let _s2 = hub.subscribe(Arc::clone(&local), Filter::from_lists(&[], &[], 10).unwrap().local_only()).unwrap();
+        assert!(p.relay(msg("a"), 41));
+        assert!(!p.relay(msg("a"), 41), "seen");
+        assert!(!p.relay(msg("a"), 7), "older");
+        assert_eq!((p.seq(), all.len(), local.len()), (41, 1, 0));
+        assert_eq!(p.publish(msg("a")), 42, "a local publish continues");
+        assert_eq!((all.len(), local.len()), (2, 1));
+        assert!(!p.relay(msg("a"), 42), "an own message coming back");
+        p.advance_to(100);
+        p.advance_to(50);
+        assert_eq!(p.publish(msg("a")), 101);
+    }
+}
