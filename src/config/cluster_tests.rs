@@ -68,3 +68,11 @@ fn cluster_from_the_environment() {
     assert!(s.cluster.enabled);
     assert_eq!((s.cluster.node.as_str(), s.cluster.lease_ttl.get().as_secs()), ("wsgate-1", 3));
 }
+
+/// `wsgate check` never shows the NATS URL's userinfo.
+#[test]
+fn cluster_url_is_redacted() {
+    let s = load_toml("[cluster]\nenabled = true\nnats_url = \"nats://user:hunter2@nats:4222\"").unwrap();
+    let shown = s.to_redacted_toml();
+    assert!(!shown.contains("hunter2") && shown.contains("nats_url"), "{shown}");
+}
