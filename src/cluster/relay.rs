@@ -60,19 +60,17 @@ impl Progress {
 /// Reads `stream` (subjects `{prefix}.>`) from its end, for ever: a
 /// consumer that fails is created again from the next unread sequence.
 pub async fn run(stream: Stream, prefix: String, publishers: HashMap<String, Publisher>, progress: Arc<Progress>) {
-    if progress.handled() == 0 {
-        let last = match stream.get_info().await {
-            Ok(info) => info.state.last_sequence,
-            Err(_) => 0,
-        };
-        progress.handled.store(last, Ordering::Relaxed);
+    // From the end: what was stored before this replica started is not
+    // delivered (its subscribers were not there).
+    if let Ok(info) = stream.get_info().await {
+        progress.handled.fetch_max(info.state.last_sequence, Ordering::Relaxed);
     }
     loop {
-        let config = OrderedConfig {
-            filter_subject: format!("{prefix}.>"),
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: progress.handled() + 1 },
-            ..Default::default()
+        let deliver_policy = match progress.handled() {
+            0 => DeliverPolicy::New,
+            n => DeliverPolicy::ByStartSequence { start_sequence: n + 1 },
         };
+        let config = OrderedConfig { filter_subject: format!("{prefix}.>"), deliver_policy, ..Default::default() };
         let messages = match stream.create_consumer(config).await {
             Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
