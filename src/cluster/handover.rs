@@ -3,6 +3,7 @@
 //! the last `wsgate-seq` stored for the upstream, once its stream reader
 //! has passed that message (so its own subscribers miss nothing either).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
@@ -12,6 +13,7 @@ use tracing::{info, warn};
 
 use super::relay::Progress;
 use crate::fanout::Publisher;
+use crate::telemetry::Metrics;
 use crate::upstream::{self, Upstream};
 
 /// Longest wait for the last messages of a retired upstream to be stored.
@@ -55,18 +57,27 @@ pub(super) async fn continue_seq(
     }
 }
 
+/// Closes the link of an upstream this replica no longer holds (1000) and
+/// drops its `wsgate_upstream_*` series here: they belong to the owner's
+/// replica now (a `stopped` state left behind would look like an outage).
+pub(super) async fn retire(addr: Addr<Upstream>, metrics: Arc<Metrics>, upstream: &str) {
+    let _ = addr.send(upstream::Retire).await;
+    metrics.remove_upstream(upstream);
+}
+
 /// An owner letting `upstream` go: closes its link (1000), waits until the
 /// stream holds its last numbered message (at most 2 s), then reports on
 /// `done` so the round loop deletes the lease.
 pub(super) async fn hand_over(
     addr: Addr<Upstream>,
+    metrics: Arc<Metrics>,
     stream: Stream,
     prefix: String,
     upstream: String,
     publisher: Publisher,
     done: mpsc::Sender<String>,
 ) {
-    let _ = addr.send(upstream::Retire).await;
+    retire(addr, metrics, &upstream).await;
     let target = publisher.seq();
     let end = Instant::now() + STORE_WAIT;
     loop {

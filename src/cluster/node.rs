@@ -26,7 +26,7 @@ use async_nats::jetstream::{self};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::handover::{continue_seq, hand_over};
+use super::handover::{continue_seq, hand_over, retire};
 use super::relay::{self, Progress};
 use super::Leases;
 use crate::config::{redact_url, ClusterConfig, Redactor, SinkConfig, UpstreamConfig};
@@ -252,11 +252,13 @@ impl Node {
                 Some(publisher) => {
                     self.deps.metrics.lease_left(&name, &self.owners.node, "above the fair share");
                     let (stream, prefix) = (self.stream.clone(), self.prefix.clone());
-                    actix_rt::spawn(hand_over(addr, stream, prefix, name, publisher, self.handed.clone()));
+                    let metrics = Arc::clone(&self.deps.metrics);
+                    actix_rt::spawn(hand_over(addr, metrics, stream, prefix, name, publisher, self.handed.clone()));
                 }
                 None => {
                     self.deps.metrics.lease_left(&name, &self.owners.node, "lost");
-                    addr.do_send(upstream::Retire);
+                    let metrics = Arc::clone(&self.deps.metrics);
+                    actix_rt::spawn(async move { retire(addr, metrics, &name).await });
                 }
             }
         }
