@@ -313,6 +313,20 @@ async fn replicas_share_upstreams_once_and_survive_a_kill() {
     for f in &feeds {
         assert!(f.open() <= 1, "never two links to one feed at the end");
     }
+    // The cluster's run id lives in the bucket, and every stored message
+    // carries it in its Nats-Msg-Id.
+    let js = async_nats::jetstream::new(async_nats::connect(NATS).await.unwrap());
+    let run = js.get_key_value(&names.bucket).await.unwrap().get("run").await.unwrap().expect("a run key");
+    let run = String::from_utf8(run.to_vec()).unwrap();
+    let stream = js.get_stream(&names.stream).await.unwrap();
+    let last = stream.get_last_raw_message_by_subject(&format!("{}.u0.>", names.prefix)).await.unwrap();
+    let id = last
+        .headers
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_else(|| panic!("{:?}", last.headers));
+    let seq = last.headers.get("wsgate-seq").unwrap().as_str().to_string();
+    assert_eq!(id, format!("u0:{run}:{seq}"));
     for r in &mut replicas {
         r.terminate();
     }
