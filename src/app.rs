@@ -281,13 +281,16 @@ impl Gateway {
         let mut report = ReloadReport::default();
         let mut old: Vec<(Arc<UpstreamConfig>, Addr<Upstream>)> = std::mem::take(&mut self.upstreams);
         let mut next = Vec::with_capacity(new.upstreams.len());
-        let upstream_cfgs = if self.cluster.is_some() {
-            if new.upstreams != self.settings.upstreams || new.cluster != self.settings.cluster {
-                warn!("In cluster mode, [[upstreams]] and [cluster] changes need a restart.");
+        let upstream_cfgs = match &self.cluster {
+            Some(cluster) => {
+                if new.cluster != self.settings.cluster {
+                    warn!("[cluster] changes need a restart.");
+                }
+                report = cluster_report(&self.settings.upstreams, &new.upstreams);
+                cluster.reconfigure(&new.upstreams);
+                &[][..]
             }
-            &[][..]
-        } else {
-            &new.upstreams[..]
+            None => &new.upstreams[..],
         };
         for cfg in upstream_cfgs {
             let found = old.iter().position(|(c, _)| c.name == cfg.name);
@@ -347,7 +350,6 @@ impl Gateway {
         self.settings.server.listen = old_settings.server.listen;
         if self.cluster.is_some() {
             // What the cluster runs on until a restart.
-            self.settings.upstreams = old_settings.upstreams;
             self.settings.cluster = old_settings.cluster;
         }
         info!(added = ?report.added, removed = ?report.removed, restarted = ?report.restarted, unchanged = report.unchanged.len(), "Config reloaded.");
@@ -378,6 +380,21 @@ impl Gateway {
 
 /// How often `serve` looks for dead upstream actors.
 const REVIVE_EVERY: Duration = Duration::from_secs(2);
+
+/// A reload in cluster mode by name (the cluster applies it: a changed
+/// upstream restarts only on the replica that holds it).
+fn cluster_report(old: &[UpstreamConfig], new: &[UpstreamConfig]) -> ReloadReport {
+    let mut report = ReloadReport::default();
+    for cfg in new {
+        match old.iter().find(|o| o.name == cfg.name) {
+            None => report.added.push(cfg.name.clone()),
+            Some(o) if o != cfg => report.restarted.push(cfg.name.clone()),
+            Some(_) => report.unchanged.push(cfg.name.clone()),
+        }
+    }
+    report.removed = old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)).map(|o| o.name.clone()).collect();
+    report
+}
 
 fn new_name(list: &[(Arc<UpstreamConfig>, Addr<Upstream>)]) -> String {
     list.last().map(|(c, _)| c.name.clone()).unwrap_or_default()

@@ -98,6 +98,16 @@ struct Replica {
 impl Replica {
     fn new(dir: &std::path::Path, node: &str, names: &Names, feeds: &[CountingFeed]) -> Replica {
         let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let config = dir.join(format!("{node}.toml"));
+        let r = Replica { node: node.into(), addr, config, log: dir.join(format!("{node}.log")), daemon: None };
+        r.write(names, &feeds.iter().enumerate().collect::<Vec<_>>());
+        r
+    }
+
+    /// Writes the config with these upstreams (`u<index>`).
+    fn write(&self, names: &Names, feeds: &[(usize, &CountingFeed)]) {
+        let (node, port) = (&self.node, self.addr.port());
         let mut cfg = format!(
             r#"
 [server]
@@ -117,17 +127,25 @@ subject_prefix = "{prefix}"
             stream = names.stream,
             prefix = names.prefix,
         );
-        for (i, f) in feeds.iter().enumerate() {
+        for (i, f) in feeds {
             cfg.push_str(&format!(
                 "[[upstreams]]\nname = \"u{i}\"\nurl = \"{}\"\n[upstreams.reconnect]\ninitial = \"{}ms\"\n",
                 f.feed.url("/"),
                 INITIAL.as_millis()
             ));
         }
-        let config = dir.join(format!("{node}.toml"));
-        std::fs::write(&config, cfg).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        Replica { node: node.into(), addr, config, log: dir.join(format!("{node}.log")), daemon: None }
+        std::fs::write(&self.config, cfg).unwrap();
+    }
+
+    /// SIGHUP by PID: reload the config file.
+    fn reload(&self) {
+        let pid = self.daemon.as_ref().expect("running").0.id().to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    }
+
+    fn upstream_names(&self) -> Vec<String> {
+        let status = self.status().expect("/status");
+        status["upstreams"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap().to_string()).collect()
     }
 
     fn start(&mut self) {
@@ -378,6 +396,53 @@ async fn rolling_restart_loses_nothing() {
     .await;
     let checked = seen.assert_consecutive();
     eprintln!("{checked} messages on the staying replica across the rolling restart, seq consecutive");
+    for r in &mut replicas {
+        r.terminate();
+    }
+    names.clean().await;
+}
+
+/// SIGHUP in cluster mode: an added upstream is shared out and connected
+/// once; a removed one is closed and gone from every replica's /status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_upstreams_across_the_cluster() {
+    if !nats_up() {
+        return;
+    }
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let feeds: Vec<CountingFeed> = (0..3).map(|_| CountingFeed::start()).collect();
+    let mut replicas: Vec<Replica> =
+        ["h1", "h2"].iter().map(|n| Replica::new(dir.path(), n, &names, &feeds[..2])).collect();
+    for r in &mut replicas {
+        r.start();
+    }
+    {
+        let all: Vec<&Replica> = replicas.iter().collect();
+        balanced(&feeds[..2], &all, 1.0, Duration::from_secs(30), "1 each").await;
+    }
+    let three: Vec<(usize, &CountingFeed)> = feeds.iter().enumerate().collect();
+    for r in &replicas {
+        r.write(&names, &three);
+        r.reload();
+    }
+    eventually(Duration::from_secs(15), "the added upstream connected once", || {
+        feeds.iter().all(|f| f.open() == 1) && replicas.iter().map(|r| r.owned().unwrap_or(0.0)).sum::<f64>() == 3.0
+    })
+    .await;
+    assert_eq!(feeds[2].feed.log.accepted(), 1);
+    let two: Vec<(usize, &CountingFeed)> = feeds.iter().enumerate().skip(1).collect();
+    for r in &replicas {
+        r.write(&names, &two);
+        r.reload();
+    }
+    eventually(Duration::from_secs(15), "u0 closed and gone everywhere", || {
+        feeds[0].open() == 0
+            && feeds[1..].iter().all(|f| f.open() == 1)
+            && replicas.iter().all(|r| r.upstream_names() == ["u1", "u2"])
+    })
+    .await;
+    eventually(Duration::from_secs(10), "ready everywhere", || replicas.iter().all(Replica::ready)).await;
     for r in &mut replicas {
         r.terminate();
     }

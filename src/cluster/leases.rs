@@ -135,8 +135,15 @@ impl Leases {
     pub async fn round(&mut self, upstreams: &[String]) -> Result<BTreeSet<String>, LeaseError> {
         let me = Bytes::from(self.node.clone());
         self.kv.put(format!("{NODES}{}", self.node), me.clone()).await.map_err(|e| self.err(e))?;
+        let names: Vec<String> = upstreams.iter().map(|u| key_part(u)).collect();
         let held: Vec<(String, u64)> = self.held.iter().map(|(u, r)| (u.clone(), *r)).collect();
         for (upstream, revision) in held {
+            if !names.contains(&upstream) {
+                // Removed from the config (a reload): let it go.
+                self.held.remove(&upstream);
+                let _ = self.kv.delete_expect_revision(lease_key(&upstream), Some(revision)).await;
+                continue;
+            }
             match self.kv.update(lease_key(&upstream), me.clone(), revision).await {
                 Ok(revision) => {
                     self.held.insert(upstream, revision);
@@ -147,7 +154,6 @@ impl Leases {
                 }
             }
         }
-        let names: Vec<String> = upstreams.iter().map(|u| key_part(u)).collect();
         self.seen = self.view().await?;
         // A lease being handed over is neither this node's nor free.
         let mut planning = self.seen.clone();

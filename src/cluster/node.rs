@@ -23,11 +23,11 @@ use actix::Addr;
 use anyhow::Context as _;
 use async_nats::jetstream::stream::{self, Stream};
 use async_nats::jetstream::{self};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::handover::{continue_seq, hand_over, retire};
-use super::relay::{self, Progress};
+use super::relay::{self, Progress, Publishers};
 use super::Leases;
 use crate::config::{redact_url, ClusterConfig, Redactor, SinkConfig, UpstreamConfig};
 use crate::fanout::{Closed, Hub, Publisher};
@@ -37,6 +37,9 @@ use crate::subscriber::sinks::Sinks;
 use crate::telemetry::Metrics;
 use crate::upstream::{self, Governor, StatusBoard, Upstream, UpstreamStatus};
 
+/// Hand-overs under way at once, at most (one per upstream; more than that
+/// and the lease is left to expire).
+const HANDOVERS: usize = 256;
 /// How long the cluster stream keeps messages when this replica creates it.
 const STREAM_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Longest wait for NATS at start (connect, bucket, stream).
@@ -80,6 +83,8 @@ pub struct Cluster {
     pub run: RunId,
     /// Ends the round loop, which then shuts its actors down.
     stop: oneshot::Sender<()>,
+    /// A reload's `[[upstreams]]`, applied by the round loop.
+    configs: watch::Sender<Vec<Arc<UpstreamConfig>>>,
     /// The round loop; gives the leases back for the handover.
     rounds: tokio::task::JoinHandle<Leases>,
     /// The stream reader.
@@ -126,23 +131,24 @@ impl Cluster {
 
         let publisher = Sinks::start(&[publisher_config(cfg, &shown)?], &deps.hub, &deps.metrics, &run)
             .context("cluster publisher")?;
-        let mut publishers = HashMap::new();
+        let publishers: Publishers = Arc::default();
         let mut mirrors = HashMap::new();
         for u in upstreams {
-            publishers.insert(u.name.clone(), deps.hub.publisher(&u.name));
+            publishers.write().unwrap_or_else(|p| p.into_inner()).insert(u.name.clone(), deps.hub.publisher(&u.name));
             mirror(&deps, &mut mirrors, u, None, None);
         }
         let progress = Arc::new(Progress::default());
         let reader = actix_rt::spawn(relay::run(
             stream.clone(),
             cfg.subject_prefix.clone(),
-            publishers.clone(),
+            Arc::clone(&publishers),
             Arc::clone(&progress),
         ));
         let owners = Arc::new(Owners { node: leases.node().to_string(), owners: RwLock::default() });
         let (stop, stopped) = oneshot::channel();
         // One hand-over at most per upstream at a time.
-        let (handed, handed_rx) = mpsc::channel(upstreams.len().max(1));
+        let (handed, handed_rx) = mpsc::channel(HANDOVERS);
+        let (configs, configs_rx) = watch::channel(Vec::new());
         let node = Node {
             leases,
             ttl: cfg.lease_ttl.get(),
@@ -158,8 +164,15 @@ impl Cluster {
             owners: Arc::clone(&owners),
             run: run.to_string(),
         };
-        let rounds = actix_rt::spawn(node.rounds(stopped, handed_rx));
-        Ok(Cluster { owners, run, stop, rounds, reader, publisher })
+        let rounds = actix_rt::spawn(node.rounds(stopped, handed_rx, configs_rx));
+        Ok(Cluster { owners, run, stop, configs, rounds, reader, publisher })
+    }
+
+    /// A reload: the round loop applies the new `[[upstreams]]` at its next
+    /// tick (added ones are shared out, removed ones stop and their leases
+    /// go, changed ones this replica holds restart).
+    pub fn reconfigure(&self, upstreams: &[UpstreamConfig]) {
+        let _ = self.configs.send(upstreams.iter().map(|u| Arc::new(u.clone())).collect());
     }
 
     /// A clean stop: the owned upstreams close (1000), what they brought
@@ -179,6 +192,9 @@ impl Cluster {
     }
 }
 
+#[path = "reconfig.rs"]
+mod reconfig;
+
 /// The round loop's state.
 struct Node {
     leases: Leases,
@@ -188,7 +204,7 @@ struct Node {
     progress: Arc<Progress>,
     /// In config order.
     upstreams: Vec<Arc<UpstreamConfig>>,
-    publishers: HashMap<String, Publisher>,
+    publishers: Publishers,
     deps: Deps,
     /// The actors of the upstreams this replica holds.
     owned: BTreeMap<String, Addr<Upstream>>,
@@ -201,11 +217,15 @@ struct Node {
 }
 
 impl Node {
-    async fn rounds(mut self, mut stopped: oneshot::Receiver<()>, mut handed: mpsc::Receiver<String>) -> Leases {
+    async fn rounds(
+        mut self,
+        mut stopped: oneshot::Receiver<()>,
+        mut handed: mpsc::Receiver<String>,
+        mut configs: watch::Receiver<Vec<Arc<UpstreamConfig>>>,
+    ) -> Leases {
         self.leases.defer_release();
         let mut tick = actix_rt::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let names: Vec<String> = self.upstreams.iter().map(|u| u.name.clone()).collect();
         let mut last_ok = Instant::now();
         // Round 0 only says "alive"; the first real round is one period later.
         tick.tick().await;
@@ -220,6 +240,11 @@ impl Node {
             while let Ok(name) = handed.try_recv() {
                 self.leases.let_go(&name).await;
             }
+            if configs.has_changed().unwrap_or(false) {
+                let new = configs.borrow_and_update().clone();
+                self.reconfigure(new).await;
+            }
+            let names: Vec<String> = self.upstreams.iter().map(|u| u.name.clone()).collect();
             match self.leases.round(&names).await {
                 Ok(held) => {
                     last_ok = Instant::now();
@@ -247,7 +272,7 @@ impl Node {
         let gone: Vec<String> = self.owned.keys().filter(|u| !held.contains(*u)).cloned().collect();
         for name in gone {
             let Some(addr) = self.owned.remove(&name) else { continue };
-            let publisher = self.publishers.get(&name).cloned();
+            let publisher = self.publisher(&name);
             match publisher.filter(|_| self.leases.is_letting_go(&name)) {
                 Some(publisher) => {
                     self.deps.metrics.lease_left(&name, &self.owners.node, "above the fair share");
@@ -271,8 +296,9 @@ impl Node {
         // Each continues its seq first; together, so a round stays short.
         let limit = (self.ttl / 4).min(Duration::from_secs(2));
         let continues = gained.iter().filter_map(|u| {
-            let publisher = self.publishers.get(&u.name)?;
-            Some(continue_seq(&self.stream, &self.prefix, &u.name, publisher, &self.progress, limit))
+            let publisher = self.publisher(&u.name)?;
+            let (stream, prefix, progress) = (&self.stream, &self.prefix, &self.progress);
+            Some(async move { continue_seq(stream, prefix, &u.name, &publisher, progress, limit).await })
         });
         futures_util::future::join_all(continues).await;
         for cfg in gained {
@@ -313,7 +339,7 @@ impl Node {
             let owner = seen.owners.get(&cfg.name).filter(|o| **o != self.owners.node);
             let state = owner.and_then(|_| seen.states.get(&cfg.name)).and_then(|s| parse_state(s));
             mirror(&self.deps, &mut self.mirrors, cfg, owner.map(String::as_str), state);
-            if let Some(p) = self.publishers.get(&cfg.name) {
+            if let Some(p) = self.publisher(&cfg.name) {
                 p.set_state(state.unwrap_or(LinkState::Connecting));
             }
         }
@@ -322,6 +348,11 @@ impl Node {
             owners.insert(name.clone(), self.owners.node.clone());
         }
         *self.owners.owners.write().unwrap_or_else(|p| p.into_inner()) = owners;
+    }
+
+    /// The hub handle of a configured upstream.
+    fn publisher(&self, name: &str) -> Option<Publisher> {
+        self.publishers.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// Writes `state.<name>` of each owned upstream.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
@@ -23,6 +23,10 @@ use tracing::warn;
 
 use crate::fanout::{Incoming, Publisher};
 use crate::model::DataKind;
+
+/// The hub handles of the configured upstreams, by name; kept current by
+/// the node at a reload. Names the config does not have are skipped.
+pub type Publishers = Arc<RwLock<HashMap<String, Publisher>>>;
 
 /// Pause before a consumer is created again after an error.
 const RETRY: Duration = Duration::from_secs(1);
@@ -59,7 +63,7 @@ impl Progress {
 
 /// Reads `stream` (subjects `{prefix}.>`) from its end, for ever: a
 /// consumer that fails is created again from the next unread sequence.
-pub async fn run(stream: Stream, prefix: String, publishers: HashMap<String, Publisher>, progress: Arc<Progress>) {
+pub async fn run(stream: Stream, prefix: String, publishers: Publishers, progress: Arc<Progress>) {
     // From the end: what was stored before this replica started is not
     // delivered (its subscribers were not there).
     if let Ok(info) = stream.get_info().await {
@@ -87,7 +91,9 @@ pub async fn run(stream: Stream, prefix: String, publishers: HashMap<String, Pub
                     };
                     let Ok(info) = message.info().map(|i| i.stream_sequence) else { continue };
                     if let Some((msg, seq)) = incoming(message.headers.as_ref(), &message.payload) {
-                        if let Some(publisher) = publishers.get(&*msg.upstream) {
+                        let publisher =
+                            publishers.read().unwrap_or_else(|p| p.into_inner()).get(&*msg.upstream).cloned();
+                        if let Some(publisher) = publisher {
                             publisher.relay(msg, seq);
                         }
                     }
