@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
 const NATS: &str = "127.0.0.1:4222";
+const REDIS: &str = "127.0.0.1:6379";
 const TTL: Duration = Duration::from_secs(2);
 const INITIAL: Duration = Duration::from_millis(200);
 
@@ -93,6 +94,8 @@ struct Replica {
     config: std::path::PathBuf,
     log: std::path::PathBuf,
     daemon: Option<Daemon>,
+    /// Appended to the config (sinks).
+    extra: String,
 }
 
 impl Replica {
@@ -100,7 +103,14 @@ impl Replica {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config = dir.join(format!("{node}.toml"));
-        let r = Replica { node: node.into(), addr, config, log: dir.join(format!("{node}.log")), daemon: None };
+        let r = Replica {
+            node: node.into(),
+            addr,
+            config,
+            log: dir.join(format!("{node}.log")),
+            daemon: None,
+            extra: String::new(),
+        };
         r.write(names, &feeds.iter().enumerate().collect::<Vec<_>>());
         r
     }
@@ -134,6 +144,7 @@ subject_prefix = "{prefix}"
                 INITIAL.as_millis()
             ));
         }
+        cfg.push_str(&self.extra);
         std::fs::write(&self.config, cfg).unwrap();
     }
 
@@ -414,6 +425,20 @@ async fn reload_adds_and_removes_upstreams_across_the_cluster() {
     let feeds: Vec<CountingFeed> = (0..3).map(|_| CountingFeed::start()).collect();
     let mut replicas: Vec<Replica> =
         ["h1", "h2"].iter().map(|n| Replica::new(dir.path(), n, &names, &feeds[..2])).collect();
+    // With Redis, each replica also has a redis sink: it stores only what
+    // that replica owns, so each message is stored once across the cluster.
+    let redis_up = TcpStream::connect_timeout(&REDIS.parse().unwrap(), Duration::from_secs(1)).is_ok();
+    if redis_up {
+        for r in &mut replicas {
+            r.extra = format!(
+                "[[sinks]]\nkind = \"redis\"\nurl = \"redis://{REDIS}\"\nstream = \"{}:{{upstream}}\"\n",
+                names.prefix
+            );
+            r.write(&names, &feeds[..2].iter().enumerate().collect::<Vec<_>>());
+        }
+    } else {
+        eprintln!("skipped (the redis sink part): no Redis on {REDIS}");
+    }
     for r in &mut replicas {
         r.start();
     }
@@ -445,6 +470,29 @@ async fn reload_adds_and_removes_upstreams_across_the_cluster() {
     eventually(Duration::from_secs(10), "ready everywhere", || replicas.iter().all(Replica::ready)).await;
     for r in &mut replicas {
         r.terminate();
+    }
+    if redis_up {
+        let mut conn = redis::Client::open(format!("redis://{REDIS}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis reachable");
+        for u in ["u0", "u1", "u2"] {
+            let key = format!("{}:{u}", names.prefix);
+            type Entry = (String, Vec<(String, String)>);
+            let entries: Vec<Entry> =
+                redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+            let mut seqs: Vec<u64> = entries
+                .iter()
+                .filter_map(|(_, f)| f.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.parse().ok()))
+                .collect();
+            let stored = seqs.len();
+            seqs.sort_unstable();
+            seqs.dedup();
+            assert_eq!(seqs.len(), stored, "{u}: every message stored once across the replicas");
+            assert!(stored > 10, "{u}: {stored} stored");
+            let _: Result<(), _> = redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
+        }
     }
     names.clean().await;
 }
