@@ -44,12 +44,23 @@ impl Names {
         let id = format!("{}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
         Names { bucket: format!("wsgate_e2e_{id}"), stream: format!("WSGATE_E2E_{id}"), prefix: format!("e2e{id}") }
     }
+}
 
-    /// Deletes what the test left in NATS.
-    async fn clean(&self) {
-        let js = async_nats::jetstream::new(async_nats::connect(NATS).await.unwrap());
-        let _ = js.delete_key_value(&self.bucket).await;
-        let _ = js.delete_stream(&self.stream).await;
+impl Drop for Names {
+    /// Deletes what the test left in NATS, passed or failed (on a thread
+    /// with a runtime of its own: drop may run inside the test's runtime).
+    fn drop(&mut self) {
+        let (bucket, stream) = (self.bucket.clone(), self.stream.clone());
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                let Ok(client) = async_nats::connect(NATS).await else { return };
+                let js = async_nats::jetstream::new(client);
+                let _ = js.delete_key_value(&bucket).await;
+                let _ = js.delete_stream(&stream).await;
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 
@@ -359,7 +370,6 @@ async fn replicas_share_upstreams_once_and_survive_a_kill() {
     for r in &mut replicas {
         r.terminate();
     }
-    names.clean().await;
 }
 
 /// A rolling restart (n1 stopped and started again, then n2) loses
@@ -410,7 +420,6 @@ async fn rolling_restart_loses_nothing() {
     for r in &mut replicas {
         r.terminate();
     }
-    names.clean().await;
 }
 
 /// SIGHUP in cluster mode: an added upstream is shared out and connected
@@ -494,5 +503,4 @@ async fn reload_adds_and_removes_upstreams_across_the_cluster() {
             let _: Result<(), _> = redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
         }
     }
-    names.clean().await;
 }
