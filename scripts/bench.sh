@@ -7,6 +7,7 @@
 #   scripts/bench.sh --only throughput    # some phases: throughput,latency,slow,rss,recovery,halfopen
 #   scripts/bench.sh profile              # callgrind profiles of the fan-out path -> docs/bench/profile/
 #   scripts/bench.sh heap                 # massif heap profile, 2 000 idle subscribers -> docs/bench/profile/heap-idle-subscribers.txt
+#   scripts/bench.sh cluster              # through NATS vs. direct /ws (issue 15) -> docs/bench/cluster.md (scripts/bench_cluster.sh)
 #   scripts/bench.sh lossless [ARGS]      # lossless bursts, relay pinned to core 0 (issue 16) -> docs/bench/lossless.{md,json}
 #                                         #   e.g. --rounds 1 --scenarios 10:20000 --no-write for a quick check
 #   scripts/bench.sh scale [--deflate]    # 100 upstreams x 1 000 msg/s into 1 000 subscribers following 5 each
@@ -25,6 +26,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+if [[ "${1:-}" == "cluster" ]]; then
+    exec scripts/bench_cluster.sh
+fi
 MODE=matrix
 if [[ "${1:-}" == "profile" || "${1:-}" == "heap" || "${1:-}" == "lossless" || "${1:-}" == "scale" || "${1:-}" == "dedupe" ]]; then
     MODE=$1

@@ -52,7 +52,7 @@ need tinyproxy            'PATH="$PATH:/usr/sbin" have tinyproxy'               
 need microsocks           'have microsocks'                                      "tests/reach.rs socks5_proxy_with_auth"
 need python-websockets    '"$PYTHON" -c "import websockets"'                     "tests/reach.rs unix_socket_link, permessage_deflate_against_python_websockets"
 # Services the machine runs (not installed by scripts/install-test-tools.sh).
-need "NATS (127.0.0.1:4222)"  '(exec 3<>/dev/tcp/127.0.0.1/4222)'                 "tests/brokers.rs (the nats sink tests)"
+need "NATS (127.0.0.1:4222)"  '(exec 3<>/dev/tcp/127.0.0.1/4222)'                 "tests/brokers.rs (the nats sink tests), tests/cluster.rs, tests/cluster_e2e.rs"
 need "Redis (127.0.0.1:6379)" '(exec 3<>/dev/tcp/127.0.0.1/6379)'                 "tests/brokers.rs (the redis sink tests)"
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use tracing::{error, info, warn};
 
+use crate::cluster::{self, Cluster};
 use crate::config::{self, ConfigSource, Settings, UpstreamConfig};
 use crate::fanout::{Closed, Hub};
 use crate::health::ProbeTargets;
@@ -47,8 +48,12 @@ pub struct Gateway {
     token_watch: tokio::task::JoinHandle<()>,
     sinks: Sinks,
     /// This process's run id: with `seq`, names a message for the broker
-    /// sinks (`Nats-Msg-Id`); kept across reloads.
+    /// sinks (`Nats-Msg-Id`); kept across reloads. In cluster mode the
+    /// cluster's, from the lease bucket.
     run: RunId,
+    /// This replica's part in the cluster (`[cluster] enabled`): it runs
+    /// the upstream actors of the leases it holds; `upstreams` is empty.
+    cluster: Option<Cluster>,
     server: ServerHandle,
     server_done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -81,28 +86,46 @@ impl Gateway {
         let metrics = Metrics::new();
         let board = StatusBoard::new();
         let hub = Hub::new();
-        // Drawn before anything subscribes or publishes: the replay `hello`
-        // and the broker sinks' message ids carry it.
-        let run = RunId::random();
-        hub.configure_replay(run.clone(), settings.subscribers.history, settings.subscribers.history_bytes.bytes());
         let governor = Governor::new(&settings.reconnect_governor);
 
-        let upstreams = settings
-            .upstreams
-            .iter()
-            .map(|u| {
-                let cfg = Arc::new(u.clone());
-                (Arc::clone(&cfg), upstream::spawn(cfg, &hub, &metrics, &board, &governor))
-            })
-            .collect();
+        let probes = ProbeTargets::default();
+        let (history, history_bytes) = (settings.subscribers.history, settings.subscribers.history_bytes.bytes());
+        let (upstreams, cluster, run) = if settings.cluster.enabled {
+            let deps = cluster::Deps {
+                hub: hub.clone(),
+                metrics: Arc::clone(&metrics),
+                board: Arc::clone(&board),
+                governor: Arc::clone(&governor),
+                probes: Arc::clone(&probes),
+            };
+            let cluster = Cluster::start(&settings.cluster, &settings.upstreams, deps).await?;
+            // The cluster's run id (kept in the bucket, SPEC §15), before any relay or publish.
+            let run = cluster.run.clone();
+            hub.configure_replay(run.clone(), history, history_bytes);
+            (Vec::new(), Some(cluster), run)
+        } else {
+            // Drawn before anything subscribes or publishes: the replay `hello`
+            // and the broker sinks' message ids carry it.
+            let run = RunId::random();
+            hub.configure_replay(run.clone(), history, history_bytes);
+            let upstreams = settings
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let cfg = Arc::new(u.clone());
+                    (Arc::clone(&cfg), upstream::spawn(cfg, &hub, &metrics, &board, &governor))
+                })
+                .collect();
+            (upstreams, None, run)
+        };
 
         let sinks = Sinks::start(&settings.sinks, &hub, &metrics, &run)?;
-        let probes = ProbeTargets::default();
         let state = AppState {
             board: Arc::clone(&board),
             metrics: Arc::clone(&metrics),
             hub: hub.clone(),
             probes: Arc::clone(&probes),
+            owners: cluster.as_ref().map(|c| Arc::clone(&c.owners)),
         };
         let subscriber_settings = Arc::new(std::sync::RwLock::new(resolved));
         let token_watch = actix_rt::spawn(watch_token_file(Arc::clone(&subscriber_settings)));
@@ -158,6 +181,7 @@ impl Gateway {
             token_watch,
             sinks,
             run,
+            cluster,
             server: handle,
             server_done,
         };
@@ -165,8 +189,12 @@ impl Gateway {
         Ok(gateway)
     }
 
-    /// Points `/healthz` at the current upstream actors.
+    /// Points `/healthz` at the current upstream actors (in cluster mode
+    /// the cluster keeps them).
     fn update_probes(&self) {
+        if self.cluster.is_some() {
+            return;
+        }
         let targets = self.upstreams.iter().map(|(c, a)| (c.name.clone(), a.clone().recipient())).collect();
         *self.probes.write().unwrap_or_else(|p| p.into_inner()) = targets;
     }
@@ -188,6 +216,9 @@ impl Gateway {
         self.token_watch.abort();
         let work = async move {
             hub.close_all(Closed::Shutdown);
+            if let Some(cluster) = self.cluster {
+                cluster.stop(timeout.saturating_sub(started.elapsed())).await;
+            }
             let closes = self.upstreams.iter().map(|(_, addr)| addr.send(upstream::Shutdown));
             futures_util::future::join_all(closes).await;
             self.sinks.flush_and_stop(timeout.saturating_sub(started.elapsed()), Closed::Shutdown).await;
@@ -259,7 +290,18 @@ impl Gateway {
         let mut report = ReloadReport::default();
         let mut old: Vec<(Arc<UpstreamConfig>, Addr<Upstream>)> = std::mem::take(&mut self.upstreams);
         let mut next = Vec::with_capacity(new.upstreams.len());
-        for cfg in &new.upstreams {
+        let upstream_cfgs = match &self.cluster {
+            Some(cluster) => {
+                if new.cluster != self.settings.cluster {
+                    warn!("[cluster] changes need a restart.");
+                }
+                report = cluster_report(&self.settings.upstreams, &new.upstreams);
+                cluster.reconfigure(&new.upstreams);
+                &[][..]
+            }
+            None => &new.upstreams[..],
+        };
+        for cfg in upstream_cfgs {
             let found = old.iter().position(|(c, _)| c.name == cfg.name);
             match found.map(|i| old.remove(i)) {
                 Some((c, addr))
@@ -313,8 +355,12 @@ impl Gateway {
             }
             None => self.sinks.reopen_files(),
         }
-        let listen = std::mem::replace(&mut self.settings, new).server.listen;
-        self.settings.server.listen = listen;
+        let old_settings = std::mem::replace(&mut self.settings, new);
+        self.settings.server.listen = old_settings.server.listen;
+        if self.cluster.is_some() {
+            // What the cluster runs on until a restart.
+            self.settings.cluster = old_settings.cluster;
+        }
         info!(added = ?report.added, removed = ?report.removed, restarted = ?report.restarted, unchanged = report.unchanged.len(), "Config reloaded.");
         Ok(report)
     }
@@ -343,6 +389,21 @@ impl Gateway {
 
 /// How often `serve` looks for dead upstream actors.
 const REVIVE_EVERY: Duration = Duration::from_secs(2);
+
+/// A reload in cluster mode by name (the cluster applies it: a changed
+/// upstream restarts only on the replica that holds it).
+fn cluster_report(old: &[UpstreamConfig], new: &[UpstreamConfig]) -> ReloadReport {
+    let mut report = ReloadReport::default();
+    for cfg in new {
+        match old.iter().find(|o| o.name == cfg.name) {
+            None => report.added.push(cfg.name.clone()),
+            Some(o) if o != cfg => report.restarted.push(cfg.name.clone()),
+            Some(_) => report.unchanged.push(cfg.name.clone()),
+        }
+    }
+    report.removed = old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)).map(|o| o.name.clone()).collect();
+    report
+}
 
 fn new_name(list: &[(Arc<UpstreamConfig>, Addr<Upstream>)]) -> String {
     list.last().map(|(c, _)| c.name.clone()).unwrap_or_default()

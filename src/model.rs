@@ -155,6 +155,22 @@ pub enum DataKind {
     Binary,
 }
 
+impl DataKind {
+    /// The header value `wsgate-kind` (SPEC §15 streams): `json`, `text`, `binary`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DataKind::Json => "json",
+            DataKind::Text => "text",
+            DataKind::Binary => "binary",
+        }
+    }
+
+    /// The kind a `wsgate-kind` header names.
+    pub fn from_text(text: &str) -> Option<DataKind> {
+        [DataKind::Json, DataKind::Text, DataKind::Binary].into_iter().find(|k| k.as_str() == text)
+    }
+}
+
 /// WebSocket close codes (RFC 6455 §7.4.1) the gateway sends, by name.
 pub mod close {
     /// 1000: the purpose of the link is fulfilled (shutdown, reload, idle, auth).
@@ -210,6 +226,11 @@ impl RunId {
         h.write_u128(now.as_nanos());
         h.write_u32(std::process::id());
         RunId(Arc::from(format!("{:016x}", h.finish())))
+    }
+
+    /// An id kept elsewhere (a cluster's, in its lease bucket).
+    pub fn from_text(id: &str) -> RunId {
+        RunId(Arc::from(id))
     }
 
     /// The id as text.

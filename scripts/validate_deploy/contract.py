@@ -22,7 +22,7 @@ LISTEN = f"0.0.0.0:{WSGATE_PORT}"
 # --from-file=token=... --from-file=subscriber-token=...`): its keys.
 EXTERNAL_SECRETS = {"wsgate-feed": {"token", "subscriber-token"}}
 # The variants whose builds run wsgate.
-BUILDS = ("deploy/kubernetes/examples/sidecar", "deploy/kubernetes/standalone")
+BUILDS = ("deploy/kubernetes/examples/sidecar", "deploy/kubernetes/standalone", "deploy/kubernetes/examples/cluster")
 
 
 def is_wsgate(container: dict) -> bool:

@@ -58,6 +58,9 @@ VARIANTS = {
     "standalone": (f"{K8S_DIR}/standalone", MONITORING | {
         ("ConfigMap", "wsgate-config"), ("Deployment", "wsgate"), ("Service", "wsgate"),
         ("NetworkPolicy", "wsgate"), ("PodDisruptionBudget", "wsgate")}),
+    "cluster": (f"{K8S_DIR}/examples/cluster", MONITORING | {
+        ("ConfigMap", "wsgate-config"), ("StatefulSet", "wsgate"), ("Service", "wsgate"),
+        ("Service", "wsgate-headless"), ("NetworkPolicy", "wsgate"), ("PodDisruptionBudget", "wsgate")}),
 }
 SIDECAR_COMPONENT = f"{K8S_DIR}/components/sidecar"
 MONITORING_COMPONENT = f"{K8S_DIR}/components/monitoring"

@@ -11,6 +11,8 @@ pub struct View {
     /// Nodes whose `nodes.<node>` key is alive (this one included once it
     /// has renewed).
     pub nodes: BTreeSet<String>,
+    /// Upstream name -> the link state its owner wrote (`state.<name>`).
+    pub states: BTreeMap<String, String>,
 }
 
 /// What one replica does in a round.
@@ -70,6 +72,7 @@ mod tests {
         View {
             owners: owners.iter().map(|(u, n)| (u.to_string(), n.to_string())).collect(),
             nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            states: BTreeMap::new(),
         }
     }
 

@@ -41,14 +41,17 @@ pub use load::{load, load_with_env, ConfigError, ConfigSource, DEFAULT_PATH, ENV
 pub use names::NameTemplate;
 pub use redact::{redact_url, redact_webhook_url, scrub, Redactor, DEFAULT_REDACT_QUERY};
 pub use schema::{
-    AuthConfig, AuthKind, Compression, DecodeConfig, DecodeFormat, FreshnessConfig, GovernorConfig, HandshakeStep,
-    HeartbeatConfig, InvalidPolicy, LogConfig, LogFormat, Matcher, NatsConfig, OnProblem, Overflow, ProxyConfig,
-    ReconnectConfig, RedisConfig, Redundancy, Rotate, SecretSpec, SequenceConfig, ServerConfig, Settings, SinkConfig,
+    AuthConfig, AuthKind, ClusterConfig, Compression, DecodeConfig, DecodeFormat, FreshnessConfig, GovernorConfig,
+    HandshakeStep, HeartbeatConfig, InvalidPolicy, LogConfig, LogFormat, Matcher, NatsConfig, OnProblem, Overflow,
+    ProxyConfig, ReconnectConfig, RedisConfig, Redundancy, Rotate, SecretSpec, SequenceConfig, ServerConfig, Settings,
+    SinkConfig,
     SinkFormat, SubscribersConfig, TlsConfig, TokenCommand, UpstreamConfig, WebhookConfig,
 };
 pub use secret::{Secret, SecretError, SecretSource, REDACTED};
 pub use units::{parse_duration, parse_size, Dur, Size};
 pub use validate::validate;
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

@@ -320,6 +320,7 @@ impl Settings {
                 SinkConfig::Stdout { .. } | SinkConfig::File { .. } => {}
             }
         }
+        s.cluster.nats_url = redact_url(&s.cluster.nats_url, &redactor, None);
         s
     }
 

@@ -102,6 +102,7 @@ pub fn validate(s: &Settings) -> Result<(), Invalid> {
     for (i, sink) in s.sinks.iter().enumerate() {
         validate_sink(sink, &names).map_err(|(k, m)| (format!("sinks[{i}].{k}"), m))?;
     }
+    s.cluster.check().map_err(|(k, m)| (format!("cluster.{k}"), m))?;
     Ok(())
 }
 

@@ -31,6 +31,9 @@ pub struct Filter {
     pairs: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// Distinct pairs in all four shapes, against `max_filters`.
     len: usize,
+    /// Only messages of this replica's own links pass, none relayed from
+    /// the cluster stream (the broker sinks in cluster mode, SPEC §15).
+    pub(super) local_only: bool,
 }
 
 /// A filter would hold more pairs than `subscribers.max_filters` allows.
@@ -68,6 +71,12 @@ impl Filter {
             }
         }
         Ok(f)
+    }
+
+    /// The same filter, passing only messages of this replica's own links.
+    pub fn local_only(mut self) -> Self {
+        self.local_only = true;
+        self
     }
 
     /// Distinct pairs held.

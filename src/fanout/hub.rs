@@ -14,6 +14,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytestring::ByteString;
 
+#[path = "relay.rs"]
+mod relay;
+
 pub use super::filter::{Filter, Pair, TooManyFilters};
 use super::gate::Gate;
 use super::history::History;

@@ -7,6 +7,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use crate::cluster::Owners;
 use crate::fanout::Hub;
 use crate::health::{self, ProbeTargets};
 use crate::telemetry::{Metrics, CONTENT_TYPE};
@@ -23,6 +24,8 @@ pub struct AppState {
     pub hub: Hub,
     /// The upstream actors `/healthz` probes, kept current by the gateway.
     pub probes: ProbeTargets,
+    /// In cluster mode: who holds each upstream, for `/status`.
+    pub owners: Option<Arc<Owners>>,
 }
 
 /// Registers the routes. `/ws` needs a `web::Data<WsEndpoint>` as well.
@@ -64,15 +67,31 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Per-upstream status and subscriber counts.
 async fn status(state: web::Data<AppState>) -> HttpResponse {
-    let upstreams: Vec<_> = state.board.upstreams().iter().map(|u| u.view()).collect();
+    let upstreams: Vec<serde_json::Value> = state
+        .board
+        .upstreams()
+        .iter()
+        .map(|u| {
+            let mut view = json!(u.view());
+            if let (Some(owners), Some(obj)) = (&state.owners, view.as_object_mut()) {
+                obj.insert("owner".into(), json!(owners.owner(&u.name)));
+            }
+            view
+        })
+        .collect();
+
     let subscribers: serde_json::Map<String, serde_json::Value> =
         state.metrics.subscriber_counts().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    HttpResponse::Ok().json(json!({
+    let mut body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "shutting_down": state.board.is_shutting_down(),
         "upstreams": upstreams,
         "subscribers": subscribers,
-    }))
+    });
+    if let Some(owners) = &state.owners {
+        body["cluster"] = json!({"node": owners.node});
+    }
+    HttpResponse::Ok().json(body)
 }
 
 /// Prometheus text format 0.0.4.

@@ -4,6 +4,7 @@
 //! it is counted. Labels come from config or from bounded enums, never from
 //! a subscriber.
 
+mod cluster;
 mod integrity;
 mod links;
 mod logging;
@@ -81,6 +82,8 @@ pub struct Metrics {
     paused: pause::Family,
     /// The SPEC §14 link families.
     links: links::Families,
+    /// The SPEC §15 cluster families.
+    cluster: cluster::Families,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -184,6 +187,7 @@ impl Metrics {
             integrity: integrity::Families::register(&r),
             paused: pause::Family::register(&r),
             links: links::Families::register(&r),
+            cluster: cluster::Families::register(&r),
             registry: r,
         };
         for kind in SUBSCRIBER_KINDS {

@@ -13,6 +13,7 @@
 //! `[[upstreams]]` tree is in `upstream.rs`, `[[sinks]]` in `sink.rs`.
 
 mod continuity;
+mod cluster;
 mod integrity;
 mod reach;
 mod sink;
@@ -27,6 +28,7 @@ use super::secret::{Secret, SecretSource};
 use super::units::{Dur, Size};
 
 pub use continuity::{Redundancy, Rotate};
+pub use cluster::ClusterConfig;
 pub use integrity::{
     FreshnessConfig, GovernorConfig, HandshakeStep, OnProblem, SecretSpec, SequenceConfig, TokenCommand,
 };
@@ -55,6 +57,8 @@ pub struct Settings {
     pub sinks: Vec<SinkConfig>,
     /// `[reconnect_governor]`: connects rationed across all upstreams.
     pub reconnect_governor: GovernorConfig,
+    /// `[cluster]`: replicas sharing the upstreams over NATS (SPEC §15).
+    pub cluster: ClusterConfig,
 }
 
 // === [server] ===

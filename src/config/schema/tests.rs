@@ -10,8 +10,9 @@ use serde::Serialize;
 use super::*;
 
 /// The schema sources, read as text.
-const SOURCES: [(&str, &str); 6] = [
+const SOURCES: [(&str, &str); 7] = [
     ("continuity.rs", include_str!("continuity.rs")),
+    ("cluster.rs", include_str!("cluster.rs")),
     ("reach.rs", include_str!("reach.rs")),
     ("mod.rs", include_str!("mod.rs")),
     ("integrity.rs", include_str!("integrity.rs")),
@@ -116,6 +117,7 @@ fn written_defaults_are_the_real_ones() {
         ("FreshnessConfig", defaults::<FreshnessConfig>("")),
         ("GovernorConfig", defaults::<GovernorConfig>("")),
         ("ProxyConfig", defaults::<ProxyConfig>("")),
+        ("ClusterConfig", defaults::<ClusterConfig>("")),
         ("Stdout", defaults::<SinkConfig>("kind = \"stdout\"")),
         ("File", defaults::<SinkConfig>("kind = \"file\"\npath = \"/x\"")),
         ("WebhookConfig", defaults::<SinkConfig>("kind = \"webhook\"\nurl = \"https://h/\"")),

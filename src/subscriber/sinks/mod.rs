@@ -207,7 +207,11 @@ impl PreparedSinks {
             let bytes = cfg.queue_bytes().bytes();
             let queue = SubQueue::keyed(capacity, bytes, overflow, conflate_key, false, metrics.subscriber(kind));
             // Sink filters come from the config, which the operator controls: no pair limit.
+            // Broker sinks store what this replica's own links bring; in
+            // cluster mode the others' messages are the owners' to store.
+            let local = matches!(cfg, SinkConfig::Nats(_) | SinkConfig::Redis(_));
             let filter = match Filter::from_lists(upstreams, topics, usize::MAX) {
+                Ok(f) if local => f.local_only(),
                 Ok(f) => f,
                 Err(e) => {
                     warn!(sink = kind, error = %e, "Sink not started.");

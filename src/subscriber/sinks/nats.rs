@@ -86,6 +86,7 @@ fn publish(d: &Delivery, run: &RunId, format: SinkFormat) -> PublishMessage {
         .header("wsgate-upstream", upstream)
         .header("wsgate-topic", header_text(&d.msg.topic))
         .header("wsgate-seq", d.seq.to_string())
+        .header("wsgate-kind", d.msg.kind.as_str())
         .header("wsgate-received-at", humantime::format_rfc3339_nanos(d.msg.received_at).to_string())
 }
 
