@@ -55,15 +55,16 @@ fn all() -> Filter {
     Filter::from_lists(&[], &[], 1).unwrap()
 }
 
-/// `since` on a queue of 2 while the upstream publishes between every
-/// take: every seq after `since` exactly once, in order, nothing dropped.
+/// `since` while the upstream publishes between every take (the unsent
+/// live part stays within the queue of 64): every seq after `since`
+/// exactly once, in order, nothing dropped.
 #[test]
 fn history_then_live_without_a_seam() {
     let (hub, p, m) = setup(1000);
     for n in 1..=10 {
         publish(&p, n);
     }
-    let q = SubQueue::new(2, Overflow::DropOldest, true, m.subscriber("websocket"));
+    let q = SubQueue::new(64, Overflow::DropOldest, true, m.subscriber("websocket"));
     let since = [Resume { upstream: "a".into(), after: 3, run: None }];
     let _sub = hub.subscribe_from(Arc::clone(&q), all(), &since).unwrap();
     let (mut seqs, mut events) = (Vec::new(), Vec::new());
@@ -130,7 +131,7 @@ fn filtered_replay_absorbs_live() {
     for n in 1..=10 {
         p.publish(topic(n));
     }
-    let q = SubQueue::new(2, Overflow::DropOldest, false, m.subscriber("websocket"));
+    let q = SubQueue::new(16, Overflow::DropOldest, false, m.subscriber("websocket"));
     let f = Filter::from_lists(&[], &["even".into()], 4).unwrap();
     let since = [Resume { upstream: "a".into(), after: 0, run: None }];
     let _sub = hub.subscribe_from(Arc::clone(&q), f, &since).unwrap();
