@@ -342,6 +342,20 @@ mod tests {
         assert!(h.is_empty() && !h.enabled());
     }
 
+    /// A smaller history on reload gives the ring's room back.
+    #[test]
+    fn ring_shrinks_with_history() {
+        let h = History::default();
+        h.configure(1000, usize::MAX);
+        for s in 1..=1000 {
+            h.append(&msg(s, "", 1));
+        }
+        assert!(h.capacity() >= 1000);
+        h.configure(10, usize::MAX);
+        assert_eq!(h.len(), 10);
+        assert!(h.capacity() < 100, "{}", h.capacity());
+    }
+
     /// A cursor replays after..=end in bounded batches, filtered, and
     /// announces what the ring lost before (and while) it waited.
     #[test]

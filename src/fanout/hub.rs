@@ -290,6 +290,12 @@ impl Publisher {
         self.hub.write().tell(&self.slot.name, &event);
     }
 
+    /// True when this upstream's history holds nothing (tests).
+    #[cfg(test)]
+    pub(crate) fn history_is_empty(&self) -> bool {
+        self.slot.history.is_empty()
+    }
+
     /// Records a state change and tells the subscribers that follow this upstream.
     pub fn set_state(&self, state: LinkState) {
         self.hub.set_state(&self.slot, state);
