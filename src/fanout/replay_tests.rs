@@ -157,7 +157,8 @@ fn sized(p: &Publisher, topic: &str, size: usize) -> u64 {
 
 fn overflow_drops(m: &Metrics) -> String {
     let text = String::from_utf8(m.encode()).unwrap();
-    let line = text.lines().find(|l| l.starts_with(r#"wsgate_subscriber_dropped_total{kind="websocket",reason="overflow"}"#));
+    let line =
+        text.lines().find(|l| l.starts_with(r#"wsgate_subscriber_dropped_total{kind="websocket",reason="overflow"}"#));
     line.unwrap_or_default().rsplit(' ').next().unwrap_or_default().to_string()
 }
 
@@ -209,7 +210,10 @@ fn overwritten_joined_messages_are_overflow_drops() {
     }
     let (seqs, events) = drain(&q);
     assert_eq!(seqs, (21..=30).collect::<Vec<u64>>());
-    assert!(events.iter().any(|e| e == r#"{"event":"gap","upstream":"a","missed":5,"reason":"history"}"#), "{events:?}");
+    assert!(
+        events.iter().any(|e| e == r#"{"event":"gap","upstream":"a","missed":5,"reason":"history"}"#),
+        "{events:?}"
+    );
     assert!(events.iter().any(|e| e == r#"{"event":"gap","upstream":"a","missed":15}"#), "{events:?}");
     assert_eq!(overflow_drops(&m), "15");
 }
