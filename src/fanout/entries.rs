@@ -155,14 +155,16 @@ impl Inner {
     /// A live message of an upstream that is being replayed (or waits for
     /// its replay) joins the replay instead of the queue: the cursor reads
     /// it from the history in its turn, and replay turns into live without
-    /// a seam once the cursor caught up. At most `room` (the queue's
-    /// capacity) joined messages wait unsent; past that, or once anything
+    /// a seam once the cursor caught up. The joined messages waiting unsent
+    /// and the queued ones stay within the queue's bounds together
+    /// (`capacity`, `max_bytes`); past that, or once anything
     /// else stopped the joining, live messages queue behind the replay
     /// under the overflow policy. True when `d` was taken that way.
-    pub(super) fn absorb(&mut self, d: &Delivery, room: usize) -> bool {
+    pub(super) fn absorb(&mut self, d: &Delivery, capacity: usize, max_bytes: usize) -> bool {
         if self.replay.is_none() && self.replays == 0 {
             return false;
         }
+        let room = (capacity.saturating_sub(self.messages), max_bytes.saturating_sub(self.bytes));
         let up = &d.msg.upstream;
         let replays = self.replays;
         let cursor = match self.replay.as_mut() {
@@ -173,7 +175,7 @@ impl Inner {
                 _ => None,
             }),
         };
-        cursor.is_some_and(|c| c.extend(d.seq, room))
+        cursor.is_some_and(|c| c.extend(d.seq, d.size(), room))
     }
 
     /// Live messages of `upstream` (`None`: of every upstream) no longer

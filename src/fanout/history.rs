@@ -146,9 +146,11 @@ pub struct Cursor {
     events: bool,
     /// Live messages still join the replay (see [`Cursor::extend`]).
     joining: bool,
-    /// Seqs of the live messages that joined and were not sent yet (at
+    /// Seq and size of the live messages that joined and were not sent yet (at
     /// most the queue's capacity): they are what the queue would hold.
-    joined: VecDeque<u64>,
+    joined: VecDeque<(u64, usize)>,
+    /// Their bytes.
+    joined_bytes: usize,
 }
 
 /// Entries [`Cursor::take`] examines at most per call, so a filter that
@@ -172,7 +174,7 @@ impl Cursor {
     /// Replays `after + 1 ..= end` of `upstream` from `history`.
     pub fn new(upstream: Arc<str>, history: Arc<History>, after: u64, end: u64, filter: Filter, events: bool) -> Self {
         let next = after.saturating_add(1);
-        Cursor { upstream, history, next, end, filter, events, joining: true, joined: VecDeque::new() }
+        Cursor { upstream, history, next, end, filter, events, joining: true, joined: VecDeque::new(), joined_bytes: 0 }
     }
 
     /// The live message `seq` joins the replay (it is in the history
@@ -180,21 +182,23 @@ impl Cursor {
     /// way are the upstream's messages this subscriber's filter did not
     /// take; the cursor filters them out again. Joining stops for good
     /// (false, the message and all later ones queue behind the replay under
-    /// the overflow policy) once `room` joined messages wait unsent, or the
-    /// ring does not hold `seq` (history off, larger than `history_bytes`).
-    pub fn extend(&mut self, seq: u64, room: usize) -> bool {
+    /// the overflow policy) once the joined messages waiting unsent would
+    /// not fit in `room` (the queue's free items and bytes), or the ring
+    /// does not hold `seq` (history off, larger than `history_bytes`).
+    pub fn extend(&mut self, seq: u64, size: usize, room: (usize, usize)) -> bool {
         if !self.joining {
             return false;
         }
-        while self.joined.front().is_some_and(|&s| s < self.next) {
-            self.joined.pop_front();
-        }
-        if seq <= self.end || self.joined.len() >= room || !self.history.holds(seq) {
+        self.lose(self.next);
+        let full =
+            self.joined.len() >= room.0 || (!self.joined.is_empty() && self.joined_bytes.saturating_add(size) > room.1);
+        if seq <= self.end || full || !self.history.holds(seq) {
             self.joining = false;
             return false;
         }
         self.end = seq;
-        self.joined.push_back(seq);
+        self.joined.push_back((seq, size));
+        self.joined_bytes += size;
         true
     }
 
@@ -206,14 +210,15 @@ impl Cursor {
 
     /// Joined live messages not sent yet.
     pub fn unsent(&self) -> u64 {
-        self.joined.iter().filter(|&&s| s >= self.next).count() as u64
+        self.joined.iter().filter(|&&(s, _)| s >= self.next).count() as u64
     }
 
     /// Forgets the joined seqs below `upto`; returns how many were unsent.
     fn lose(&mut self, upto: u64) -> u64 {
         let mut lost = 0;
-        while let Some(&s) = self.joined.front().filter(|&&s| s < upto) {
+        while let Some(&(s, size)) = self.joined.front().filter(|&&(s, _)| s < upto) {
             self.joined.pop_front();
+            self.joined_bytes -= size;
             lost += u64::from(s >= self.next);
         }
         lost

@@ -191,7 +191,7 @@ impl SubQueue {
                 self.metrics.0.dropped(why.drop_reason(), 1);
                 return Pushed::Dropped;
             }
-            if g.absorb(d, self.capacity) {
+            if g.absorb(d, self.capacity, self.max_bytes) {
                 drop(g);
                 self.waker.wake();
                 return Pushed::Queued;

@@ -192,6 +192,17 @@ fn unread_replay_overflows_by_policy() {
     }
     assert_eq!(q.closed(), Some(crate::fanout::Closed::Slow), "closed as slow");
     assert_ne!(overflow_drops(&m), "0", "the loss is counted");
+    // The byte bound too: 100 bytes hold five messages of 20.
+    let q = SubQueue::bounded(1000, 100, Overflow::Disconnect, false, m.subscriber("websocket"));
+    let _sub = hub.subscribe_from(Arc::clone(&q), all(), &since).unwrap();
+    for _ in 0..5 {
+        sized(&p, "", 20);
+    }
+    assert_eq!(q.closed(), None, "five fit");
+    for _ in 0..6 {
+        sized(&p, "", 20);
+    }
+    assert_eq!(q.closed(), Some(crate::fanout::Closed::Slow), "past queue_bytes: closed as slow");
 }
 
 /// Live messages that joined a replay and that the history overwrote
