@@ -208,14 +208,15 @@ async fn reset_bad_since_and_hello_rules() {
     assert_eq!(first["event"], "upstream", "no hello with history = 0: {first}");
 }
 
-/// A `since` subscriber that stops reading while the feed streams: the
-/// live messages that join its replay take queue room, so the overflow
-/// policy (`disconnect`) applies and the loss is counted, though the
-/// history (10000) is far larger than the queue (64).
+/// A `since` subscriber that stops reading while the feed streams, its
+/// replay (about 24 MB) more than the socket buffers take: the live
+/// messages that join its replay take queue room, so the overflow policy
+/// (`disconnect`) applies and the loss is counted, though the history
+/// (10000) is far larger than the queue (64).
 #[actix_rt::test]
 async fn a_replay_reader_that_stops_is_disconnected() {
     support::logs();
-    let pad = "x".repeat(1000);
+    let pad = "x".repeat(8000);
     let feed = Feed::start(move |mut c| {
         let pad = pad.clone();
         async move {
@@ -223,7 +224,7 @@ async fn a_replay_reader_that_stops_is_disconnected() {
                 if !c.send_text(format!(r#"{{"type":"t","i":{i},"pad":"{pad}"}}"#)).await {
                     return;
                 }
-                if i % 4 == 0 {
+                if i % 2 == 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
@@ -234,7 +235,7 @@ async fn a_replay_reader_that_stops_is_disconnected() {
     s.subscribers.queue_capacity = 64;
     s.subscribers.overflow = Overflow::Disconnect;
     let gw = Gateway::start(s).await.expect("gateway starts");
-    eventually(LONG, "the feed streams", || published(&gw) >= 100).await;
+    eventually(LONG, "the feed streams", || published(&gw) >= 3000).await;
     let url = format!("ws://{}/ws?since=feed:1", gw.addr);
     let _ws = ws_connect(&url, &[]).await.expect("subscriber connects");
     let series = r#"wsgate_subscriber_dropped_total{kind="websocket",reason="overflow"}"#;
