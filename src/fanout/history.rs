@@ -11,8 +11,10 @@
 //! A [`Cursor`] is what a subscriber asks for: seqs `next..=end` of one
 //! upstream, filtered. It copies nothing up front; the session's queue takes
 //! one bounded batch at a time from the ring when its socket can take more,
-//! and whatever the ring dropped meanwhile becomes a `gap` event with reason
-//! `history`.
+//! and whatever the ring dropped meanwhile becomes a `gap` event: reason
+//! `history` for what it asked for, a plain (overflow, counted) gap for the
+//! live messages that joined the replay (at most what the queue has room
+//! for, see [`Cursor::extend`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

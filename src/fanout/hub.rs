@@ -26,7 +26,8 @@ use crate::model::{LinkState, RunId};
 #[derive(Debug)]
 pub(super) struct Slot {
     pub(super) name: Arc<str>,
-    /// Last number handed out; survives reconnects and actor restarts.
+    /// Last number handed out; survives reconnects, actor restarts and
+    /// removal (`Table::retired`).
     /// Handed out under the table's read lock, so under the write lock it
     /// is the last seq every subscriber queue has seen.
     pub(super) seq: AtomicU64,
