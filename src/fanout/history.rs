@@ -162,8 +162,9 @@ pub const MAX_EXAMINED: usize = 4096;
 /// What one [`Cursor::take`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Batch {
-    /// Items and message bytes added.
+    /// Items added (messages and gap events).
     pub items: usize,
+    /// Message bytes added.
     pub bytes: usize,
     /// Live messages that joined the replay and that the ring overwrote
     /// before they were sent: overflow drops.
@@ -262,8 +263,9 @@ impl Cursor {
             let Some(d) = usize::try_from(self.next - base).ok().and_then(|i| r.items.get(i)) else {
                 // Not published into the ring (it started over meanwhile).
                 let lost = self.lose(u64::MAX);
+                let missed = (self.end + 1 - self.next).saturating_sub(lost);
                 self.next = self.end + 1;
-                self.gap(0, lost, &mut b, out);
+                self.gap(missed, lost, &mut b, out);
                 break;
             };
             self.next += 1;
