@@ -10,7 +10,7 @@ use serde_json::Value;
 use support::{eventually, http_get, metric, next_json, settings, ws_connect, Client, Feed};
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::app::Gateway;
-use wsgate::config::{Settings, UpstreamConfig};
+use wsgate::config::{Overflow, Settings, UpstreamConfig};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -185,6 +185,12 @@ async fn reset_bad_since_and_hello_rules() {
     let (status, body) = http_get(gw.addr, "/ws?since=feed").expect("HTTP answer");
     assert_eq!(status, 400);
     assert!(body.starts_with("since:"), "{body}");
+    // One upstream named twice would replay twice.
+    for query in ["since=feed:10,feed:10", "since=feed:10&since=feed:20"] {
+        let (status, body) = http_get(gw.addr, &format!("/ws?{query}")).expect("HTTP answer");
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.starts_with("since:") && body.contains("\"feed\""), "{query}: {body}");
+    }
 
     let mut raw = ws_connect(&format!("{url}?format=raw&since=feed:1"), &[]).await.expect("raw connects");
     let v: Value = next_json(&mut raw, LONG).await;
@@ -200,4 +206,42 @@ async fn reset_bad_since_and_hello_rules() {
     let mut ws = ws_connect(&format!("ws://{}/ws", gw0.addr), &[]).await.expect("connects");
     let first = next_json(&mut ws, LONG).await;
     assert_eq!(first["event"], "upstream", "no hello with history = 0: {first}");
+}
+
+/// A `since` subscriber that stops reading while the feed streams, its
+/// replay (about 24 MB) more than the socket buffers take: the live
+/// messages that join its replay take queue room, so the overflow policy
+/// (`disconnect`) applies and the loss is counted, though the history
+/// (10000) is far larger than the queue (64).
+#[actix_rt::test]
+async fn a_replay_reader_that_stops_is_disconnected() {
+    support::logs();
+    let pad = "x".repeat(8000);
+    let feed = Feed::start(move |mut c| {
+        let pad = pad.clone();
+        async move {
+            for i in 1u64.. {
+                if !c.send_text(format!(r#"{{"type":"t","i":{i},"pad":"{pad}"}}"#)).await {
+                    return;
+                }
+                if i % 2 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    });
+    let mut s: Settings = settings(vec![UpstreamConfig::new("feed", feed.url("/"))]);
+    s.subscribers.history = 10_000;
+    s.subscribers.queue_capacity = 64;
+    s.subscribers.overflow = Overflow::Disconnect;
+    let gw = Gateway::start(s).await.expect("gateway starts");
+    eventually(LONG, "the feed streams", || published(&gw) >= 3000).await;
+    let url = format!("ws://{}/ws?since=feed:1", gw.addr);
+    let _ws = ws_connect(&url, &[]).await.expect("subscriber connects");
+    let series = r#"wsgate_subscriber_dropped_total{kind="websocket",reason="overflow"}"#;
+    eventually(LONG, "the silent subscriber overflows and is counted", || {
+        let text = String::from_utf8(gw.metrics.encode()).unwrap_or_default();
+        metric(&text, series).unwrap_or(0.0) > 0.0
+    })
+    .await;
 }

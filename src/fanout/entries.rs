@@ -133,9 +133,12 @@ impl Inner {
         }
     }
 
-    /// Empties the queue; returns how many data messages it held.
+    /// Empties the queue; returns how many data messages it held (the
+    /// live messages that joined a replay and were not sent included).
     pub(super) fn clear(&mut self) -> u64 {
-        let n = self.messages as u64;
+        let joined: u64 = self.replay.iter().map(|c| c.unsent()).sum::<u64>()
+            + self.items.iter().map(|e| if let Entry::Replay(c) = e { c.unsent() } else { 0 }).sum::<u64>();
+        let n = self.messages as u64 + joined;
         let len = self.items.len();
         self.items.clear();
         self.messages = 0;
@@ -151,13 +154,17 @@ impl Inner {
 
     /// A live message of an upstream that is being replayed (or waits for
     /// its replay) joins the replay instead of the queue: the cursor reads
-    /// it from the history in its turn, so a replay longer than the queue
-    /// never overflows it, and replay turns into live without a seam once
-    /// the cursor caught up. True when `d` was taken that way.
-    pub(super) fn absorb(&mut self, d: &Delivery) -> bool {
+    /// it from the history in its turn, and replay turns into live without
+    /// a seam once the cursor caught up. The joined messages waiting unsent
+    /// and the queued ones stay within the queue's bounds together
+    /// (`capacity`, `max_bytes`); past that, or once anything
+    /// else stopped the joining, live messages queue behind the replay
+    /// under the overflow policy. True when `d` was taken that way.
+    pub(super) fn absorb(&mut self, d: &Delivery, capacity: usize, max_bytes: usize) -> bool {
         if self.replay.is_none() && self.replays == 0 {
             return false;
         }
+        let room = (capacity.saturating_sub(self.messages), max_bytes.saturating_sub(self.bytes));
         let up = &d.msg.upstream;
         let replays = self.replays;
         let cursor = match self.replay.as_mut() {
@@ -168,21 +175,45 @@ impl Inner {
                 _ => None,
             }),
         };
-        cursor.is_some_and(|c| c.extend(d.seq))
+        cursor.is_some_and(|c| c.extend(d.seq, d.size(), room))
     }
 
-    /// Drops every replay of `upstream`, active or waiting (a new one replaces them).
-    pub(super) fn drop_replays(&mut self, upstream: &str) {
+    /// Live messages of `upstream` (`None`: of every upstream) no longer
+    /// join its replays, active or waiting: what comes next queues behind.
+    pub(super) fn stop_joining(&mut self, upstream: Option<&str>) {
+        let of = |c: &Cursor| upstream.is_none_or(|u| *c.upstream == *u);
+        if let Some(c) = self.replay.as_mut().filter(|c| of(c)) {
+            c.stop_joining();
+        }
+        if self.replays > 0 {
+            for e in self.items.iter_mut() {
+                if let Entry::Replay(c) = e {
+                    if of(c) {
+                        c.stop_joining();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops every replay of `upstream`, active or waiting (a new one
+    /// replaces them, or the upstream is gone); returns how many joined
+    /// live messages they had not sent.
+    pub(super) fn drop_replays(&mut self, upstream: &str) -> u64 {
+        let mut unsent = 0;
         if self.replay.as_ref().is_some_and(|c| &*c.upstream == upstream) {
-            self.replay = None;
+            unsent += self.replay.take().map_or(0, |c| c.unsent());
         }
         for e in self.items.iter_mut() {
             if matches!(e, Entry::Replay(c) if &*c.upstream == upstream) {
-                *e = Entry::Gone;
+                if let Entry::Replay(c) = std::mem::replace(e, Entry::Gone) {
+                    unsent += c.unsent();
+                }
                 self.replays -= 1;
                 self.gone += 1;
             }
         }
+        unsent
     }
 
     /// Data entries and events, tombstones excluded: against [`MAX_EVENTS`](super::queue::MAX_EVENTS).

@@ -11,15 +11,17 @@
 //! A [`Cursor`] is what a subscriber asks for: seqs `next..=end` of one
 //! upstream, filtered. It copies nothing up front; the session's queue takes
 //! one bounded batch at a time from the ring when its socket can take more,
-//! and whatever the ring dropped meanwhile becomes a `gap` event with reason
-//! `history`.
+//! and whatever the ring dropped meanwhile becomes a `gap` event: reason
+//! `history` for what it asked for, a plain (overflow, counted) gap for the
+//! live messages that joined the replay (at most what the queue has room
+//! for, see [`Cursor::extend`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::hub::Filter;
-use super::message::{history_gap_event, Delivery};
+use super::message::{gap_event, history_gap_event, Delivery};
 use super::queue::Item;
 
 /// One upstream's ring.
@@ -72,7 +74,25 @@ impl History {
         r.trim();
         if r.items.is_empty() && r.items.capacity() > 0 {
             r.items = VecDeque::new();
+        } else if r.items.capacity() > max_items.saturating_add(1) {
+            // A smaller history gives its room back (it holds at most one over while appending).
+            r.items.shrink_to(max_items.saturating_add(1));
         }
+        if r.items.is_empty() {
+            r.bytes = 0;
+        }
+    }
+
+    /// True when the ring holds `seq` now.
+    pub fn holds(&self, seq: u64) -> bool {
+        let r = self.lock();
+        r.first().is_some_and(|first| first <= seq) && r.items.back().is_some_and(|last| seq <= last.seq)
+    }
+
+    /// Ring capacity (tests).
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.lock().items.capacity()
     }
 
     /// True when messages are kept.
@@ -126,24 +146,85 @@ pub struct Cursor {
     filter: Filter,
     /// Gap events go into the stream (envelope subscribers).
     events: bool,
+    /// Live messages still join the replay (see [`Cursor::extend`]).
+    joining: bool,
+    /// Seq and size of the live messages that joined and were not sent yet (at
+    /// most the queue's capacity): they are what the queue would hold.
+    joined: VecDeque<(u64, usize)>,
+    /// Their bytes.
+    joined_bytes: usize,
+}
+
+/// Entries [`Cursor::take`] examines at most per call, so a filter that
+/// matches little never holds the locks for a walk over the whole ring.
+pub const MAX_EXAMINED: usize = 4096;
+
+/// What one [`Cursor::take`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Items added (messages and gap events).
+    pub items: usize,
+    /// Message bytes added.
+    pub bytes: usize,
+    /// Live messages that joined the replay and that the ring overwrote
+    /// before they were sent: overflow drops.
+    pub dropped: u64,
+    /// Stopped at [`MAX_EXAMINED`] before the batch was full: take again.
+    pub capped: bool,
 }
 
 impl Cursor {
     /// Replays `after + 1 ..= end` of `upstream` from `history`.
     pub fn new(upstream: Arc<str>, history: Arc<History>, after: u64, end: u64, filter: Filter, events: bool) -> Self {
-        Cursor { upstream, history, next: after.saturating_add(1), end, filter, events }
+        let next = after.saturating_add(1);
+        Cursor { upstream, history, next, end, filter, events, joining: true, joined: VecDeque::new(), joined_bytes: 0 }
     }
 
     /// The live message `seq` joins the replay (it is in the history
     /// already: appended before any queue gets it). Seqs skipped on the
     /// way are the upstream's messages this subscriber's filter did not
-    /// take; the cursor filters them out again. False when history is off.
-    pub fn extend(&mut self, seq: u64) -> bool {
-        if seq <= self.end || !self.history.enabled() {
+    /// take; the cursor filters them out again. Joining stops for good
+    /// (false, the message and all later ones queue behind the replay under
+    /// the overflow policy) once the joined messages waiting unsent would
+    /// not fit in `room` (the queue's free items and bytes), or the ring
+    /// does not hold `seq` (history off, larger than `history_bytes`).
+    pub fn extend(&mut self, seq: u64, size: usize, room: (usize, usize)) -> bool {
+        if !self.joining {
+            return false;
+        }
+        self.lose(self.next);
+        let full =
+            self.joined.len() >= room.0 || (!self.joined.is_empty() && self.joined_bytes.saturating_add(size) > room.1);
+        if seq <= self.end || full || !self.history.holds(seq) {
+            self.joining = false;
             return false;
         }
         self.end = seq;
+        self.joined.push_back((seq, size));
+        self.joined_bytes += size;
         true
+    }
+
+    /// Live messages no longer join this replay (a filter change, an event
+    /// of its upstream queued behind it).
+    pub fn stop_joining(&mut self) {
+        self.joining = false;
+    }
+
+    /// Joined live messages not sent yet.
+    pub fn unsent(&self) -> u64 {
+        self.joined.iter().filter(|&&(s, _)| s >= self.next).count() as u64
+    }
+
+    /// Forgets the joined seqs below `upto`; returns how many were unsent.
+    fn lose(&mut self, upto: u64) -> u64 {
+        let mut lost = 0;
+        while let Some(&(s, size)) = self.joined.front().filter(|&&(s, _)| s < upto) {
+            self.joined.pop_front();
+            self.joined_bytes -= size;
+            lost += u64::from(s >= self.next);
+        }
+        lost
     }
 
     /// True when everything is sent.
@@ -152,40 +233,64 @@ impl Cursor {
     }
 
     /// Moves the next messages onto `out`: at most `max_items` items and
-    /// about `max_bytes` of message bytes, a `gap` event (reason `history`)
-    /// first for what the ring no longer holds. Returns the number of items
-    /// and bytes added.
-    pub fn take(&mut self, max_items: usize, max_bytes: usize, out: &mut Vec<Item>) -> (usize, usize) {
-        let (mut items, mut bytes) = (0, 0);
+    /// about `max_bytes` of message bytes, examining at most
+    /// [`MAX_EXAMINED`] entries; a `gap` event first for what the ring no
+    /// longer holds: reason `history` for the seqs it dropped before they
+    /// joined, a plain (overflow) gap for joined live messages.
+    pub fn take(&mut self, max_items: usize, max_bytes: usize, out: &mut Vec<Item>) -> Batch {
+        let mut b = Batch::default();
         if self.done() {
-            return (0, 0);
+            return b;
         }
-        let r = self.history.lock();
+        let history = Arc::clone(&self.history);
+        let r = history.lock();
         // What the ring no longer holds (or never held) of next..=end.
         let first = r.first().unwrap_or(u64::MAX).min(self.end + 1);
         if self.next < first {
-            let missed = first - self.next;
+            let lost = self.lose(first);
+            let missed = first - self.next - lost;
             self.next = first;
-            if self.events {
-                out.push(Item::Event(Box::new(history_gap_event(&self.upstream, missed))));
-                items += 1;
-            }
+            self.gap(missed, lost, &mut b, out);
         }
-        let Some(base) = r.first() else { return (items, bytes) };
-        while !self.done() && items < max_items.max(1) && (items == 0 || bytes < max_bytes) {
+        let Some(base) = r.first() else { return b };
+        let mut examined = 0;
+        while !self.done() && b.items < max_items.max(1) && (b.items == 0 || b.bytes < max_bytes) {
+            if examined >= MAX_EXAMINED {
+                b.capped = true;
+                break;
+            }
+            examined += 1;
             let Some(d) = usize::try_from(self.next - base).ok().and_then(|i| r.items.get(i)) else {
-                // Not published into the ring (history turned off meanwhile).
+                // Not published into the ring (it started over meanwhile).
+                let lost = self.lose(u64::MAX);
+                let missed = (self.end + 1 - self.next).saturating_sub(lost);
                 self.next = self.end + 1;
+                self.gap(missed, lost, &mut b, out);
                 break;
             };
             self.next += 1;
             if self.filter.matches(&d.msg.upstream, &d.msg.topic) {
-                bytes += d.size();
-                items += 1;
+                b.bytes += d.size();
+                b.items += 1;
                 out.push(Item::Message(Arc::clone(d)));
             }
         }
-        (items, bytes)
+        b
+    }
+
+    fn gap(&self, missed: u64, lost: u64, b: &mut Batch, out: &mut Vec<Item>) {
+        b.dropped += lost;
+        if !self.events {
+            return;
+        }
+        if missed > 0 {
+            out.push(Item::Event(Box::new(history_gap_event(&self.upstream, missed))));
+            b.items += 1;
+        }
+        if lost > 0 {
+            out.push(Item::Event(Box::new(gap_event(&self.upstream, lost))));
+            b.items += 1;
+        }
     }
 }
 
@@ -246,6 +351,20 @@ mod tests {
         assert!(h.is_empty() && !h.enabled());
     }
 
+    /// A smaller history on reload gives the ring's room back.
+    #[test]
+    fn ring_shrinks_with_history() {
+        let h = History::default();
+        h.configure(1000, usize::MAX);
+        for s in 1..=1000 {
+            h.append(&msg(s, "", 1));
+        }
+        assert!(h.capacity() >= 1000);
+        h.configure(10, usize::MAX);
+        assert_eq!(h.len(), 10);
+        assert!(h.capacity() < 100, "{}", h.capacity());
+    }
+
     /// A cursor replays after..=end in bounded batches, filtered, and
     /// announces what the ring lost before (and while) it waited.
     #[test]
@@ -258,7 +377,8 @@ mod tests {
         // Held: 3..=12. Ask for 2..=11 (after 1): 2 is gone.
         let mut c = Cursor::new("a".into(), Arc::clone(&h), 1, 11, all(), true);
         let mut out = Vec::new();
-        assert_eq!(c.take(4, usize::MAX, &mut out), (4, 30));
+        let b = c.take(4, usize::MAX, &mut out);
+        assert_eq!((b.items, b.bytes), (4, 30));
         assert_eq!(seqs(&out), [r#"{"event":"gap","upstream":"a","missed":1,"reason":"history"}"#, "3", "4", "5"]);
         out.clear();
         c.take(100, 25, &mut out);
@@ -281,6 +401,6 @@ mod tests {
         let mut c = Cursor::new("a".into(), h, 30, 20, all(), true);
         assert!(c.done());
         out.clear();
-        assert_eq!(c.take(100, usize::MAX, &mut out), (0, 0));
+        assert_eq!(c.take(100, usize::MAX, &mut out), Batch::default());
     }
 }

@@ -29,7 +29,8 @@ use crate::model::{LinkState, RunId};
 #[derive(Debug)]
 pub(super) struct Slot {
     pub(super) name: Arc<str>,
-    /// Last number handed out; survives reconnects and actor restarts.
+    /// Last number handed out; survives reconnects, actor restarts and
+    /// removal (`Table::retired`).
     /// Handed out under the table's read lock, so under the write lock it
     /// is the last seq every subscriber queue has seen.
     pub(super) seq: AtomicU64,
@@ -56,14 +57,18 @@ pub(super) struct Table {
     closed: bool,
     /// Replay: this process's run id, and the ring bounds (messages, bytes).
     pub(super) run: Option<RunId>,
-    history: (usize, usize),
+    pub(super) history: (usize, usize),
+    /// The last seq of each removed upstream: one added again under the
+    /// same name goes on from there (the run id stays, so its seqs must too).
+    retired: Vec<(Arc<str>, u64)>,
 }
 
 impl Table {
     /// Queues `event` for every subscriber that follows `upstream`; one
     /// that has left too many events unread was closed as slow and goes.
     fn tell(&mut self, upstream: &str, event: &ByteString) {
-        self.subscribers.retain(|s| !s.filter.follows(upstream) || s.queue.push_event(event.clone()));
+        self.subscribers
+            .retain(|s| !s.filter.follows(upstream) || s.queue.push_event_of(Some(upstream), event.clone()));
     }
 }
 
@@ -111,16 +116,29 @@ impl Hub {
         }
         let history = Arc::new(History::default());
         history.configure(t.history.0, t.history.1);
-        let slot = Arc::new(Slot { name: Arc::from(name), seq: AtomicU64::new(0), history, gate: Gate::default() });
+        let seq = match t.retired.iter().position(|(n, _)| &**n == name) {
+            Some(i) => t.retired.swap_remove(i).1,
+            None => 0,
+        };
+        let slot = Arc::new(Slot { name: Arc::from(name), seq: AtomicU64::new(seq), history, gate: Gate::default() });
         t.upstreams.push((Arc::clone(&slot), LinkState::Connecting));
         Publisher { hub: self.clone(), slot }
     }
 
-    /// Forgets an upstream (reload removed it); its followers get `stopped`.
+    /// Forgets an upstream (reload removed it); its followers get
+    /// `stopped`. Its history is freed and every replay of it ends; its
+    /// last seq is kept, so a re-added upstream of that name goes on after it.
     pub fn remove_upstream(&self, name: &str) {
         let mut t = self.write();
         t.tell(name, &state_event(name, LinkState::Stopped));
-        t.upstreams.retain(|(s, _)| &*s.name != name);
+        let Some(at) = t.upstreams.iter().position(|(s, _)| &*s.name == name) else { return };
+        let (slot, _) = t.upstreams.remove(at);
+        slot.history.configure(0, 0);
+        for s in &t.subscribers {
+            s.queue.forget_removed(name);
+        }
+        let last = slot.seq.load(Ordering::Relaxed);
+        t.retired.push((Arc::clone(&slot.name), last));
     }
 
     /// True when `name` is a configured upstream.
@@ -219,7 +237,12 @@ impl Hub {
 
     fn update_filter<R: Default>(&self, id: u64, f: impl FnOnce(&mut Filter) -> R) -> R {
         match self.write().subscribers.iter_mut().find(|s| s.id == id) {
-            Some(s) => f(&mut s.filter),
+            Some(s) => {
+                // Replays filter with the filter they started with: from
+                // now on live messages queue behind them, by the new one.
+                s.queue.stop_joining();
+                f(&mut s.filter)
+            }
             None => R::default(),
         }
     }
@@ -269,6 +292,12 @@ impl Publisher {
     /// (`upstream_gap`, `stale`, `fresh`): queued like state events.
     pub fn announce(&self, event: ByteString) {
         self.hub.write().tell(&self.slot.name, &event);
+    }
+
+    /// True when this upstream's history holds nothing (tests).
+    #[cfg(test)]
+    pub(crate) fn history_is_empty(&self) -> bool {
+        self.slot.history.is_empty()
     }
 
     /// Records a state change and tells the subscribers that follow this upstream.

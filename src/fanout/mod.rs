@@ -23,5 +23,5 @@ pub use history::History;
 pub use hub::{Filter, Hub, HubError, Pair, Publisher, Subscription};
 pub use message::{freshness_event, upstream_gap_event, Delivery, Incoming};
 pub use queue::{Closed, Item, Pushed, SubQueue};
-pub use replay::{parse_since, Resume};
+pub use replay::{check_since, parse_since, Resume};
 pub use take::{Next, QueueStream, Taken};

@@ -18,7 +18,6 @@ use futures_util::task::AtomicWaker;
 use super::conflate::Conflation;
 pub(super) use super::entries::{Entry, Inner};
 use super::gate::Gate;
-use super::history::Cursor;
 use super::message::{gap_event, Delivery};
 use crate::config::Overflow;
 use crate::telemetry::{DropReason, SubscriberMetrics};
@@ -192,7 +191,7 @@ impl SubQueue {
                 self.metrics.0.dropped(why.drop_reason(), 1);
                 return Pushed::Dropped;
             }
-            if g.absorb(d) {
+            if g.absorb(d, self.capacity, self.max_bytes) {
                 drop(g);
                 self.waker.wake();
                 return Pushed::Queued;
@@ -275,19 +274,19 @@ impl SubQueue {
     /// reading and is closed as slow instead (its queued messages counted
     /// as dropped). Returns false when that happened.
     pub fn push_event(&self, event: ByteString) -> bool {
+        self.push_event_of(None, event)
+    }
+
+    /// As [`SubQueue::push_event`], for an event about `upstream`: its live
+    /// messages stop joining its replays, so they come after the event.
+    pub(super) fn push_event_of(&self, upstream: Option<&str>, event: ByteString) -> bool {
         if !self.events {
             return true;
         }
-        self.push_entry(Entry::Event(Box::new(event)))
+        self.push_entry(Entry::Event(Box::new(event)), upstream)
     }
 
-    /// Queues the start of a replay (envelope or raw subscribers): what the
-    /// cursor replays comes at this point of the stream. Counts as an event.
-    pub(super) fn push_replay(&self, cursor: Cursor) -> bool {
-        self.push_entry(Entry::Replay(Box::new(cursor)))
-    }
-
-    fn push_entry(&self, entry: Entry) -> bool {
+    pub(super) fn push_entry(&self, entry: Entry, upstream: Option<&str>) -> bool {
         let replay = matches!(entry, Entry::Replay(_));
         let wake = {
             let mut g = self.lock();
@@ -304,6 +303,9 @@ impl SubQueue {
                 self.waker.wake();
                 return false;
             }
+            if let Some(u) = upstream {
+                g.stop_joining(Some(u));
+            }
             g.items.push_back(entry);
             g.replays += usize::from(replay);
             was_empty
@@ -312,35 +314,6 @@ impl SubQueue {
             self.waker.wake();
         }
         true
-    }
-
-    /// A resume (SPEC §14): the queued messages of `upstream` (all at or
-    /// below the replay's end) leave the queue, uncounted: the replay sends
-    /// them again, or its gap event counts them. Their pending gap counts go too.
-    pub(super) fn forget_upstream(&self, upstream: &str) {
-        let mut g = self.lock();
-        let g = &mut *g;
-        g.missed.retain(|(u, _)| &**u != upstream);
-        g.missed_tail.retain(|(u, _)| &**u != upstream);
-        g.replayed.retain(|(u, _)| &**u != upstream);
-        g.drop_replays(upstream);
-        let mut removed = false;
-        for at in 0..g.items.len() {
-            if matches!(&g.items[at], Entry::Message(d) if &*d.msg.upstream == upstream) {
-                g.tombstone(at);
-                removed = true;
-            }
-        }
-        if removed {
-            if let Some(c) = g.conflation.as_mut() {
-                let held = g.items.iter().enumerate().filter_map(|(i, e)| match e {
-                    Entry::Message(d) => Some((i, &**d)),
-                    _ => None,
-                });
-                c.rebuild(0, held);
-            }
-            g.compact();
-        }
     }
 
     /// Releases every gate this queue holds (it drained, or closed).

@@ -35,9 +35,15 @@ impl SubQueue {
         out: &mut Vec<Item>,
     ) -> Poll<Taken> {
         let mut g = self.lock();
-        let (taken, _) = self.take(&mut g, max_items.max(1), max_bytes, out);
+        let (taken, _, more) = self.take(&mut g, max_items.max(1), max_bytes, out);
         if taken > 0 {
             return Poll::Ready(Taken::Items);
+        }
+        if more {
+            // A replay examined its share of the history and found nothing
+            // to send yet: the locks go, and the task comes back.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         if let Some(why) = g.closed {
             if g.finished {
@@ -51,19 +57,26 @@ impl SubQueue {
         Poll::Pending
     }
 
-    /// Moves items onto `out` within the bounds; returns (items, bytes).
-    fn take(&self, g: &mut Inner, max_items: usize, max_bytes: usize, out: &mut Vec<Item>) -> (usize, usize) {
-        let (mut items, mut bytes) = (0, 0);
+    /// Moves items onto `out` within the bounds; returns (items, bytes,
+    /// more): `more` when a replay stopped at its examination cap (take again).
+    fn take(&self, g: &mut Inner, max_items: usize, max_bytes: usize, out: &mut Vec<Item>) -> (usize, usize, bool) {
+        let (mut items, mut bytes, mut more) = (0, 0, false);
         while items < max_items && (items == 0 || bytes < max_bytes) {
             if let Some(cursor) = g.replay.as_mut() {
-                let (n, b) = cursor.take(max_items - items, max_bytes.saturating_sub(bytes), out);
-                items += n;
-                bytes += b;
+                let b = cursor.take(max_items - items, max_bytes.saturating_sub(bytes), out);
+                items += b.items;
+                bytes += b.bytes;
+                if b.dropped > 0 {
+                    self.metrics().dropped_overflow(b.dropped);
+                }
                 if cursor.done() {
                     let (upstream, end) = (Arc::clone(&cursor.upstream), cursor.end);
                     g.replay = None;
                     g.replayed.retain(|(u, _)| *u != upstream);
                     g.replayed.push((upstream, end));
+                } else if b.capped {
+                    more = true;
+                    break;
                 }
                 continue;
             }
@@ -100,7 +113,7 @@ impl SubQueue {
         if !g.holding.is_empty() && self.below_bounds(g) {
             self.release_gates(g);
         }
-        (items, bytes)
+        (items, bytes, more)
     }
 
     /// The consumer side as a stream of batches.
@@ -142,9 +155,13 @@ impl Stream for QueueStream {
         let q = &self.queue;
         let mut g = q.lock();
         let mut out = Vec::with_capacity(g.items.len());
-        q.take(&mut g, usize::MAX, usize::MAX, &mut out);
+        let (_, _, more) = q.take(&mut g, usize::MAX, usize::MAX, &mut out);
         if !out.is_empty() {
             return Poll::Ready(Some(Next::Items(out)));
+        }
+        if more {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         if let Some(why) = g.closed {
             if g.finished {

@@ -24,7 +24,7 @@ pub use super::auth::SubscriberSettings;
 use super::outbound::{Outbound, SharedOutbox};
 use super::session::ClientFrames;
 pub use super::session::Session;
-use crate::fanout::{parse_since, Filter, Hub, HubError, SubQueue};
+use crate::fanout::{check_since, parse_since, Filter, Hub, HubError, SubQueue};
 use crate::model::ShutdownFlag;
 use crate::telemetry::Metrics;
 
@@ -145,6 +145,9 @@ pub async fn endpoint(
             },
             _ => {}
         }
+    }
+    if let Err(e) = check_since(&since) {
+        return Ok(plain(StatusCode::BAD_REQUEST, &e));
     }
     // Linear in the query's length: the filter is checked against
     // `max_filters` before any pair is built (SPEC §11).
