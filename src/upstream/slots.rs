@@ -136,6 +136,10 @@ impl Upstream {
 
     /// Feeds `event` to slot `id`.
     pub(super) fn apply_to(&mut self, ctx: &mut Context<Self>, id: u32, event: Event) {
+        if matches!(event, Event::Failed { .. } | Event::Stop { .. } | Event::Rotate { .. }) {
+            // A switch in wait ends with either of its links.
+            self.switch_ends(ctx, id);
+        }
         if matches!(event, Event::Failed { .. }) && self.slot(id).is_some_and(|s| s.role == Role::Primary) {
             // A link lost while its live replacement waits for data (a quiet
             // feed): the replacement takes over instead of a redial.

@@ -101,13 +101,8 @@ impl<T> Held<T> {
     }
 
     /// Messages held now.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.buf.len()
-    }
-
-    /// Nothing held.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
     }
 
     /// Bytes held now.

@@ -209,7 +209,7 @@ fn bytes_are_bounded() {
     let mut h: Held<u32> = Held::begin(&d, 1, NEW, 100, 10).expect("unknown: held");
     assert_eq!(h.push(1, 25, 1), Ok(()), "a first message larger than the bound is still held");
     assert_eq!(h.push(2, 1, 2), Err(2));
-    assert_eq!((h.len(), h.bytes()), (1, 25));
+    assert_eq!((h.count(), h.bytes()), (1, 25));
     let mut h: Held<u32> = Held::begin(&d, 1, NEW, 100, 10).unwrap();
     for i in 0..5 {
         assert_eq!(h.push(i, 2, i as u32), Ok(()));
