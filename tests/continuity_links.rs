@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use support::venue::{subscribers, Seen, Venue};
-use tokio_tungstenite::tungstenite::Message;
 use support::{eventually, metric, settings, Feed};
+use tokio_tungstenite::tungstenite::Message;
 use wsgate::app::Gateway;
 use wsgate::config::{Dur, Redundancy, Rotate, UpstreamConfig};
 use wsgate::model::LinkState;
