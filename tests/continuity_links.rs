@@ -265,14 +265,17 @@ async fn failover_moves_to_the_next_url() {
 /// newest number sent, while the older connections go on with their
 /// backlog slowly (every 30 ms; the newest sends every 10 ms): at every
 /// rotation the new link is ahead of the old one, and the old one still
-/// has `ahead` numbers to bring before the streams meet.
-fn head_start_feed(ahead: u64) -> Feed {
+/// has `ahead` numbers to bring before the streams meet. A negative
+/// `ahead` starts the new connection behind (a replay on connect), and it
+/// catches up.
+fn head_start_feed(ahead: i64) -> Feed {
     let head = Arc::new(AtomicU64::new(0));
     let newest = Arc::new(AtomicUsize::new(0));
     Feed::start(move |mut c| {
         let (head, newest) = (Arc::clone(&head), Arc::clone(&newest));
         async move {
-            let mut next = if c.index == 0 { 1 } else { head.load(Ordering::SeqCst) + ahead + 1 };
+            let start = head.load(Ordering::SeqCst) as i64 + ahead + 1;
+            let mut next = if c.index == 0 { 1 } else { start.max(1) as u64 };
             newest.fetch_max(c.index, Ordering::SeqCst);
             loop {
                 let every = if newest.load(Ordering::SeqCst) == c.index { 10 } else { 30 };
@@ -303,8 +306,8 @@ fn head_start_feed(ahead: u64) -> Feed {
 /// Rotations where the new link starts ahead of an old link with a
 /// backlog: every subscriber sees every number once and in order, with no
 /// `upstream_gap` event; each old link is closed 1000 once the streams met.
-async fn head_start_rotation(sequence: bool) {
-    let feed = head_start_feed(20);
+async fn head_start_rotation(ahead: i64, sequence: bool) {
+    let feed = head_start_feed(ahead);
     let mut u = upstream(feed.url("/"));
     u.max_connection_age = Dur::secs(1);
     if sequence {
@@ -330,11 +333,19 @@ async fn head_start_rotation(sequence: bool) {
 /// (by sequence number).
 #[actix_rt::test]
 async fn new_link_ahead_switches_in_order_by_sequence() {
-    head_start_rotation(true).await;
+    head_start_rotation(20, true).await;
 }
 
 /// Without a sequence: the streams meet by payload hash.
 #[actix_rt::test]
 async fn new_link_ahead_switches_in_order_by_payload() {
-    head_start_rotation(false).await;
+    head_start_rotation(20, false).await;
+}
+
+/// A new link that starts behind (it replays the last 20 numbers) and
+/// catches up: the old link is read until then, so none of the replayed
+/// numbers is delivered twice.
+#[actix_rt::test]
+async fn new_link_behind_catches_up_without_duplicates() {
+    head_start_rotation(-20, false).await;
 }

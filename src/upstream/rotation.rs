@@ -144,6 +144,9 @@ impl Upstream {
             Some((_, d)) => d.observe(key, lane, decide),
             None => Verdict::First,
         };
+        if let Some(s) = self.slot_mut(id) {
+            s.last_key = Some(key);
+        }
         if let (Role::Candidate { replaces }, true) = (role, first_data) {
             self.promote(ctx, id, replaces);
         }
@@ -157,7 +160,7 @@ impl Upstream {
             }
             Verdict::Copy { by } => {
                 self.links.copy(url);
-                self.overlap(ctx, id, by);
+                self.overlap(ctx, id, by, key);
                 Admit::Drop { meets }
             }
         }
@@ -240,15 +243,18 @@ impl Upstream {
         }
     }
 
-    /// Link `id` brought a copy of what the lanes `by` brought: when that
-    /// pairs a replaced link with its successor, the streams overlap.
-    fn overlap(&mut self, ctx: &mut Context<Self>, id: u32, by: u64) {
+    /// Link `id` brought a copy (`key`) of what the lanes `by` brought:
+    /// the streams overlap when the old link brings a copy of what its
+    /// successor brought, or the successor a copy of the old link's latest
+    /// message (a successor still behind is caught up first: closing the
+    /// old link earlier would let the successor's next copies through).
+    fn overlap(&mut self, ctx: &mut Context<Self>, id: u32, by: u64, key: u64) {
         let lane_of = |x: u32| self.slot(x).map(|s| 1u64 << s.lane);
+        let brought_by = |a: u32, b: u32| a == id && lane_of(b).is_some_and(|bit| by & bit != 0);
         let mut done = Vec::new();
         for s in &self.slots {
             let Role::Draining { successor } = s.role else { continue };
-            let pair = |a: u32, b: u32| a == id && lane_of(b).is_some_and(|bit| by & bit != 0);
-            if pair(s.id, successor) || pair(successor, s.id) {
+            if brought_by(s.id, successor) || (brought_by(successor, s.id) && s.last_key == Some(key)) {
                 done.push(s.id);
             }
         }
