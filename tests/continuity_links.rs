@@ -6,12 +6,14 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use support::venue::{subscribers, Seen, Venue};
 use support::{eventually, metric, settings, Feed};
+use tokio_tungstenite::tungstenite::Message;
 use wsgate::app::Gateway;
 use wsgate::config::{Dur, Redundancy, Rotate, UpstreamConfig};
 use wsgate::model::LinkState;
@@ -257,4 +259,93 @@ async fn failover_moves_to_the_next_url() {
     assert_eq!((links[0].state, links[1].state), ("standby", "connected"), "{links:?}");
     assert_eq!(venue.log(1).accepted(), 1);
     assert!(!venue.log(0).attempts().is_empty(), "the first URL was tried first");
+}
+
+/// A feed whose every new connection starts `ahead` numbers beyond the
+/// newest number sent, while the older connections go on with their
+/// backlog slowly (every 30 ms; the newest sends every 10 ms): at every
+/// rotation the new link is ahead of the old one, and the old one still
+/// has `ahead` numbers to bring before the streams meet. A negative
+/// `ahead` starts the new connection behind (a replay on connect), and it
+/// catches up.
+fn head_start_feed(ahead: i64) -> Feed {
+    let head = Arc::new(AtomicU64::new(0));
+    let newest = Arc::new(AtomicUsize::new(0));
+    Feed::start(move |mut c| {
+        let (head, newest) = (Arc::clone(&head), Arc::clone(&newest));
+        async move {
+            let start = head.load(Ordering::SeqCst) as i64 + ahead + 1;
+            let mut next = if c.index == 0 { 1 } else { start.max(1) as u64 };
+            newest.fetch_max(c.index, Ordering::SeqCst);
+            loop {
+                let every = if newest.load(Ordering::SeqCst) == c.index { 10 } else { 30 };
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(every)) => {
+                        if !c.send_text(format!(r#"{{"type":"tick","seq":{next}}}"#)).await {
+                            return;
+                        }
+                        head.fetch_max(next, Ordering::SeqCst);
+                        next += 1;
+                    }
+                    frame = c.ws.next() => match frame {
+                        Some(Ok(Message::Close(cf))) => {
+                            if let Some(cf) = cf {
+                                c.log.closes.lock().unwrap().push(u16::from(cf.code));
+                            }
+                            return;
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    },
+                }
+            }
+        }
+    })
+}
+
+/// Rotations where the new link starts ahead of an old link with a
+/// backlog: every subscriber sees every number once and in order, with no
+/// `upstream_gap` event; each old link is closed 1000 once the streams met.
+async fn head_start_rotation(ahead: i64, sequence: bool) {
+    let feed = head_start_feed(ahead);
+    let mut u = upstream(feed.url("/"));
+    u.max_connection_age = Dur::secs(1);
+    if sequence {
+        u.sequence = Some(toml::from_str("pointer = \"/seq\"").unwrap());
+    }
+    let gw = start(u).await;
+    connected(&gw).await;
+    let seen = watch(&gw, 3, Duration::from_secs(6)).await;
+    assert_lossless(&seen, 300);
+    for (i, s) in seen.iter().enumerate() {
+        assert!(s.seqs.windows(2).all(|w| w[0] < w[1]), "subscriber {i}: out of order: {:?}", s.seqs);
+        assert!(s.events.iter().all(|e| e["event"] != "upstream_gap"), "subscriber {i}: {:?}", s.events);
+    }
+    let rotations = count(&gw, r#"wsgate_upstream_rotations_total{upstream="a"}"#);
+    assert!(rotations >= 3.0, "rotations: {rotations}");
+    assert_eq!(count(&gw, r#"wsgate_upstream_sequence_gaps_total{upstream="a"}"#), 0.0, "no gap");
+    assert_eq!(count(&gw, r#"wsgate_upstream_duplicates_total{upstream="a"}"#), 0.0, "no sequence duplicate");
+    let closes = feed.log.closes();
+    assert!(closes.iter().filter(|c| **c == 1000).count() >= 3, "closes seen by the feed: {closes:?}");
+}
+
+/// With `[upstreams.sequence]`: the switch waits for the streams to meet
+/// (by sequence number).
+#[actix_rt::test]
+async fn new_link_ahead_switches_in_order_by_sequence() {
+    head_start_rotation(20, true).await;
+}
+
+/// Without a sequence: the streams meet by payload hash.
+#[actix_rt::test]
+async fn new_link_ahead_switches_in_order_by_payload() {
+    head_start_rotation(20, false).await;
+}
+
+/// A new link that starts behind (it replays the last 20 numbers) and
+/// catches up: the old link is read until then, so none of the replayed
+/// numbers is delivered twice.
+#[actix_rt::test]
+async fn new_link_behind_catches_up_without_duplicates() {
+    head_start_rotation(-20, false).await;
 }

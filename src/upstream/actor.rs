@@ -25,6 +25,7 @@ use super::governor::Governor;
 use super::handshake::Plan;
 use super::inbound::Inbound;
 use super::link::{Action, Event, Phase};
+use super::rotation::Switching;
 use super::slots::{self, Role, Slot};
 use super::wire::Closing;
 use crate::config::{scrub, Redundancy, Rotate, UpstreamConfig};
@@ -79,6 +80,8 @@ pub struct Upstream {
     /// How message identities are found, and the ones remembered: only
     /// when two links can be live at once (rotation, `redundancy = "all"`).
     pub(super) dedupe: Option<(Identity, Dedupe)>,
+    /// A make-before-break switch waiting for the streams to meet (`switch.rs`).
+    pub(super) switching: Option<Switching>,
     /// The link metrics of this upstream (SPEC §14).
     pub(super) links: LinkMetrics,
     /// Old links, still read until the server answers our close.
@@ -110,6 +113,7 @@ impl Upstream {
             shown: None,
             link_conns: vec![0; urls],
             dedupe: several.then(|| (Identity::new(cfg.sequence.as_ref()), Dedupe::new(cfg.dedupe_window))),
+            switching: None,
             links: deps.metrics.links(if cfg.urls.is_empty() { 0 } else { urls }),
             plan: Plan::new(&cfg),
             inbound: Inbound::new(&cfg),
@@ -259,6 +263,7 @@ impl Supervised for Upstream {
         // The old context's futures, streams and timers are gone; make sure
         // the old connections go with them. Rotations in progress end.
         self.drop_links();
+        self.switching = None;
         let gone: Vec<u8> = self.slots.iter().filter(|s| s.role != Role::Primary).map(|s| s.lane).collect();
         self.slots.retain(|s| s.role == Role::Primary);
         if let Some((_, d)) = self.dedupe.as_mut() {

@@ -126,6 +126,13 @@ impl Dedupe {
         Verdict::First
     }
 
+    /// Whether another link than `lane` already brought `id` (nothing is
+    /// recorded: a rotation's switch asks before it holds a message).
+    pub fn known(&self, id: u64, lane: u8) -> bool {
+        let bit = 1u64 << (lane % LANES);
+        self.seen.get(&id).is_some_and(|(lanes, _)| *lanes != 0 && *lanes & bit == 0)
+    }
+
     /// Link `lane` is gone: what it brought no longer says anything about
     /// the next link given that lane.
     pub fn forget_lane(&mut self, lane: u8) {

@@ -26,6 +26,7 @@ pub mod pointer;
 mod rotation;
 pub mod sequence;
 mod slots;
+mod switch;
 mod trace;
 mod wire;
 

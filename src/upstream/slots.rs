@@ -57,6 +57,9 @@ pub(super) struct Slot {
     pub role: Role,
     /// A data message came since it went live.
     pub had_data: bool,
+    /// The identity of the last data message it brought (de-duplication
+    /// on): a new link that brings it has caught up with this one.
+    pub last_key: Option<u64>,
 }
 
 /// Order of states for the upstream's state: the best slot wins.
@@ -79,7 +82,17 @@ pub(super) fn initial(cfg: &UpstreamConfig) -> Vec<Slot> {
 impl Slot {
     pub(super) fn new(cfg: &UpstreamConfig, id: u32, lane: u8, url: usize, role: Role) -> Slot {
         let cfg = Arc::new(cfg.for_link(url));
-        Slot { id, lane, url, life: Lifecycle::for_slot(&cfg, id), cfg, link: None, role, had_data: false }
+        Slot {
+            id,
+            lane,
+            url,
+            life: Lifecycle::for_slot(&cfg, id),
+            cfg,
+            link: None,
+            role,
+            had_data: false,
+            last_key: None,
+        }
     }
 
     pub(super) fn live(&self) -> bool {
@@ -136,6 +149,10 @@ impl Upstream {
 
     /// Feeds `event` to slot `id`.
     pub(super) fn apply_to(&mut self, ctx: &mut Context<Self>, id: u32, event: Event) {
+        if matches!(event, Event::Failed { .. } | Event::Stop { .. } | Event::Rotate { .. }) {
+            // A switch in wait ends with either of its links.
+            self.switch_ends(ctx, id);
+        }
         if matches!(event, Event::Failed { .. }) && self.slot(id).is_some_and(|s| s.role == Role::Primary) {
             // A link lost while its live replacement waits for data (a quiet
             // feed): the replacement takes over instead of a redial.

@@ -24,6 +24,8 @@ use super::error::LinkError;
 use super::heartbeat::{Beat, Heartbeat};
 use super::inbound::Outcome;
 use super::link::{Event, Goodbye, Phase};
+use super::rotation::Admit;
+use super::switch::Why;
 use super::trace::{self, Dir};
 use crate::fanout::Pausable;
 use crate::transport::deflate::LinkCodec;
@@ -322,11 +324,27 @@ impl Upstream {
     }
 
     /// Decodes and publishes one data message of link `conn` in slot `id`,
-    /// unless another link already brought it (`rotation.rs`: `admit`).
-    fn deliver(&mut self, ctx: &mut Context<Self>, id: u32, conn: u64, msg: WsMessage, now: Instant) {
-        if !self.admit(ctx, id, &msg.data) {
-            return;
+    /// unless another link already brought it, or holds it while a
+    /// rotation's switch waits (`rotation.rs`: `admit`).
+    pub(super) fn deliver(&mut self, ctx: &mut Context<Self>, id: u32, conn: u64, msg: WsMessage, now: Instant) {
+        match self.admit(ctx, id, &msg.data) {
+            Admit::Hold(key) => self.held(ctx, id, key, (msg, conn, now)),
+            Admit::Drop { meets } => {
+                if meets {
+                    self.release(ctx, Why::Met);
+                }
+            }
+            Admit::Deliver { meets } => {
+                self.publish(ctx, id, conn, msg, now);
+                if meets {
+                    self.release(ctx, Why::Met);
+                }
+            }
         }
+    }
+
+    /// Decodes and publishes one data message of link `conn` in slot `id`.
+    pub(super) fn publish(&mut self, ctx: &mut Context<Self>, id: u32, conn: u64, msg: WsMessage, now: Instant) {
         match self.inbound.deliver(msg, conn, now, &self.deps.publisher, &self.deps.metrics) {
             o @ (Outcome::Published | Outcome::Resync) => {
                 if let Some(down) = self.slot_mut(id).and_then(|s| s.life.first_message(now)) {
