@@ -161,10 +161,7 @@ async fn fail(framed: &mut Framed<BoxedSocket, LinkCodec>, out: &Out, code: u16,
 /// Reads (and drops) whatever comes until the server ends the connection,
 /// for at most [`CLOSE_WAIT`]; a decode error ends it too.
 async fn drain(framed: &mut Framed<BoxedSocket, LinkCodec>) {
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(_)) = framed.next().await {}
-    })
-    .await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Some(Ok(_)) = framed.next().await {} }).await;
 }
 
 #[cfg(test)]

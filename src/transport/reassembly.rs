@@ -228,7 +228,10 @@ mod tests {
         let cases: Vec<Vec<Fragment>> = vec![
             vec![First(Kind::Text, b(b"\xff"))],
             vec![First(Kind::Text, b(b"ok")), Continue(b(b"\xed\xa0\x80"))],
-            vec![First(Kind::Text, b(b"\xce")), Continue(b(b"\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80"))],
+            vec![
+                First(Kind::Text, b(b"\xce")),
+                Continue(b(b"\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80")),
+            ],
             vec![First(Kind::Text, b(b"\xc3")), Continue(b(b"\x28"))],
         ];
         for frags in cases {
