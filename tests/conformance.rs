@@ -1,7 +1,8 @@
 //! The Autobahn TestSuite against both frame layers (issue 18): runs
 //! `scripts/conformance.sh --quick` (a representative subset: every case of
-//! 1-7 and 10 and some of 9, 12 and 13 against `wsgate tail --echo`; 1-5,
-//! 6.1-6.5, 7, 9.1.1, 9.2.1 and 10 against the test-only `GET /__echo`) with
+//! 1-7 and 10 and some of 9, 12 and 13 against `wsgate tail --echo`; 2-5,
+//! 6.1-6.4, 7.1, 7.3, 7.13, 10 and some of 1, 7 and 9 against the test-only
+//! `GET /__echo`) with
 //! this build's binary, and fails on any case FAILED, UNIMPLEMENTED,
 //! unclean or with a wrong close code. The full run is the script without
 //! `--quick` (docs/conformance.md). Skipped with one line without Python 2.7.
