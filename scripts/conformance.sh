@@ -14,7 +14,7 @@
 # The summary (counts per behaviour, every case not OK with Autobahn's
 # reason) replaces the generated part of the output file; the hand-written
 # explanations around it are kept. The HTML and JSON reports stay in
-# target/conformance/reports/.
+# target/conformance/{full,quick}/reports/.
 #
 # Usage: scripts/conformance.sh [--quick] [--no-reference] [--out FILE]
 #   --quick         a representative subset (the one `cargo test --test
@@ -93,7 +93,9 @@ if [ -z "${WSGATE_BIN:-}" ]; then
     WSGATE_BIN="$ROOT/target/debug/wsgate"
 fi
 
-WORK="$ROOT/target/conformance"
+# The quick and the full run apart, so that the test and a manual run do
+# not remove each other's reports.
+if [ "$quick" = 1 ]; then WORK="$ROOT/target/conformance/quick"; else WORK="$ROOT/target/conformance/full"; fi
 REPORTS="$WORK/reports"
 rm -rf "$REPORTS"
 mkdir -p "$REPORTS" "$WORK/logs"
