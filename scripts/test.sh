@@ -51,6 +51,8 @@ need chromium             'have_file "${CHROMIUM:-/usr/bin/chromium}"'          
 need tinyproxy            'PATH="$PATH:/usr/sbin" have tinyproxy'                "tests/reach.rs http_connect_proxy_with_auth, tests/tail.rs env_proxy_and_no_proxy"
 need microsocks           'have microsocks'                                      "tests/reach.rs socks5_proxy_with_auth"
 need python-websockets    '"$PYTHON" -c "import websockets"'                     "tests/reach.rs unix_socket_link, permessage_deflate_against_python_websockets"
+# Python 2.7 (pyenv 2.7.18, or PYTHON2): the Autobahn TestSuite, which scripts/conformance.sh installs itself.
+need python2.7            '{ [ -n "${PYTHON2:-}" ] && "$PYTHON2" -c "import sys; sys.exit(sys.version_info[:2] != (2, 7))"; } || PYENV_VERSION=2.7.18 python -c "import sys; sys.exit(sys.version_info[:2] != (2, 7))"' "tests/conformance.rs (the Autobahn TestSuite, scripts/conformance.sh --quick)"
 # Services the machine runs (not installed by scripts/install-test-tools.sh).
 need "NATS (127.0.0.1:4222)"  '(exec 3<>/dev/tcp/127.0.0.1/4222)'                 "tests/brokers.rs (the nats sink tests), tests/cluster.rs, tests/cluster_e2e.rs"
 need "Redis (127.0.0.1:6379)" '(exec 3<>/dev/tcp/127.0.0.1/6379)'                 "tests/brokers.rs (the redis sink tests)"

@@ -148,6 +148,7 @@ impl Gateway {
                 .configure(http::routes)
         })
         .on_connect(move |conn, _| socket::tune_accepted(conn, stall))
+        .client_disconnect_timeout(crate::subscriber::websocket::CLOSE_LINGER)
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(timeout_secs)

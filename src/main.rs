@@ -120,6 +120,7 @@ Examples:
   wsgate tail --gateway http://127.0.0.1:9750 --topic trade --count 5   a running gateway's /ws
   wsgate tail --config my.toml btcusd          the upstream btcusd of my.toml, with its auth, proxy, TLS
   wsgate tail wss://feed.example.com/ws -H 'Authorization: Bearer T' --send '{\"op\":\"subscribe\"}' -v
+  wsgate tail ws://127.0.0.1:9001/echo --echo   send every message back (see docs/conformance.md)
 
 Lines typed on stdin are sent as text frames.
 

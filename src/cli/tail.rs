@@ -77,10 +77,15 @@ pub struct TailArgs {
     /// With --gateway: follow only this topic (repeatable).
     #[arg(long = "topic", value_name = "T", requires = "gateway")]
     pub topics: Vec<String>,
+    /// Send every text or binary message back unchanged instead of printing
+    /// it (a debugging aid; the testee of scripts/conformance.sh). Pings,
+    /// pongs and closes still show with -v; --count counts echoed messages.
+    #[arg(long, conflicts_with = "gateway")]
+    pub echo: bool,
 }
 
 /// How a session ended.
-enum End {
+pub(super) enum End {
     /// Exit 0.
     Done,
     /// Exit 1 with this text.
@@ -188,7 +193,7 @@ fn enc(value: &str) -> String {
 }
 
 /// Prints what arrives; the one place that writes stdout.
-struct Out {
+pub(super) struct Out {
     json: bool,
     verbose: bool,
     secrets: Vec<String>,
@@ -207,7 +212,7 @@ impl Out {
     }
 
     /// With `-v`: a control frame (to stdout as JSON with `--json`, else to stderr).
-    fn control(&self, dir: &str, opcode: &str, data: &str, code: Option<u16>) {
+    pub(super) fn control(&self, dir: &str, opcode: &str, data: &str, code: Option<u16>) {
         if !self.verbose {
             return;
         }
@@ -229,7 +234,7 @@ fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-fn hex(data: &[u8]) -> String {
+pub(super) fn hex(data: &[u8]) -> String {
     data.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -268,6 +273,10 @@ async fn session(cfg: Arc<UpstreamConfig>, args: TailArgs) -> End {
         if let Err(e) = conn.framed.send(Message::Text(ByteString::from(text))).await {
             return End::Failed(format!("tcp: sending failed: {e}"));
         }
+    }
+    if args.echo {
+        let max = cfg.max_message_size.bytes();
+        return super::echo::run(&mut conn.framed, max, &out, args.count, deadline).await;
     }
     let mut stdin = Some(stdin_lines());
     let mut reasm = Reassembler::new(cfg.max_message_size.bytes());
@@ -344,7 +353,7 @@ async fn session(cfg: Arc<UpstreamConfig>, args: TailArgs) -> End {
 }
 
 /// Closes with 1000 and waits briefly for the server's reply.
-async fn goodbye(framed: &mut actix_codec::Framed<awc::BoxedSocket, LinkCodec>, out: &Out) -> End {
+pub(super) async fn goodbye(framed: &mut actix_codec::Framed<awc::BoxedSocket, LinkCodec>, out: &Out) -> End {
     let bye = CloseReason { code: CloseCode::Normal, description: None };
     out.control(">", "close", "", Some(1000));
     if framed.send(Message::Close(Some(bye))).await.is_err() {

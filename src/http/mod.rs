@@ -36,6 +36,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/status", web::get().to(status))
         .route("/metrics", web::get().to(metrics))
         .route("/ws", web::get().to(crate::subscriber::websocket::endpoint));
+    // The /ws frame layer, echoing: the Autobahn testee (test builds only).
+    #[cfg(feature = "test-hooks")]
+    cfg.route("/__echo", web::get().to(crate::subscriber::echo::endpoint));
 }
 
 /// The status page: self-contained HTML that polls `/status` every second.

@@ -7,6 +7,8 @@
 //! webhook dials through `transport` like an upstream does.
 
 pub mod auth;
+#[cfg(feature = "test-hooks")]
+pub mod echo;
 mod outbound;
 mod session;
 pub mod sinks;

@@ -345,6 +345,8 @@ pub struct ClientFrames<S> {
     outbox: SharedOutbox,
     scan: FrameScan,
     codec: Codec,
+    /// The largest frame accepted ([`MAX_CLIENT_FRAME`] on `/ws`).
+    limit: usize,
     /// Bytes received and not yet decoded (at most one frame and a header).
     buf: BytesMut,
     /// A refusal was returned, or the payload ended.
@@ -354,11 +356,18 @@ pub struct ClientFrames<S> {
 impl<S> ClientFrames<S> {
     /// Frames of `payload`, read while `outbox` has room for their answers.
     pub fn new(payload: S, outbox: SharedOutbox) -> Self {
+        Self::with_limit(payload, outbox, MAX_CLIENT_FRAME)
+    }
+
+    /// The same with frames of up to `limit` bytes (the test-only echo
+    /// route echoes larger messages than a subscriber may send).
+    pub fn with_limit(payload: S, outbox: SharedOutbox, limit: usize) -> Self {
         ClientFrames {
             payload,
             outbox,
             scan: FrameScan::default(),
-            codec: Codec::new().max_size(MAX_CLIENT_FRAME),
+            codec: Codec::new().max_size(limit),
+            limit,
             buf: BytesMut::new(),
             over: false,
         }
@@ -398,7 +407,7 @@ where
             }
             match std::pin::Pin::new(&mut this.payload).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    if this.scan.feed(&chunk, MAX_CLIENT_FRAME as u64).is_err() {
+                    if this.scan.feed(&chunk, this.limit as u64).is_err() {
                         this.over = true;
                         return Poll::Ready(Some(Err(Refused::TooBig)));
                     }

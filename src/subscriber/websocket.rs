@@ -28,6 +28,21 @@ use crate::fanout::{check_since, parse_since, Filter, Hub, HubError, SubQueue};
 use crate::model::ShutdownFlag;
 use crate::telemetry::Metrics;
 
+/// How long the HTTP layer keeps a connection after a `/ws` response ended
+/// (our close frame written) while the client has not closed TCP.
+/// actix-web's HTTP/1 dispatcher then *lingers*, reading and discarding,
+/// until the client closes or `client_disconnect_timeout` passes (1 s by
+/// default). RFC 6455 §7.1.1 wants the server to close the TCP connection
+/// first, and clients wait about a second for it: at 1 s the two timers
+/// raced and the Autobahn TestSuite graded our closes UNCLEAN or "failed
+/// by client" (docs/conformance.md). Not less than 500 ms: actix-http
+/// computes the deadline from its cached clock, refreshed every 500 ms,
+/// and a deadline already past when the timer is set never wakes the
+/// connection (it then lingers until the client gives up). Set
+/// server-wide in `app.rs` (it also bounds how long an unread plain-HTTP
+/// request body is drained).
+pub const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_millis(700);
+
 /// What the endpoint needs; shared by all HTTP workers.
 #[derive(Clone)]
 pub struct WsEndpoint {

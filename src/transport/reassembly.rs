@@ -1,5 +1,11 @@
 //! Reassembly of fragmented WebSocket messages, capped at `max_message_size`,
 //! with UTF-8 validation of text. Plain code, no actix: unit-tested and fuzzed.
+//!
+//! Text is checked as each fragment arrives, not only once the message is
+//! whole: a fragment that cannot be the start of valid UTF-8, whatever
+//! follows, fails the message at once (RFC 6455 §8.1 "fail fast"; Autobahn
+//! cases 6.4.x). Only a character split across fragments (at most 3 bytes)
+//! waits for the next one.
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -91,12 +97,14 @@ impl Message {
 pub struct Reassembler {
     limit: usize,
     partial: Option<(Kind, BytesMut)>,
+    /// Bytes of the partial text message known to be valid UTF-8.
+    checked: usize,
 }
 
 impl Reassembler {
     /// A reassembler that refuses messages over `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Reassembler { limit, partial: None }
+        Reassembler { limit, partial: None, checked: 0 }
     }
 
     /// Feeds one frame; returns a message when one is complete.
@@ -117,6 +125,8 @@ impl Reassembler {
                 let mut buf = BytesMut::with_capacity(data.len() * 2);
                 buf.extend_from_slice(&data);
                 self.partial = Some((kind, buf));
+                self.checked = 0;
+                self.check_text()?;
                 Ok(None)
             }
             frag @ (Fragment::Continue(_) | Fragment::Last(_)) => {
@@ -133,13 +143,37 @@ impl Reassembler {
                     return Err(FrameError::Oversize { size, limit: self.limit });
                 }
                 buf.extend_from_slice(&data);
+                self.check_text()?;
                 if !last {
                     return Ok(None);
                 }
                 let Some((kind, buf)) = self.partial.take() else { return Ok(None) };
-                finish(kind, buf.freeze()).map(Some)
+                if kind == Kind::Text && self.checked != buf.len() {
+                    // The message ends inside a character.
+                    return Err(FrameError::Utf8);
+                }
+                // Checked per fragment above (to fail fast); the whole is
+                // checked once more into its `ByteString` (fragmented
+                // messages only: the rare case).
+                Message::new(kind, buf.freeze()).map(Some)
             }
         }
+    }
+
+    /// Checks the partial text message's new bytes: an error as soon as
+    /// they cannot be valid UTF-8 whatever comes next; a character cut at
+    /// the end waits for the next fragment.
+    fn check_text(&mut self) -> Result<(), FrameError> {
+        let Some((Kind::Text, buf)) = self.partial.as_ref() else { return Ok(()) };
+        match std::str::from_utf8(&buf[self.checked..]) {
+            Ok(_) => self.checked = buf.len(),
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+            Err(_) => {
+                self.partial = None;
+                return Err(FrameError::Utf8);
+            }
+        }
+        Ok(())
     }
 
     fn check_size(&self, size: usize) -> Result<(), FrameError> {
@@ -185,6 +219,11 @@ mod tests {
             (vec![Whole(Kind::Text, b(b"\xc3\x28"))], Err(FrameError::Utf8)),
             // A UTF-8 character split across fragments is fine once joined.
             (vec![First(Kind::Text, b(b"\xc3")), Last(b(b"\xa9"))], Ok(Some("é".as_bytes()))),
+            (vec![First(Kind::Text, b(b"\xe2")), Continue(b(b"\x82")), Last(b(b"\xac"))], Ok(Some("€".as_bytes()))),
+            // A message that ends inside a character.
+            (vec![First(Kind::Text, b(b"a")), Last(b(b"\xc3"))], Err(FrameError::Utf8)),
+            // Binary is never checked.
+            (vec![First(Kind::Binary, b(b"\xc3")), Last(b(b"\x28"))], Ok(Some(b"\xc3\x28"))),
         ];
         for (frags, want) in cases {
             let mut r = Reassembler::new(10);
@@ -197,6 +236,37 @@ mod tests {
             }
             let got = got.map(|m| m.map(|m| m.data.to_vec()));
             assert_eq!(got, want.map(|o| o.map(<[u8]>::to_vec)), "{frags:?}");
+        }
+    }
+
+    /// Invalid UTF-8 fails at the fragment that carries it, before the
+    /// message ends (fail fast, RFC 6455 §8.1), also inside a fragment
+    /// that starts with the tail of a split character.
+    #[test]
+    fn invalid_text_fails_fast() {
+        use Fragment::*;
+        let cases: Vec<Vec<Fragment>> = vec![
+            vec![First(Kind::Text, b(b"\xff"))],
+            vec![First(Kind::Text, b(b"ok")), Continue(b(b"\xed\xa0\x80"))],
+            vec![
+                First(Kind::Text, b(b"\xce")),
+                Continue(b(b"\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80")),
+            ],
+            vec![First(Kind::Text, b(b"\xc3")), Continue(b(b"\x28"))],
+        ];
+        for frags in cases {
+            let mut r = Reassembler::new(100);
+            let n = frags.len();
+            for (i, f) in frags.clone().into_iter().enumerate() {
+                let got = r.push(f);
+                if i + 1 < n {
+                    assert_eq!(got, Ok(None), "{frags:?}");
+                } else {
+                    assert_eq!(got, Err(FrameError::Utf8), "{frags:?}");
+                }
+            }
+            // The failed message is gone: a new one may start.
+            assert_eq!(r.push(Whole(Kind::Text, b(b"x"))).map(|m| m.map(|m| m.data)), Ok(Some(b(b"x"))));
         }
     }
 }
