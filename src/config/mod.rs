@@ -44,8 +44,7 @@ pub use schema::{
     AuthConfig, AuthKind, ClusterConfig, Compression, DecodeConfig, DecodeFormat, FreshnessConfig, GovernorConfig,
     HandshakeStep, HeartbeatConfig, InvalidPolicy, LogConfig, LogFormat, Matcher, NatsConfig, OnProblem, Overflow,
     ProxyConfig, ReconnectConfig, RedisConfig, Redundancy, Rotate, SecretSpec, SequenceConfig, ServerConfig, Settings,
-    SinkConfig,
-    SinkFormat, SubscribersConfig, TlsConfig, TokenCommand, UpstreamConfig, WebhookConfig,
+    SinkConfig, SinkFormat, SubscribersConfig, TlsConfig, TokenCommand, UpstreamConfig, WebhookConfig,
 };
 pub use secret::{Secret, SecretError, SecretSource, REDACTED};
 pub use units::{parse_duration, parse_size, Dur, Size};

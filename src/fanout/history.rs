@@ -303,19 +303,7 @@ mod tests {
     use crate::model::DataKind;
 
     fn msg(seq: u64, topic: &str, size: usize) -> Arc<Delivery> {
-        Delivery::new(
-            Incoming {
-                upstream: "a".into(),
-                topic: topic.into(),
-                raw: bytes::Bytes::from(vec![b'1'; size]),
-                raw_is_text: true,
-                kind: DataKind::Json,
-                received_at: SystemTime::now(),
-                received: Instant::now(),
-                conn: 1,
-            },
-            seq,
-        )
+        Delivery::json_for_test("a", topic, vec![b'1'; size], seq)
     }
 
     fn seqs(items: &[Item]) -> Vec<String> {

@@ -61,6 +61,25 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A JSON text message of `upstream` and `topic` received now on link
+    /// 1, numbered `seq`: the unit tests' message.
+    #[cfg(test)]
+    pub(crate) fn json_for_test(upstream: &str, topic: &str, raw: impl Into<Bytes>, seq: u64) -> Arc<Self> {
+        Delivery::new(
+            Incoming {
+                upstream: upstream.into(),
+                topic: topic.into(),
+                raw: raw.into(),
+                raw_is_text: true,
+                kind: DataKind::Json,
+                received_at: SystemTime::now(),
+                received: Instant::now(),
+                conn: 1,
+            },
+            seq,
+        )
+    }
+
     /// Wraps a message with its number.
     pub fn new(msg: Incoming, seq: u64) -> Arc<Self> {
         Arc::new(Delivery {

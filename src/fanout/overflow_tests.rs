@@ -11,19 +11,7 @@ use crate::model::DataKind;
 use crate::telemetry::Metrics;
 
 fn msg(upstream: &str, seq: u64, sym: &str) -> Arc<Delivery> {
-    Delivery::new(
-        Incoming {
-            upstream: upstream.into(),
-            topic: "t".into(),
-            raw: bytes::Bytes::from(format!(r#"{{"sym":"{sym}","n":{seq}}}"#)),
-            raw_is_text: true,
-            kind: DataKind::Json,
-            received_at: SystemTime::now(),
-            received: Instant::now(),
-            conn: 1,
-        },
-        seq,
-    )
+    Delivery::json_for_test(upstream, "t", format!(r#"{{"sym":"{sym}","n":{seq}}}"#), seq)
 }
 
 fn shown(items: &[Item]) -> Vec<String> {

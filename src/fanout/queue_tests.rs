@@ -11,19 +11,7 @@ use crate::telemetry::Metrics;
 use std::task::{Context, Poll};
 
 fn msg(upstream: &str, seq: u64) -> Arc<Delivery> {
-    Delivery::new(
-        Incoming {
-            upstream: upstream.into(),
-            topic: "".into(),
-            raw: bytes::Bytes::from(seq.to_string()),
-            raw_is_text: true,
-            kind: DataKind::Json,
-            received_at: SystemTime::now(),
-            received: Instant::now(),
-            conn: 1,
-        },
-        seq,
-    )
+    Delivery::json_for_test(upstream, "", seq.to_string(), seq)
 }
 
 fn seqs(items: &[Item]) -> Vec<String> {

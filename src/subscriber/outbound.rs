@@ -303,19 +303,7 @@ mod tests {
     }
 
     fn delivery(seq: u64) -> Arc<Delivery> {
-        Delivery::new(
-            Incoming {
-                upstream: "feed".into(),
-                topic: "".into(),
-                raw: Bytes::from(format!("{{\"n\":{seq}}}")),
-                raw_is_text: true,
-                kind: DataKind::Json,
-                received_at: SystemTime::now(),
-                received: Instant::now(),
-                conn: 1,
-            },
-            seq,
-        )
+        Delivery::json_for_test("feed", "", format!("{{\"n\":{seq}}}"), seq)
     }
 
     /// The body takes one bounded batch per pull and yields each message's

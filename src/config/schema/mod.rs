@@ -12,8 +12,8 @@
 //! This file holds the root and the process-wide tables; the per-feed
 //! `[[upstreams]]` tree is in `upstream.rs`, `[[sinks]]` in `sink.rs`.
 
-mod continuity;
 mod cluster;
+mod continuity;
 mod integrity;
 mod reach;
 mod sink;
@@ -27,8 +27,8 @@ use super::redact::DEFAULT_REDACT_QUERY;
 use super::secret::{Secret, SecretSource};
 use super::units::{Dur, Size};
 
-pub use continuity::{Redundancy, Rotate};
 pub use cluster::ClusterConfig;
+pub use continuity::{Redundancy, Rotate};
 pub use integrity::{
     FreshnessConfig, GovernorConfig, HandshakeStep, OnProblem, SecretSpec, SequenceConfig, TokenCommand,
 };

@@ -81,19 +81,7 @@ fn faulty(path: &Path, fault: &Arc<Mutex<Fault>>) -> FileLines<Faulty> {
 }
 
 fn delivery(n: u64) -> Arc<Delivery> {
-    Delivery::new(
-        Incoming {
-            upstream: "u".into(),
-            topic: "t".into(),
-            raw: bytes::Bytes::from(format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(n as usize * 7))),
-            raw_is_text: true,
-            kind: DataKind::Json,
-            received_at: SystemTime::now(),
-            received: std::time::Instant::now(),
-            conn: 1,
-        },
-        n,
-    )
+    Delivery::json_for_test("u", "t", format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(n as usize * 7)), n)
 }
 
 /// The file's lines, each checked to be a whole JSON document.
