@@ -296,11 +296,7 @@ impl Cursor {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Instant, SystemTime};
-
     use super::*;
-    use crate::fanout::message::Incoming;
-    use crate::model::DataKind;
 
     fn msg(seq: u64, topic: &str, size: usize) -> Arc<Delivery> {
         Delivery::json_for_test("a", topic, vec![b'1'; size], seq)

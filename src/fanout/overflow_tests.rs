@@ -1,13 +1,11 @@
 //! Unit tests of `overflow = "conflate"` and `"block"` on a `SubQueue`.
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 use futures_util::StreamExt;
 
 use crate::config::Overflow;
 use crate::fanout::message::{Delivery, Incoming};
 use crate::fanout::{Gate, Item, Next, SubQueue};
-use crate::model::DataKind;
 use crate::telemetry::Metrics;
 
 fn msg(upstream: &str, seq: u64, sym: &str) -> Arc<Delivery> {

@@ -1,12 +1,9 @@
 //! Unit tests of `queue.rs`.
-use std::time::{Instant, SystemTime};
 
 use futures_util::StreamExt;
 
 use super::*;
-use crate::fanout::message::Incoming;
 use crate::fanout::{Next, QueueStream, Taken};
-use crate::model::DataKind;
 use crate::telemetry::Metrics;
 use std::task::{Context, Poll};
 

@@ -281,13 +281,11 @@ impl Drop for Outbound {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Instant, SystemTime};
-
     use futures_util::task::noop_waker;
 
     use super::*;
     use crate::config::Overflow;
-    use crate::fanout::{DataKind, Delivery, Incoming};
+    use crate::fanout::Delivery;
     use crate::telemetry::Metrics;
 
     /// Stands in for the session actor: records what the body told it.

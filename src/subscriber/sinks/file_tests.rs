@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::Value;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::super::{start_lines, Abandon, Flush, LineSink, LINE_QUEUE_CAPACITY};
 use super::*;
 use crate::config::Overflow;
-use crate::fanout::{Closed, DataKind, Filter, Hub, Incoming, SubQueue};
+use crate::fanout::{Closed, Filter, Hub, SubQueue};
 use crate::telemetry::{DropReason, Metrics};
 
 /// What the injected fault does to the next writes.
