@@ -83,6 +83,7 @@ impl Gateway {
         if let Some(refusal) = refuse_open(&settings, &resolved) {
             anyhow::bail!("{refusal}");
         }
+        resolved.warn_if_open();
         let metrics = Metrics::new();
         let board = StatusBoard::new();
         let hub = Hub::new();
@@ -285,6 +286,7 @@ impl Gateway {
             if new.sinks != self.settings.sinks { Some(Sinks::prepare(&new.sinks, &self.run)?) } else { None };
 
         // === apply: nothing below fails ===
+        subscribers.warn_if_open();
         *self.subscriber_settings.write().unwrap_or_else(|p| p.into_inner()) = subscribers;
         self.hub.configure_replay(self.run.clone(), new.subscribers.history, new.subscribers.history_bytes.bytes());
 

@@ -127,6 +127,18 @@ fn token_files_are_read() {
     let (code, out, err) = check(d, &upstream(&token), false);
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("FILE-SECRET-VALUE") && !err.contains("FILE-SECRET-VALUE"), "{out}{err}");
+
+    // A named secret's file (SPEC §13) is read the same way.
+    let named = |path: &Path| {
+        format!(
+            "[[upstreams]]\nname = \"a\"\nurl = \"ws://h/\"\n[upstreams.secrets]\napi_secret = {{ file = {:?} }}\n",
+            path.to_str().unwrap()
+        )
+    };
+    refused_then_skipped(d, &named(&missing), "upstreams[0].secrets.api_secret.file", "No such file or directory");
+    let (code, out, err) = check(d, &named(&token), false);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("FILE-SECRET-VALUE") && !err.contains("FILE-SECRET-VALUE"), "{out}{err}");
 }
 
 /// Every problem is reported at once, each with its key: the subscriber and

@@ -395,7 +395,7 @@ async fn healthz_names_a_stuck_upstream() {
 
 /// The first-run path of the README: `wsgate demo --feed-only` serves the
 /// feed on 127.0.0.1:9751 and `wsgate run` with the shipped
-/// config/wsgate.toml connects to it and reaches ready.
+/// config/wsgate.toml connects to it, reaches ready and receives data.
 #[test]
 fn feed_only_demo_and_the_shipped_config_reach_ready() {
     let feed = Daemon(
@@ -431,5 +431,13 @@ fn feed_only_demo_and_the_shipped_config_reach_ready() {
     let (_, status) = http_get(addr, "/status").unwrap();
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["upstreams"][0]["state"], "connected", "{v}");
+    // The shipped config subscribes (`on_connect`): the feed sends data.
+    eventually_blocking(LONG, "data messages with the shipped config", || {
+        http_get(addr, "/status")
+            .ok()
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["upstreams"][0]["messages"].as_u64())
+            .is_some_and(|n| n > 0)
+    });
     drop(feed);
 }

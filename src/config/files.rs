@@ -35,6 +35,11 @@ pub fn check_files(settings: &Settings, source: &ConfigSource) -> Result<(), Vec
         if let Some(path) = &u.proxy.password_file {
             check_secret_file(path).unwrap_or_else(|m| problems.push((key("proxy.password_file"), m)));
         }
+        for (name, spec) in &u.secrets {
+            if let Some(path) = &spec.file {
+                check_secret_file(path).unwrap_or_else(|m| problems.push((key(&format!("secrets.{name}.file")), m)));
+            }
+        }
     }
     if let Some(path) = &settings.subscribers.auth_token_file {
         check_secret_file(path).unwrap_or_else(|m| problems.push(("subscribers.auth_token_file".into(), m)));

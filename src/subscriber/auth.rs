@@ -48,18 +48,24 @@ pub struct SubscriberSettings {
 
 impl SubscriberSettings {
     /// Resolves the token. An `auth_token_env` naming an unset variable
-    /// leaves the endpoint open (SPEC: "unset = open"), with a warning;
-    /// whether open is allowed at all is [`refuse_open`]'s question.
+    /// leaves the endpoint open (SPEC: "unset = open"; [`Self::warn_if_open`]
+    /// says so once it is allowed); whether open is allowed at all is
+    /// [`refuse_open`]'s question.
     pub fn resolve(cfg: &SubscribersConfig) -> anyhow::Result<Self> {
         let token = match cfg.token_source().resolve() {
             Ok(t) => t,
-            Err(SecretError::EnvMissing(var)) if cfg.auth_token_env.is_some() => {
-                warn!(variable = %var, "Subscriber auth is off: the token variable is not set, so /ws is open.");
-                None
-            }
+            Err(SecretError::EnvMissing(_)) if cfg.auth_token_env.is_some() => None,
             Err(e) => anyhow::bail!("subscribers.auth_token: {e}"),
         };
         Ok(SubscriberSettings { cfg: cfg.clone(), token })
+    }
+
+    /// Warns (once per start or reload, after [`refuse_open`] allowed it)
+    /// when a token variable is named but not set, so `/ws` is open.
+    pub fn warn_if_open(&self) {
+        if let (None, Some(var)) = (&self.token, &self.cfg.auth_token_env) {
+            warn!(variable = %var, "Subscriber auth is off: the token variable is not set, so /ws is open.");
+        }
     }
 
     /// True when `presented` (from `Authorization: Bearer` or `?token=`)

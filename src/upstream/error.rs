@@ -52,7 +52,7 @@ pub enum LinkError {
     #[error("stale: {0}")]
     Stale(String),
     /// The server sent a close frame.
-    #[error("server closed the link with code {code:?}{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
+    #[error("server closed the link {}{}", .code.map_or_else(|| "without a close code".to_string(), |c| format!("with code {c}")), if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
     Closed {
         /// The close code, if any.
         code: Option<u16>,
