@@ -149,6 +149,7 @@ async fn rolling_restart_loses_nothing() {
     .await;
     let checked = seen.assert_consecutive();
     eprintln!("{checked} messages on the staying replica across the rolling restart, seq consecutive");
+    assert_eq!(seen.stopped(), 0, "an upstream that moved between replicas was announced `stopped`");
     for r in &mut replicas {
         r.terminate();
     }

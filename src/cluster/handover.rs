@@ -61,7 +61,9 @@ pub(super) async fn continue_seq(
 /// drops its `wsgate_upstream_*` series here: they belong to the owner's
 /// replica now (a `stopped` state left behind would look like an outage).
 pub(super) async fn retire(addr: Addr<Upstream>, metrics: Arc<Metrics>, upstream: &str) {
-    let _ = addr.send(upstream::Retire).await;
+    // Handed over, not retired: subscribers here see no `stopped`, the
+    // upstream goes on at its new owner (its state is mirrored).
+    let _ = addr.send(upstream::HandOver).await;
     metrics.remove_upstream(upstream);
 }
 

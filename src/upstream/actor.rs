@@ -48,6 +48,14 @@ pub struct Shutdown;
 #[rtype(result = "()")]
 pub struct Retire;
 
+/// Close with 1000 and stay stopped because this upstream's cluster lease
+/// moved to another replica (SPEC §15; reason `reload`). Like [`Retire`],
+/// but the subscribers are not told `stopped`: the upstream lives on at
+/// its new owner, whose state the cluster mirrors here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOver;
+
 /// What the actor needs from the rest of the process.
 pub struct UpstreamDeps {
     /// Where decoded messages go.
@@ -97,6 +105,9 @@ pub struct Upstream {
     pub(super) command_token: CachedToken,
     /// Shutdown callers waiting for the close frame to be flushed.
     close_waiters: Vec<oneshot::Sender<()>>,
+    /// Handed over to another replica: its last state change (`stopped`)
+    /// is not announced to subscribers.
+    handed_over: bool,
 }
 
 impl Upstream {
@@ -123,6 +134,7 @@ impl Upstream {
             creds: Credentials::default(),
             command_token: None,
             close_waiters: Vec::new(),
+            handed_over: false,
         }
     }
 
@@ -210,7 +222,9 @@ impl Upstream {
         debug!(upstream = %self.cfg.name, to = state.as_str(), "Upstream state changed.");
         self.deps.status.set_state(state);
         self.deps.metrics.state(state);
-        self.deps.publisher.set_state(state);
+        if !self.handed_over {
+            self.deps.publisher.set_state(state);
+        }
     }
 
     /// `text` without the token of the current attempt (as given and as
@@ -304,6 +318,16 @@ impl Handler<Retire> for Upstream {
 
     fn handle(&mut self, _: Retire, ctx: &mut Self::Context) -> Self::Result {
         info!(upstream = %self.cfg.name, "Upstream retired by a reload.");
+        self.stop_and_wait(ctx, LinkError::Reload)
+    }
+}
+
+impl Handler<HandOver> for Upstream {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: HandOver, ctx: &mut Self::Context) -> Self::Result {
+        info!(upstream = %self.cfg.name, "Upstream handed over to another replica.");
+        self.handed_over = true;
         self.stop_and_wait(ctx, LinkError::Reload)
     }
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use actix::{Addr, Supervisor};
 
-pub use actor::{Retire, Shutdown, Upstream, UpstreamDeps};
+pub use actor::{HandOver, Retire, Shutdown, Upstream, UpstreamDeps};
 pub use board::{LinkView, NotReady, StatusBoard, UpstreamStatus, UpstreamView};
 pub use error::LinkError;
 pub use governor::Governor;

@@ -217,7 +217,7 @@ subject_prefix = "{prefix}"
 
 /// Every (upstream, seq) a `/ws` subscriber received, in order.
 #[derive(Default)]
-pub struct Seen(Mutex<BTreeMap<String, Vec<u64>>>);
+pub struct Seen(Mutex<BTreeMap<String, Vec<u64>>>, std::sync::atomic::AtomicUsize);
 
 impl Seen {
     /// Subscribes to every upstream of `addr` and records in the background.
@@ -229,6 +229,9 @@ impl Seen {
             while let Some(Ok(frame)) = ws.next().await {
                 let Message::Text(text) = frame else { continue };
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                if v["event"] == "upstream" && v["state"] == "stopped" {
+                    into.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 if let (Some(u), Some(seq)) = (v["upstream"].as_str(), v["seq"].as_u64()) {
                     if v.get("event").is_none() {
                         into.0.lock().unwrap().entry(u.to_string()).or_default().push(seq);
@@ -237,6 +240,12 @@ impl Seen {
             }
         });
         seen
+    }
+
+    /// `stopped` state events seen (an upstream that moves between
+    /// replicas is never stopped for a subscriber).
+    pub fn stopped(&self) -> usize {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn count(&self, upstream: &str) -> usize {
