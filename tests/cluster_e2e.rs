@@ -237,3 +237,52 @@ async fn reload_adds_and_removes_upstreams_across_the_cluster() {
         }
     }
 }
+
+/// NATS unreachable from a replica (a blackholing proxy between them):
+/// past `lease_ttl` it closes the upstreams it holds (another replica may
+/// have taken them) and tells its own subscribers they are not connected,
+/// never silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_closes_the_upstreams_and_says_so() {
+    use futures_util::StreamExt;
+    use std::sync::{Arc, Mutex};
+    if !nats_up() {
+        return;
+    }
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let feeds: Vec<CountingFeed> = (0..2).map(|_| CountingFeed::start()).collect();
+    let proxy = support::FaultProxy::start(NATS.parse().unwrap());
+    let mut r = Replica::new(dir.path(), "o1", &names, &feeds);
+    let cfg = std::fs::read_to_string(&r.config).unwrap();
+    std::fs::write(&r.config, cfg.replace(&format!("nats://{NATS}"), &format!("nats://{}", proxy.addr))).unwrap();
+    r.start();
+    balanced(&feeds, &[&r], 2.0, Duration::from_secs(30), "both upstreams held").await;
+
+    let mut ws = support::ws_connect(&format!("ws://{}/ws", r.addr), &[]).await.expect("a subscriber");
+    let states = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let into = Arc::clone(&states);
+    tokio::spawn(async move {
+        while let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = ws.next().await {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) else { continue };
+            if v["event"] == "upstream" {
+                let (u, s) = (v["upstream"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or(""));
+                into.lock().unwrap().push((u.to_string(), s.to_string()));
+            }
+        }
+    });
+    eventually(Duration::from_secs(10), "the initial states", || states.lock().unwrap().len() >= 2).await;
+    let cut = Instant::now();
+    proxy.blackhole(true);
+    eventually(TTL * 6 + Duration::from_secs(10), "the upstreams closed after lease_ttl", || {
+        feeds.iter().all(|f| f.open() == 0)
+    })
+    .await;
+    eprintln!("upstreams closed {:?} after NATS was cut (lease_ttl {TTL:?})", cut.elapsed());
+    eventually(Duration::from_secs(5), "subscribers told: not connected", || {
+        let s = states.lock().unwrap();
+        ["u0", "u1"].iter().all(|u| s.iter().rev().find(|(n, _)| n == u).is_some_and(|(_, st)| st != "connected"))
+    })
+    .await;
+    r.kill();
+}
