@@ -36,7 +36,11 @@ async fn replicas_share_upstreams_once_and_survive_a_kill() {
     let took = balanced(&feeds, &all, 2.0, Duration::from_secs(30), "6 feeds connected once, 2 per replica").await;
     eprintln!("balanced after {took:?}");
     for (i, f) in feeds.iter().enumerate() {
-        assert_eq!(f.feed.log.accepted(), 1, "u{i} was connected exactly once");
+        // Never two replicas on one feed. (A replica that starts late on a
+        // loaded machine joins after the others took its share: they hand
+        // those over, so a feed may see a second connection, never at once.)
+        assert_eq!(f.max_open(), 1, "u{i} was connected by one replica at a time");
+        assert!(f.feed.log.accepted() <= 2, "u{i}: {} connections", f.feed.log.accepted());
     }
     eventually(Duration::from_secs(10), "every replica ready", || replicas.iter().all(Replica::ready)).await;
     let by_owner = owners(&replicas[2]);

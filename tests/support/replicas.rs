@@ -64,20 +64,24 @@ impl Drop for Names {
 }
 
 /// A feed sending `{"type":"trade","i":N}` every 10 ms on each connection,
-/// counting the connections open now (`accepted` counts them all).
+/// counting the connections open now and the most ever open at once
+/// (`accepted` counts them all).
 pub struct CountingFeed {
     pub feed: Feed,
     pub open: Arc<AtomicI64>,
+    pub max_open: Arc<AtomicI64>,
 }
 
 impl CountingFeed {
     pub fn start() -> CountingFeed {
         let open = Arc::new(AtomicI64::new(0));
-        let counter = Arc::clone(&open);
+        let max_open = Arc::new(AtomicI64::new(0));
+        let (counter, max) = (Arc::clone(&open), Arc::clone(&max_open));
         let feed = Feed::start(move |mut c| {
-            let open = Arc::clone(&counter);
+            let (open, max) = (Arc::clone(&counter), Arc::clone(&max));
             async move {
-                open.fetch_add(1, Ordering::SeqCst);
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(now, Ordering::SeqCst);
                 let mut i = 0u64;
                 loop {
                     i += 1;
@@ -89,11 +93,16 @@ impl CountingFeed {
                 open.fetch_sub(1, Ordering::SeqCst);
             }
         });
-        CountingFeed { feed, open }
+        CountingFeed { feed, open, max_open }
     }
 
     pub fn open(&self) -> i64 {
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// The most connections this feed ever had open at once.
+    pub fn max_open(&self) -> i64 {
+        self.max_open.load(Ordering::SeqCst)
     }
 }
 
