@@ -1,5 +1,6 @@
 //! Unit tests of `webhook.rs`.
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use super::*;
 use crate::config::Dur;
