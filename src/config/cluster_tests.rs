@@ -1,17 +1,7 @@
 //! `[cluster]` (SPEC §15): defaults, validation naming the key, environment.
 
+use super::tests::{load_toml, write};
 use super::*;
-
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> ConfigSource {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).unwrap();
-    ConfigSource::File(path)
-}
-
-fn load_toml(text: &str) -> Result<Settings, ConfigError> {
-    let dir = tempfile::tempdir().unwrap();
-    load_with_env(&write(&dir, "c.toml", text), Vec::new())
-}
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

@@ -7,13 +7,13 @@ name = "btcusd"
 url = "wss://feed.example.com/v1"
 "#;
 
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> ConfigSource {
+pub(super) fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> ConfigSource {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
     ConfigSource::File(path)
 }
 
-fn load_toml(text: &str) -> Result<Settings, ConfigError> {
+pub(super) fn load_toml(text: &str) -> Result<Settings, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     load_with_env(&write(&dir, "c.toml", text), Vec::new())
 }
